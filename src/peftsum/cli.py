@@ -71,6 +71,22 @@ def data_languages() -> None:
     console.print(table)
 
 
+@app.command("report")
+@_run
+def report(
+    run_dir: Path = typer.Argument(
+        ..., help="Experiment folder (holding runs/<run_id>/) or a single run folder.", show_default=False
+    ),
+    samples: int = typer.Option(3, "--samples", min=0, help="Sample summaries shown per language."),
+) -> None:
+    """Write report.md, a self-contained report.html and figures/*.png from the run files in RUN_DIR."""
+    from peftsum.reporting import write_report
+
+    paths = write_report(run_dir, n_samples=samples)
+    n_fig = sum(1 for key in paths if key.startswith("figures/"))
+    console.print(f"wrote {paths['markdown']}, {paths['html']} and {n_fig} figures in {run_dir / 'figures'}", highlight=False)
+
+
 def main() -> None:
     """Console-script entry point (``peftsum``)."""
     app()

@@ -1,0 +1,191 @@
+"""Typed configuration for training and evaluation, loadable from YAML with CLI overrides.
+
+Every field has a default and a docstring; unknown keys are an error that names the key and
+lists the valid ones. The same dataclass is used by ``peftsum train`` (flags), ``--config``
+files and experiment YAMLs, so a run's ``metrics.json`` records exactly what ran.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from peftsum.errors import ConfigError
+
+
+@dataclass
+class TrainConfig:
+    """Everything ``peftsum train`` needs. Defaults follow XL-Sum (Hasan et al., 2021) where it has one."""
+
+    model: str = "google/mt5-small"
+    """Hub id or local folder of any ``AutoModelForSeq2SeqLM``."""
+    method: str = "lora"
+    """Fine-tuning method (``peftsum methods`` lists them)."""
+    languages: list[str] = field(default_factory=lambda: ["english"])
+    """XL-Sum config names to train on; several = multilingual training with exponent smoothing."""
+    data: str = "sample"
+    """``sample`` (bundled rows), ``hub`` or a local folder/file."""
+    output_dir: str = "runs/run"
+    """Run folder (model/ or adapter, metrics.json, training_log.jsonl, checkpoints)."""
+    num_epochs: float = 3.0
+    """Passes over the training rows (ignored when ``max_steps`` > 0)."""
+    max_steps: int = -1
+    """Optimizer steps; > 0 overrides ``num_epochs``."""
+    batch_size: int = 4
+    """Examples per device per step."""
+    gradient_accumulation_steps: int = 1
+    """Micro-batches per optimizer step (effective batch = batch_size x this)."""
+    learning_rate: float | None = None
+    """Peak learning rate; ``None`` = the method's default (see ``peftsum methods``)."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    optimizer: str = "adamw"
+    """``adamw`` (torch AdamW, fused/foreach where available) or ``adafactor``."""
+    lr_scheduler: str = "linear"
+    """``linear``, ``constant`` or ``cosine`` (all with warmup)."""
+    warmup_ratio: float = 0.0
+    """Share of steps spent warming the learning rate up linearly."""
+    label_smoothing: float = 0.0
+    """Label smoothing (XL-Sum used 0.1)."""
+    max_grad_norm: float = 1.0
+    """Gradient clipping norm."""
+    train_samples: int | None = None
+    """Use at most this many training rows per language (``None`` = all)."""
+    val_samples: int | None = None
+    """Use at most this many validation rows per language (``None`` = all)."""
+    max_source_length: int = 512
+    """Article tokens kept (XL-Sum: 512); EOS stays the last token."""
+    max_target_length: int = 84
+    """Summary tokens kept (XL-Sum: 84); EOS stays the last token."""
+    source_prefix: str = ""
+    """Task prefix prepended to every article (seed study: ``"summarize: "``; XL-Sum: none)."""
+    lora_r: int = 8
+    """Adapter rank ``r``."""
+    lora_alpha: int = 16
+    """LoRA ``lora_alpha`` (scale = lora_alpha / r)."""
+    lora_dropout: float = 0.1
+    """Dropout on the adapter input."""
+    target_modules: list[str] | None = None
+    """Modules to adapt (``None`` = method default; ``["all-linear"]`` = q,k,v,o,wi_0,wi_1,wo)."""
+    num_virtual_tokens: int = 20
+    """Prefix/prompt tuning length in tokens."""
+    language_sampling_alpha: float = 0.5
+    """Multilingual sampling exponent: p_i ~ n_i^alpha (XL-Sum / Conneau & Lample, 2019)."""
+    seed: int = 42
+    """Seeds weights of new layers, dropout and data order."""
+    bf16: bool = False
+    """bf16 autocast (CPU with AMX/AVX512-BF16, or an Ampere+ GPU). Weights stay fp32."""
+    fp16: bool = False
+    """fp16 mixed precision; refused for T5/mT5 (activations overflow)."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in backward to save memory (works with PEFT)."""
+    group_by_length: bool = True
+    """Batch examples of similar length together (less padding)."""
+    logging_steps: int = 1
+    """Log loss and learning rate every N optimizer steps."""
+    eval_steps: int | None = None
+    """Evaluate every N steps (``None`` = at the end of each epoch)."""
+    eval_rouge: bool = False
+    """Also compute ROUGE (greedy decoding) at each evaluation, on at most ``eval_rouge_samples`` rows."""
+    eval_rouge_samples: int = 32
+    """Cap on validation rows decoded for in-training ROUGE."""
+    save_steps: int | None = None
+    """Checkpoint every N steps (``None`` = every evaluation, at least at each epoch end)."""
+    save_total_limit: int | None = 2
+    """Checkpoints kept (the best one is always kept when ``load_best`` is on)."""
+    load_best: bool = False
+    """Keep and finish with the best checkpoint by validation ROUGE-L (needs ``eval_rouge``)."""
+    early_stopping_patience: int | None = None
+    """Stop after this many evaluations without improvement (needs ``load_best``)."""
+    tensorboard: bool = False
+    """Also log to TensorBoard (``pip install tensorboard``)."""
+    resume: bool = False
+    """Continue from the latest checkpoint in ``output_dir``."""
+    overwrite: bool = False
+    """Replace an existing run folder."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """The config as plain JSON-able values."""
+        return dataclasses.asdict(self)
+
+
+def field_names(cls) -> list[str]:
+    """The valid keys of a config dataclass."""
+    return [f.name for f in fields(cls)]
+
+
+def check_keys(cls, data: dict, where: str) -> None:
+    """Raise :class:`ConfigError` naming the first unknown key and the valid ones.
+
+    Args:
+        cls: the dataclass the keys belong to.
+        data: the mapping read from YAML or flags.
+        where: file (and section) for the message.
+    """
+    valid = field_names(cls)
+    for key in data:
+        if key not in valid:
+            close = difflib.get_close_matches(str(key), valid, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"{where}: unknown key {key!r}{hint}; valid keys: {', '.join(valid)}")
+
+
+def _normalise(data: dict) -> dict:
+    out = dict(data)
+    for key in ("languages", "target_modules"):
+        value = out.get(key)
+        if isinstance(value, str):
+            out[key] = [v.strip() for v in value.split(",") if v.strip()]
+    if "language" in out and "languages" not in out:
+        lang = out.pop("language")
+        out["languages"] = [v.strip() for v in lang.split(",")] if isinstance(lang, str) else list(lang)
+    return out
+
+
+def make_config(cls, data: dict, where: str = "config"):
+    """Build ``cls`` from a mapping after checking keys (``language`` is accepted for ``languages``)."""
+    data = _normalise(data)
+    check_keys(cls, data, where)
+    try:
+        return cls(**data)
+    except TypeError as exc:  # pragma: no cover - keys are checked above
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def load_yaml(path: str | Path) -> dict:
+    """Read a YAML mapping; a parse error names the file and line.
+
+    Raises:
+        ConfigError: missing file, invalid YAML, or a top level that is not a mapping.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}{line}: invalid YAML ({getattr(exc, 'problem', None) or exc})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of keys to values at the top level")
+    return data
+
+
+def train_config_from(file: str | Path | None, overrides: dict) -> TrainConfig:
+    """A :class:`TrainConfig` from an optional YAML file plus flag overrides (flags win).
+
+    ``overrides`` with value ``None`` are ignored (flag not given).
+    """
+    data = load_yaml(file) if file else {}
+    data = _normalise(data)
+    check_keys(TrainConfig, data, str(file))
+    data.update({k: v for k, v in _normalise(overrides).items() if v is not None})
+    return make_config(TrainConfig, data, str(file or "flags"))

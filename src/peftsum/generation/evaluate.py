@@ -1,0 +1,151 @@
+"""``peftsum evaluate`` and ``peftsum generate``: decode a split, stream predictions, score them."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+from peftsum.errors import PeftsumError
+from peftsum.generation.decode import GenerationSettings, iter_generate
+
+
+def run_config(model_path: str | Path) -> dict:
+    """The training config saved with a run (``peftsum_config.json`` in the folder or its parent), or ``{}``."""
+    path = Path(model_path)
+    for cand in (path / "peftsum_config.json", path.parent / "peftsum_config.json"):
+        if cand.is_file():
+            return json.loads(cand.read_text(encoding="utf-8"))
+    return {}
+
+
+def _read_done(pred_file: Path, meta_file: Path, meta: dict, overwrite: bool) -> dict[str, str]:
+    if overwrite or not pred_file.exists():
+        for f in (pred_file, meta_file):
+            f.unlink(missing_ok=True)
+        return {}
+    if not meta_file.is_file() or json.loads(meta_file.read_text()) != meta:
+        raise PeftsumError(f"{pred_file} exists from a different evaluation; pass --overwrite to replace it")
+    done = {}
+    with pred_file.open(encoding="utf-8") as fh:
+        for line in fh:
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                break  # a line cut by a kill: everything after it is redone
+            done[row["id"]] = row["prediction"]
+    return done
+
+
+def evaluate_model(model_path: str, language: str, output_file: str | Path, split: str | None = None,
+                   data: str = "sample", num_samples: int | None = None,
+                   settings: GenerationSettings = GenerationSettings(), batch_size: int = 8,
+                   max_source_length: int | None = None, source_prefix: str | None = None,
+                   stemmer: bool | None = None, n_resamples: int = 1000, seed: int = 0, overwrite: bool = False,
+                   progress: bool = True, log=print) -> dict:
+    """Generate summaries for one language/split, stream them to disk, score them.
+
+    Predictions go to ``predictions.jsonl`` beside ``output_file`` (``{"id", "reference",
+    "prediction"}`` per line, appended batch by batch so memory stays flat). An interrupted run
+    continues from the predictions already written when it is started again with the same settings.
+
+    Args:
+        model_path: run folder, full checkpoint, adapter folder or hub id.
+        language: XL-Sum language of the evaluation rows (may differ from training: zero-shot).
+        output_file: the results JSON (score JSON of ``docs/run_format.md`` plus generation settings).
+        split: ``test``/``validation``; default test where present, else validation.
+        data: ``sample``, ``hub`` or a local path.
+        num_samples: evaluate the first N rows (``None`` = all).
+        settings: decoding settings (XL-Sum's by default).
+        batch_size: articles per generate call.
+        max_source_length, source_prefix: default to the run's training config, else 512 and "".
+        stemmer: ``None`` = the language's XL-Sum default.
+        n_resamples, seed: bootstrap settings.
+        overwrite: replace existing results and predictions.
+
+    Returns:
+        The results dict that was written.
+
+    Raises:
+        PeftsumError: existing results without ``overwrite``, bad language/split/data, unloadable model.
+    """
+    from peftsum.data.xlsum import eval_split, load_split
+    from peftsum.io import write_json_atomic
+    from peftsum.metrics import score_texts
+    from peftsum.modeling.load import load_for_inference
+
+    output_file = Path(output_file)
+    if output_file.exists() and not overwrite:
+        raise PeftsumError(f"{output_file} already exists; pass --overwrite to replace it")
+    trained = run_config(model_path)
+    max_source_length = max_source_length or trained.get("max_source_length", 512)
+    source_prefix = trained.get("source_prefix", "") if source_prefix is None else source_prefix
+    split = split or eval_split(language, data)
+    loaded = load_split(language, split, data, num_samples)
+    rows = loaded.rows
+    pred_file = output_file.parent / "predictions.jsonl"
+    meta_file = output_file.parent / ".predictions.meta.json"
+    meta = {"model_path": str(model_path), "language": loaded.language, "split": split, "data": str(data),
+            "generation": asdict(settings), "max_source_length": max_source_length, "source_prefix": source_prefix}
+    output_file.parent.mkdir(parents=True, exist_ok=True)
+    done = _read_done(pred_file, meta_file, meta, overwrite)
+    todo = [i for i, r in enumerate(rows) if r["id"] not in done]
+    if done:
+        log(f"continuing: {len(rows) - len(todo)} of {len(rows)} predictions already in {pred_file}")
+    if todo:
+        meta_file.write_text(json.dumps(meta))
+        model, tokenizer = load_for_inference(model_path)
+        # rewrite what is kept (drops a line cut by a kill), then append batch by batch
+        with pred_file.open("w", encoding="utf-8") as fh:
+            for r in rows:
+                if r["id"] in done:
+                    fh.write(json.dumps({"id": r["id"], "reference": r["summary"], "prediction": done[r["id"]]},
+                                        ensure_ascii=False) + "\n")
+            for idx, preds in iter_generate(model, tokenizer, [rows[i]["text"] for i in todo], settings,
+                                            max_source_length, source_prefix, batch_size, progress):
+                for j, pred in zip(idx, preds):
+                    r = rows[todo[j]]
+                    done[r["id"]] = pred
+                    fh.write(json.dumps({"id": r["id"], "reference": r["summary"], "prediction": pred},
+                                        ensure_ascii=False) + "\n")
+                fh.flush()
+    predictions = [done[r["id"]] for r in rows]
+    result = score_texts(predictions, [r["summary"] for r in rows], loaded.language, stemmer=stemmer,
+                         n_resamples=n_resamples, seed=seed)
+    result.update({"model_path": str(model_path), "split": split, "data": str(data), "source": loaded.source,
+                   "dropped_rows": dict(loaded.dropped), "generation": asdict(settings),
+                   "max_source_length": max_source_length, "ids": [r["id"] for r in rows]})
+    write_json_atomic(output_file, result)
+    return result
+
+
+def write_samples(model_path: str, language: str, output_file: str | Path, num_samples: int = 10,
+                  split: str | None = None, data: str = "sample", settings: GenerationSettings = GenerationSettings(),
+                  article_chars: int = 400, overwrite: bool = False, progress: bool = True) -> Path:
+    """Write a human-readable file of sample summaries: article start, reference, prediction.
+
+    Raises:
+        PeftsumError: output exists without ``overwrite``; bad language/split/data; unloadable model.
+    """
+    from peftsum.data.xlsum import eval_split, load_split
+    from peftsum.generation.decode import generate_summaries
+    from peftsum.io import write_text_atomic
+    from peftsum.modeling.load import load_for_inference
+
+    output_file = Path(output_file)
+    if output_file.exists() and not overwrite:
+        raise PeftsumError(f"{output_file} already exists; pass --overwrite to replace it")
+    trained = run_config(model_path)
+    split = split or eval_split(language, data)
+    rows = load_split(language, split, data, num_samples).rows
+    model, tokenizer = load_for_inference(model_path)
+    preds = generate_summaries(model, tokenizer, [r["text"] for r in rows], settings,
+                               trained.get("max_source_length", 512), trained.get("source_prefix", ""),
+                               progress=progress)
+    parts = []
+    for i, (row, pred) in enumerate(zip(rows, preds), 1):
+        article = row["text"][:article_chars] + ("..." if len(row["text"]) > article_chars else "")
+        parts.append(f"=== sample {i} ({language}/{split}, id {row['id']}) ===\n"
+                     f"ARTICLE:    {article}\nREFERENCE:  {row['summary']}\nPREDICTION: {pred}\n")
+    write_text_atomic(output_file, "\n".join(parts))
+    return output_file

@@ -1,0 +1,169 @@
+"""Load a seq2seq model and its tokenizer from the hub or a folder, and check what was loaded."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from peftsum.errors import PeftsumError
+
+
+def _quiet_transformers():
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
+def _one_line(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:240]
+
+
+def load_tokenizer(name_or_path: str):
+    """``AutoTokenizer.from_pretrained`` with a one-line error.
+
+    Raises:
+        PeftsumError: not found locally and the hub is unreachable or the id is wrong.
+    """
+    from transformers import AutoTokenizer
+
+    _quiet_transformers()
+    try:
+        return AutoTokenizer.from_pretrained(name_or_path)
+    except Exception as exc:
+        raise PeftsumError(_load_hint(name_or_path, exc)) from None
+
+
+def _load_hint(name_or_path: str, exc: Exception) -> str:
+    if Path(name_or_path).exists():
+        return f"{name_or_path}: not a loadable model/tokenizer folder ({_one_line(exc)})"
+    return (
+        f"could not load {name_or_path!r} from the hub ({_one_line(exc)}). Offline? Pass a local folder, "
+        "or use the tiny offline model: `peftsum build-tiny-model --output-dir DIR` then --model DIR"
+    )
+
+
+def checkpoint_keys(name_or_path: str) -> set[str] | None:
+    """Tensor names stored in a local checkpoint's safetensors files, or ``None`` if unknown."""
+    path = Path(name_or_path)
+    if not path.is_dir():
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            cached = try_to_load_from_cache(name_or_path, "config.json")
+            if not isinstance(cached, str):
+                return None
+            path = Path(cached).parent
+        except Exception:
+            return None
+    keys: set[str] = set()
+    index = path / "model.safetensors.index.json"
+    if index.is_file():
+        return set(json.loads(index.read_text())["weight_map"])
+    files = list(path.glob("*.safetensors"))
+    if not files:
+        return None
+    from safetensors import safe_open
+
+    for file in files:
+        with safe_open(str(file), "pt") as fh:
+            keys.update(fh.keys())
+    return keys
+
+
+def lm_head_tie_state(model, name_or_path: str) -> dict:
+    """Compare the loaded model's output-head tying with what the checkpoint stores.
+
+    mT5 checkpoints store a separate ``lm_head.weight``; transformers 5.x forces
+    ``MT5Config.tie_word_embeddings = True`` and only leaves the head untied when the checkpoint
+    holds both tensors with different values. A head that is tied although the checkpoint has
+    its own would silently throw the trained head away.
+
+    Returns:
+        ``{"lm_head_tied": bool, "checkpoint_has_lm_head": bool | None, "ok": bool}``.
+
+    Raises:
+        PeftsumError: the checkpoint stores its own head but the loaded model ties it.
+    """
+    head = model.get_output_embeddings()
+    emb = model.get_input_embeddings()
+    tied = head is not None and head.weight.data_ptr() == emb.weight.data_ptr()
+    keys = checkpoint_keys(name_or_path)
+    has_head = None if keys is None else "lm_head.weight" in keys
+    ok = not (has_head and tied)
+    if not ok:
+        raise PeftsumError(
+            f"{name_or_path}: the checkpoint stores its own lm_head but the loaded model ties it to the "
+            "embeddings; the trained output head would be lost (check tie_word_embeddings in config.json)"
+        )
+    return {"lm_head_tied": bool(tied), "checkpoint_has_lm_head": has_head, "ok": ok}
+
+
+def load_model(name_or_path: str, dtype=None):
+    """``AutoModelForSeq2SeqLM.from_pretrained`` plus the lm_head tie check.
+
+    Args:
+        name_or_path: hub id (e.g. ``google/mt5-small``) or folder.
+        dtype: ``torch`` dtype to load in (default: float32, the safe choice for mT5).
+
+    Returns:
+        ``(model, tie_state)`` where ``tie_state`` is :func:`lm_head_tie_state`'s dict.
+
+    Raises:
+        PeftsumError: the model cannot be loaded (offline, wrong id, not seq2seq) or the tie check fails.
+    """
+    import torch
+    from transformers import AutoModelForSeq2SeqLM
+
+    _quiet_transformers()
+    try:
+        model = AutoModelForSeq2SeqLM.from_pretrained(name_or_path, dtype=dtype or torch.float32)
+    except Exception as exc:
+        raise PeftsumError(_load_hint(name_or_path, exc)) from None
+    return model, lm_head_tie_state(model, name_or_path)
+
+
+def is_t5_family(model_or_config) -> bool:
+    """True for T5, mT5, ByT5, LongT5, UMT5 (models that overflow in fp16)."""
+    config = getattr(model_or_config, "config", model_or_config)
+    return getattr(config, "model_type", "") in {"t5", "mt5", "longt5", "umt5", "byt5", "switch_transformers"}
+
+
+def is_adapter_dir(path: str | Path) -> bool:
+    """True if ``path`` holds a PEFT adapter (``adapter_config.json``)."""
+    return (Path(path) / "adapter_config.json").is_file()
+
+
+def load_for_inference(model_path: str):
+    """Load a fine-tuned model (full checkpoint or PEFT adapter dir) and its tokenizer, in eval mode.
+
+    Args:
+        model_path: a full checkpoint folder, an adapter folder (its base is read from
+            ``adapter_config.json``), a run folder containing ``model/``, or a hub id.
+
+    Returns:
+        ``(model, tokenizer)``.
+
+    Raises:
+        PeftsumError: the folder or its base model cannot be loaded.
+    """
+    path = Path(model_path)
+    if path.is_dir() and (path / "model").is_dir():
+        path = path / "model"
+    if is_adapter_dir(path):
+        from peft import PeftConfig, PeftModel
+
+        base_name = PeftConfig.from_pretrained(str(path)).base_model_name_or_path
+        base, _ = load_model(base_name)
+        tok_src = str(path) if (path / "tokenizer_config.json").is_file() else base_name
+        tokenizer = load_tokenizer(tok_src)
+        try:
+            model = PeftModel.from_pretrained(base, str(path))
+        except Exception as exc:
+            raise PeftsumError(f"{path}: could not load the adapter ({_one_line(exc)})") from None
+    else:
+        model, _ = load_model(str(path))
+        tokenizer = load_tokenizer(str(path))
+    model.eval()
+    return model, tokenizer
