@@ -28,7 +28,7 @@ app = typer.Typer(
 data_app = typer.Typer(help="Load, validate and describe XL-Sum data.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 
-console = Console()
+console = Console(soft_wrap=True)
 err_console = Console(stderr=True)
 
 
@@ -69,6 +69,200 @@ def data_languages() -> None:
     for lang in LANGUAGES.values():
         table.add_row(lang.name, lang.code, lang.script)
     console.print(table)
+
+
+@data_app.command("validate")
+@_run
+def data_validate(
+    path: Path = typer.Argument(..., help="A .jsonl file or a folder in the official or per-language layout."),
+) -> None:
+    """Check XL-Sum JSONL files: malformed lines are errors (file:line); bad rows are counted by reason."""
+    from peftsum.data.validate import validate_path
+
+    report = validate_path(path)
+    for file, kept, dropped in report:
+        reasons = ", ".join(f"{n} {r}" for r, n in dropped.items()) or "none"
+        console.print(f"{file}: {kept} valid rows; dropped: {reasons}")
+
+
+@data_app.command("stats")
+@_run
+def data_stats(
+    language: str = typer.Option(..., "--language", "-l", help="XL-Sum language, e.g. russian."),
+    data: str = DataOpt,
+    tokenizer: Optional[str] = typer.Option(
+        None, help="Tokenizer for token lengths (hub id or folder); default: the offline tiny model's."
+    ),
+    output_file: Optional[Path] = typer.Option(None, help="Also write the statistics as JSON."),
+) -> None:
+    """Rows per split, length percentiles (characters, tokens), compression, novel n-grams."""
+    from peftsum.data.stats import language_stats
+    from peftsum.io import write_json_atomic
+    from peftsum.modeling.load import load_tokenizer
+    from peftsum.modeling.tiny import ensure_tiny_model
+    from peftsum.display import print_stats
+
+    tok = load_tokenizer(tokenizer or str(ensure_tiny_model()))
+    stats = language_stats(language, data, tok)
+    print_stats(console, stats)
+    if output_file:
+        write_json_atomic(output_file, stats)
+
+
+@app.command("build-tiny-model")
+@_run
+def build_tiny(
+    output_dir: Path = typer.Option(..., help="Folder to write (a standard Hugging Face model directory)."),
+    seed: int = typer.Option(0, help="Seeds SentencePiece and the weights; same seed, same files."),
+    overwrite: bool = typer.Option(False, help="Replace an existing folder."),
+) -> None:
+    """Train a SentencePiece tokenizer on the bundled rows of all 45 languages and save a tiny random mT5."""
+    from peftsum.modeling.tiny import TinyModelSpec, build_tiny_model
+
+    out = build_tiny_model(output_dir, TinyModelSpec(seed=seed), overwrite=overwrite)
+    console.print(f"tiny mT5 written to {out}")
+
+
+@app.command("methods")
+@_run
+def methods() -> None:
+    """List the fine-tuning methods with their default learning rate and target modules."""
+    from rich.table import Table
+
+    from peftsum.modeling.methods import METHODS
+
+    table = Table("method", "default lr", "target_modules (mT5)", "uses", "what it is")
+    for m in METHODS.values():
+        table.add_row(m.name, f"{m.learning_rate:g}", ",".join(m.target_modules) or "-", ", ".join(m.uses) or "-",
+                      m.summary)
+    console.print(table)
+    console.print("--target-modules all-linear = q,k,v,o,wi_0,wi_1,wo")
+
+
+@app.command("train")
+@_run
+def train_cmd(
+    config: Optional[Path] = typer.Option(None, "--config", help="YAML file; any flag below can come from it."),
+    method: Optional[str] = typer.Option(None, help="full, lora, dora, rslora, pissa, ia3, adalora, prefix, prompt, loha, vera."),
+    model: Optional[str] = typer.Option(None, help="Hub id (google/mt5-small) or folder. 'tiny' = the offline tiny model."),
+    language: Optional[list[str]] = typer.Option(None, "--language", "-l", help="XL-Sum language(s); repeat or comma-separate."),
+    data: Optional[str] = typer.Option(None, help="sample (bundled), hub, or a local folder/file."),
+    output_dir: Optional[str] = typer.Option(None, help="Run folder."),
+    num_epochs: Optional[float] = typer.Option(None, help="Passes over the training rows."),
+    max_steps: Optional[int] = typer.Option(None, help="Optimizer steps (overrides epochs)."),
+    batch_size: Optional[int] = typer.Option(None, help="Examples per step."),
+    gradient_accumulation_steps: Optional[int] = typer.Option(None, help="Micro-batches per optimizer step."),
+    learning_rate: Optional[float] = typer.Option(None, help="Peak learning rate (default: the method's)."),
+    optimizer: Optional[str] = typer.Option(None, help="adamw or adafactor."),
+    lr_scheduler: Optional[str] = typer.Option(None, help="linear, constant or cosine."),
+    warmup_ratio: Optional[float] = typer.Option(None, help="Share of steps for linear warmup."),
+    label_smoothing: Optional[float] = typer.Option(None, help="Label smoothing (XL-Sum: 0.1)."),
+    train_samples: Optional[int] = typer.Option(None, help="Training rows per language (default all)."),
+    val_samples: Optional[int] = typer.Option(None, help="Validation rows per language (default all)."),
+    max_source_length: Optional[int] = typer.Option(None, help="Article tokens kept (default 512)."),
+    max_target_length: Optional[int] = typer.Option(None, help="Summary tokens kept (default 84)."),
+    source_prefix: Optional[str] = typer.Option(None, help="Task prefix, e.g. 'summarize: ' (default none)."),
+    lora_r: Optional[int] = typer.Option(None, help="Adapter rank r (default 8)."),
+    lora_alpha: Optional[int] = typer.Option(None, help="lora_alpha (default 16)."),
+    lora_dropout: Optional[float] = typer.Option(None, help="Adapter dropout (default 0.1)."),
+    target_modules: Optional[str] = typer.Option(None, help="Comma-separated module names, or all-linear."),
+    num_virtual_tokens: Optional[int] = typer.Option(None, help="Prefix/prompt length (default 20)."),
+    seed: Optional[int] = typer.Option(None, help="Random seed (default 42)."),
+    bf16: Optional[bool] = typer.Option(None, "--bf16/--no-bf16", help="bf16 autocast (CPU or GPU)."),
+    fp16: Optional[bool] = typer.Option(None, "--fp16", help="fp16 (refused for T5/mT5)."),
+    gradient_checkpointing: Optional[bool] = typer.Option(None, "--gradient-checkpointing", help="Save memory."),
+    eval_steps: Optional[int] = typer.Option(None, help="Evaluate every N steps (default each epoch)."),
+    eval_rouge: Optional[bool] = typer.Option(None, "--eval-rouge", help="ROUGE (greedy) at each evaluation."),
+    load_best: Optional[bool] = typer.Option(None, "--load-best", help="Finish with the best checkpoint by ROUGE-L."),
+    early_stopping_patience: Optional[int] = typer.Option(None, help="Evaluations without improvement before stopping."),
+    tensorboard: Optional[bool] = typer.Option(None, "--tensorboard", help="Log to TensorBoard."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the latest checkpoint in --output-dir."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run folder."),
+) -> None:
+    """Fine-tune a seq2seq model on XL-Sum (full or PEFT) and write metrics.json + training_log.jsonl."""
+    overrides = {k: v for k, v in locals().items() if k != "config"}
+    from peftsum.config import train_config_from
+    from peftsum.modeling.tiny import ensure_tiny_model
+    from peftsum.training.trainer import train
+
+    overrides["languages"] = overrides.pop("language")
+    overrides["resume"] = resume or None
+    overrides["overwrite"] = overwrite or None
+    cfg = train_config_from(config, overrides)
+    if cfg.model == "tiny":
+        cfg.model = str(ensure_tiny_model())
+    metrics = train(cfg, log=console.print)
+    console.print(
+        f"[bold]{metrics['method']}[/]: trainable {metrics['trainable_params']:,} "
+        f"({metrics['trainable_pct']:.3f}%), {metrics['checkpoint_size_mb']:.2f} MB on disk, "
+        f"{metrics['train_runtime_s']:.1f} s, train loss {metrics['train_loss']:.4f}, "
+        f"val loss {metrics['eval_loss']:.4f} -> {cfg.output_dir}"
+    )
+
+
+def _settings(num_beams, length_penalty, no_repeat_ngram_size, max_new_tokens):
+    from peftsum.generation.decode import GenerationSettings
+
+    return GenerationSettings(num_beams=num_beams, length_penalty=length_penalty,
+                              no_repeat_ngram_size=no_repeat_ngram_size, max_new_tokens=max_new_tokens)
+
+
+NumBeams = typer.Option(4, help="Beam width (XL-Sum: 4; 1 = greedy).")
+LengthPenalty = typer.Option(0.6, help="Beam length_penalty (XL-Sum: 0.6).")
+NoRepeat = typer.Option(2, help="no_repeat_ngram_size (XL-Sum: 2; 0 = off).")
+MaxNew = typer.Option(84, help="Maximum new tokens per summary (XL-Sum: 84).")
+
+
+@app.command("evaluate")
+@_run
+def evaluate_cmd(
+    model_path: str = typer.Option(..., help="Run folder, checkpoint, adapter folder or hub id."),
+    language: str = typer.Option(..., "--language", "-l", help="Language of the evaluation rows."),
+    output_file: Path = typer.Option(..., help="Results JSON; predictions.jsonl is written beside it."),
+    split: Optional[str] = typer.Option(None, help="test or validation (default: test where present)."),
+    data: str = DataOpt,
+    test_samples: Optional[int] = typer.Option(None, help="Evaluate the first N rows (default all)."),
+    batch_size: int = typer.Option(8, help="Articles per generate call."),
+    num_beams: int = NumBeams,
+    length_penalty: float = LengthPenalty,
+    no_repeat_ngram_size: int = NoRepeat,
+    max_new_tokens: int = MaxNew,
+    stemmer: Optional[bool] = typer.Option(None, "--stemmer/--no-stemmer", help="Default: XL-Sum's choice per language."),
+    overwrite: bool = typer.Option(False, help="Replace existing results/predictions."),
+) -> None:
+    """Generate summaries (batched beam search), stream them to disk and score them with multilingual ROUGE."""
+    from peftsum.generation.evaluate import evaluate_model
+    from peftsum.display import print_scores
+
+    result = evaluate_model(model_path, language, output_file, split, data, test_samples,
+                            _settings(num_beams, length_penalty, no_repeat_ngram_size, max_new_tokens),
+                            batch_size, stemmer=stemmer, overwrite=overwrite, log=console.print)
+    print_scores(console, result)
+    console.print(f"results: {output_file}; predictions: {output_file.parent / 'predictions.jsonl'}")
+
+
+@app.command("generate")
+@_run
+def generate_cmd(
+    model_path: str = typer.Option(..., help="Run folder, checkpoint, adapter folder or hub id."),
+    language: str = typer.Option(..., "--language", "-l", help="Language of the articles."),
+    output_file: Path = typer.Option(..., help="Text file with article start, reference and prediction."),
+    num_samples: int = typer.Option(10, help="How many articles."),
+    split: Optional[str] = typer.Option(None, help="test or validation (default: test where present)."),
+    data: str = DataOpt,
+    num_beams: int = NumBeams,
+    length_penalty: float = LengthPenalty,
+    no_repeat_ngram_size: int = NoRepeat,
+    max_new_tokens: int = MaxNew,
+    overwrite: bool = typer.Option(False, help="Replace an existing file."),
+) -> None:
+    """Write sample summaries side by side with the reference, for reading."""
+    from peftsum.generation.evaluate import write_samples
+
+    out = write_samples(model_path, language, output_file, num_samples, split, data,
+                        _settings(num_beams, length_penalty, no_repeat_ngram_size, max_new_tokens),
+                        overwrite=overwrite)
+    console.print(out.read_text(encoding="utf-8"), highlight=False, markup=False)
 
 
 @app.command("report")

@@ -191,3 +191,17 @@ def remove_model_dir(path: Path) -> None:
         path.unlink()
     else:
         raise PeftsumError(f"{path}: nothing to remove")
+
+
+def default_tiny_dir() -> Path:
+    """Where the offline tiny model is cached: ``$PEFTSUM_HOME/tiny-mt5`` (default ``~/.cache/peftsum``)."""
+    home = Path(os.environ.get("PEFTSUM_HOME", Path.home() / ".cache" / "peftsum"))
+    return home / "tiny-mt5"
+
+
+def ensure_tiny_model(path: str | Path | None = None, spec: TinyModelSpec = TinyModelSpec()) -> Path:
+    """Return a tiny model folder, building it first if it is missing."""
+    path = Path(path) if path else default_tiny_dir()
+    if not is_model_dir(path):
+        build_tiny_model(path, spec, overwrite=path.exists())
+    return path
