@@ -1,0 +1,1 @@
+"""Experiments: methods x languages x seeds (and cross-lingual pairs), run, evaluated and reported."""

@@ -1,0 +1,151 @@
+"""Experiment configuration: which runs to make, with what shared budget, evaluated how.
+
+A YAML file maps onto :class:`ExperimentConfig`; unknown keys (top level, in ``train``, in
+``generation`` or in a method entry) are errors that name the key and the valid ones.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from importlib import resources
+from pathlib import Path
+
+from peftsum.config import TrainConfig, check_keys, load_yaml, make_config
+from peftsum.errors import ConfigError
+
+DEFAULT_CONFIG = "demo.yaml"
+"""The embedded default experiment (``peftsum experiment`` with no config)."""
+
+
+@dataclass
+class RunSpec:
+    """One training run and the languages it is evaluated on.
+
+    Attributes:
+        run_id: folder name, ``<label>-<train languages joined by +>-s<seed>``.
+        label: method label (``lora`` or a custom name such as ``lora-r16``).
+        train: the training config (output_dir set to the run folder).
+        eval_languages: languages to evaluate on (a language not in ``train.languages`` is zero-shot).
+    """
+
+    run_id: str
+    label: str
+    train: TrainConfig
+    eval_languages: list[str]
+
+
+@dataclass
+class ExperimentConfig:
+    """An experiment: every method x training-language set x seed, with equal budgets.
+
+    Attributes:
+        name: experiment name (default output folder ``peftsum_runs/<name>``).
+        model: base model (hub id or folder); ``tiny`` = the offline tiny mT5.
+        pretrain_steps: span-corruption steps for the tiny base before fine-tuning (0 = random base).
+        data: ``sample``, ``hub`` or a local folder.
+        methods: method names, or mappings ``{method: lora, name: lora-r16, <TrainConfig keys>}``.
+        languages: monolingual runs: each language is trained and evaluated on its own.
+        cross_lingual: mappings ``{train: [..], eval: [..]}``: train on one set, evaluate on others.
+        seeds: one run per seed.
+        train: :class:`~peftsum.config.TrainConfig` keys shared by all runs (the equal budget).
+        generation: :class:`~peftsum.generation.decode.GenerationSettings` keys.
+        eval_samples: evaluation rows per language (``None`` = all).
+        eval_split: ``test``/``validation`` (default: test where present).
+        eval_batch_size: articles per generate call.
+        baselines: also score LEAD-1 and the extractive oracle per evaluation language.
+        report: write the report at the end.
+    """
+
+    name: str = "experiment"
+    model: str = "tiny"
+    pretrain_steps: int = 0
+    data: str = "sample"
+    methods: list = field(default_factory=lambda: ["full", "lora"])
+    languages: list[str] = field(default_factory=lambda: ["english"])
+    cross_lingual: list[dict] = field(default_factory=list)
+    seeds: list[int] = field(default_factory=lambda: [42])
+    train: dict = field(default_factory=dict)
+    generation: dict = field(default_factory=dict)
+    eval_samples: int | None = None
+    eval_split: str | None = None
+    eval_batch_size: int = 8
+    baselines: bool = True
+    report: bool = True
+
+    def to_dict(self) -> dict:
+        """Plain values (for ``experiment.yaml``)."""
+        return asdict(self)
+
+
+def default_config_path() -> Path:
+    """Path of the embedded default experiment YAML."""
+    return Path(str(resources.files("peftsum") / "configs" / DEFAULT_CONFIG))
+
+
+def load_experiment(path: str | Path | None) -> ExperimentConfig:
+    """Read and validate an experiment YAML (the embedded default when ``path`` is ``None``).
+
+    Raises:
+        ConfigError: unknown keys anywhere (named with the valid ones), bad types, unknown
+            methods or languages, an experiment with no runs.
+    """
+    from peftsum.data.languages import parse_languages
+    from peftsum.generation.decode import GenerationSettings
+    from peftsum.modeling.methods import get_method
+
+    path = Path(path) if path else default_config_path()
+    data = load_yaml(path)
+    check_keys(ExperimentConfig, data, str(path))
+    cfg = ExperimentConfig(**data)
+    where = str(path)
+    check_keys(TrainConfig, cfg.train, f"{where} (train)")
+    for bad in ("method", "languages", "language", "output_dir", "seed", "model", "data"):
+        if bad in cfg.train:
+            raise ConfigError(f"{where} (train): {bad!r} is set per run by the experiment; "
+                              "use the top-level methods/languages/seeds/model/data keys")
+    check_keys(GenerationSettings, cfg.generation, f"{where} (generation)")
+    if not isinstance(cfg.methods, list) or not cfg.methods:
+        raise ConfigError(f"{where}: methods must be a non-empty list")
+    for entry in cfg.methods:
+        spec = {"method": entry} if isinstance(entry, str) else dict(entry)
+        if "method" not in spec:
+            raise ConfigError(f"{where}: a methods entry needs a 'method' key: {entry!r}")
+        extra = {k: v for k, v in spec.items() if k not in ("method", "name")}
+        check_keys(TrainConfig, extra, f"{where} (methods: {spec.get('name', spec['method'])})")
+        get_method(spec["method"])
+    cfg.languages = parse_languages(cfg.languages) if cfg.languages else []
+    for pair in cfg.cross_lingual:
+        if not isinstance(pair, dict) or set(pair) - {"train", "eval"} or "train" not in pair or "eval" not in pair:
+            raise ConfigError(f"{where}: cross_lingual entries look like {{train: [english], eval: [russian]}}; "
+                              f"got {pair!r}")
+        pair["train"], pair["eval"] = parse_languages(pair["train"]), parse_languages(pair["eval"])
+    if not cfg.languages and not cfg.cross_lingual:
+        raise ConfigError(f"{where}: no runs: set languages or cross_lingual")
+    return cfg
+
+
+def expand_runs(cfg: ExperimentConfig, exp_dir: Path, model_path: str) -> list[RunSpec]:
+    """Every run of the experiment, in a stable order (methods x training sets x seeds).
+
+    Args:
+        cfg: the experiment.
+        exp_dir: experiment folder; runs go to ``exp_dir/runs/<run_id>``.
+        model_path: the resolved base model (the tiny base folder for ``model: tiny``).
+    """
+    sets = [([lang], [lang]) for lang in cfg.languages]
+    sets += [(pair["train"], list(dict.fromkeys(pair["train"] + pair["eval"]))) for pair in cfg.cross_lingual]
+    runs: list[RunSpec] = []
+    seen: set[str] = set()
+    for entry in cfg.methods:
+        spec = {"method": entry} if isinstance(entry, str) else dict(entry)
+        label = spec.pop("name", spec["method"])
+        for train_langs, eval_langs in sets:
+            for seed in cfg.seeds:
+                run_id = f"{label}-{'+'.join(train_langs)}-s{seed}"
+                if run_id in seen:
+                    continue
+                seen.add(run_id)
+                values = {**cfg.train, **spec, "languages": train_langs, "seed": seed, "model": model_path,
+                          "data": cfg.data, "output_dir": str(exp_dir / "runs" / run_id)}
+                runs.append(RunSpec(run_id, label, make_config(TrainConfig, values, run_id), eval_langs))
+    return runs

@@ -1,0 +1,148 @@
+"""Run an experiment: base model, every run (train, evaluate), baselines, report.
+
+Finished runs (``status.json`` says done and every evaluation exists) are skipped when the
+experiment is run again; a failed run is recorded with its error and the others go on.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from pathlib import Path
+
+import yaml
+
+from peftsum.errors import PeftsumError
+from peftsum.experiments.config import ExperimentConfig, RunSpec, expand_runs
+from peftsum.io import read_json, write_json_atomic, write_text_atomic
+
+
+def resolve_base_model(cfg: ExperimentConfig, log=print) -> str:
+    """The base model path: for ``tiny`` the cached tiny mT5, pretrained for ``pretrain_steps``."""
+    if cfg.model != "tiny":
+        return cfg.model
+    from peftsum.modeling.pretrain import ensure_pretrained_tiny
+    from peftsum.modeling.tiny import ensure_tiny_model
+
+    if cfg.pretrain_steps > 0:
+        log(f"base: tiny mT5 pretrained with span corruption for {cfg.pretrain_steps} steps (cached)")
+        return str(ensure_pretrained_tiny(cfg.pretrain_steps))
+    return str(ensure_tiny_model())
+
+
+def _eval_file(run_dir: Path, language: str) -> Path:
+    return run_dir / "eval" / language / "results.json"
+
+
+def run_is_done(run: RunSpec) -> bool:
+    """True when the run trained successfully and every evaluation file exists."""
+    run_dir = Path(run.train.output_dir)
+    status = run_dir / "status.json"
+    if not status.is_file():
+        return False
+    try:
+        done = read_json(status).get("status") == "done"
+    except PeftsumError:
+        return False
+    return done and all(_eval_file(run_dir, lang).is_file() for lang in run.eval_languages)
+
+
+def execute_run(run: RunSpec, cfg: ExperimentConfig, log=print) -> dict:
+    """Train one run and evaluate it on each of its languages; write ``status.json``.
+
+    Returns:
+        The status dict (``status`` is ``done`` or ``failed`` with ``error``).
+    """
+    from peftsum.generation.decode import GenerationSettings
+    from peftsum.generation.evaluate import evaluate_model
+    from peftsum.training.trainer import train
+
+    run_dir = Path(run.train.output_dir)
+    start = time.perf_counter()
+    try:
+        if not (run_dir / "metrics.json").is_file():
+            run.train.overwrite = True  # a half-finished earlier attempt is redone from scratch
+            train(run.train, log=log)
+        for lang in run.eval_languages:
+            out = _eval_file(run_dir, lang)
+            if out.is_file():
+                continue
+            evaluate_model(str(run_dir / "model"), lang, out, cfg.eval_split, cfg.data, cfg.eval_samples,
+                           GenerationSettings(**cfg.generation), cfg.eval_batch_size, log=log)
+        status = {"status": "done", "error": None}
+    except (PeftsumError, RuntimeError, ValueError, OSError) as exc:
+        status = {"status": "failed", "error": f"{type(exc).__name__}: {exc}".splitlines()[0][:500],
+                  "traceback": traceback.format_exc(limit=5)}
+        log(f"[red]run {run.run_id} failed:[/] {status['error']}")
+    status.update({"seconds": round(time.perf_counter() - start, 2), "run_id": run.run_id, "label": run.label,
+                   "train_languages": run.train.languages, "eval_languages": run.eval_languages})
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(run_dir / "status.json", status)
+    return status
+
+
+def write_baselines(cfg: ExperimentConfig, exp_dir: Path, languages: list[str]) -> None:
+    """Score LEAD-1 and the extractive oracle on each evaluation language (skips existing files)."""
+    from peftsum.data.xlsum import eval_split, load_split
+    from peftsum.metrics.baselines import baseline_scores
+
+    for lang in languages:
+        out = exp_dir / "baselines" / f"{lang}.json"
+        if out.is_file():
+            continue
+        split = cfg.eval_split or eval_split(lang, cfg.data)
+        rows = load_split(lang, split, cfg.data, cfg.eval_samples).rows
+        result = baseline_scores(rows, lang)
+        result.update({"language": lang, "split": split})
+        write_json_atomic(out, result)
+
+
+def _check_existing(exp_dir: Path, cfg: ExperimentConfig, overwrite: bool) -> None:
+    saved = exp_dir / "experiment.yaml"
+    if not saved.is_file() or overwrite:
+        if overwrite and exp_dir.exists():
+            import shutil
+
+            shutil.rmtree(exp_dir)
+        return
+    old = yaml.safe_load(saved.read_text(encoding="utf-8")) or {}
+    if old != cfg.to_dict():
+        changed = sorted(k for k in set(old) | set(cfg.to_dict()) if old.get(k) != cfg.to_dict().get(k))
+        raise PeftsumError(f"{exp_dir} holds an experiment with a different config (changed: {', '.join(changed)}); "
+                           "pass --overwrite to start over or choose another --output-dir")
+
+
+def run_experiment(cfg: ExperimentConfig, exp_dir: str | Path, overwrite: bool = False, log=print) -> dict:
+    """Run (or continue) an experiment in ``exp_dir``.
+
+    Returns:
+        ``{"runs": {run_id: status}, "report": {name: path} | None, "seconds": float}``.
+
+    Raises:
+        PeftsumError: ``exp_dir`` holds a different experiment and ``overwrite`` is false.
+    """
+    exp_dir = Path(exp_dir)
+    start = time.perf_counter()
+    _check_existing(exp_dir, cfg, overwrite)
+    exp_dir.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(exp_dir / "experiment.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False, allow_unicode=True))
+    base = resolve_base_model(cfg, log)
+    runs = expand_runs(cfg, exp_dir, base)
+    log(f"experiment {cfg.name}: {len(runs)} runs -> {exp_dir}")
+    statuses = {}
+    for i, run in enumerate(runs, 1):
+        if run_is_done(run):
+            log(f"[{i}/{len(runs)}] {run.run_id}: done already, skipped")
+            statuses[run.run_id] = read_json(Path(run.train.output_dir) / "status.json")
+            continue
+        log(f"[{i}/{len(runs)}] {run.run_id}: training on {', '.join(run.train.languages)}, "
+            f"evaluating on {', '.join(run.eval_languages)}")
+        statuses[run.run_id] = execute_run(run, cfg, log)
+    if cfg.baselines:
+        write_baselines(cfg, exp_dir, sorted({lang for r in runs for lang in r.eval_languages}))
+    report = None
+    if cfg.report:
+        from peftsum.reporting import write_report
+
+        report = write_report(exp_dir)
+    return {"runs": statuses, "report": report, "seconds": time.perf_counter() - start}

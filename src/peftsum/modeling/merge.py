@@ -1,0 +1,46 @@
+"""``peftsum merge``: fold an adapter into its base model and save a standalone checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from peftsum.errors import PeftsumError
+from peftsum.io import atomic_dir
+
+MERGEABLE = {"LORA", "IA3", "LOHA", "LOKR", "ADALORA", "VERA", "OFT", "BOFT"}
+"""PEFT types whose update can be written into the base weights (prefix/prompt tuning cannot)."""
+
+
+def merge_adapter(adapter_dir: str | Path, output_dir: str | Path, overwrite: bool = False) -> Path:
+    """Merge a PEFT adapter into its base model (``merge_and_unload``) and save it with the tokenizer.
+
+    Args:
+        adapter_dir: a PEFT adapter folder (or a run folder holding ``model/``).
+        output_dir: where the merged model goes (written atomically).
+        overwrite: replace an existing folder.
+
+    Returns:
+        ``output_dir``; it loads with ``AutoModelForSeq2SeqLM.from_pretrained`` without peft.
+
+    Raises:
+        PeftsumError: not an adapter folder, a method that cannot be merged (prefix/prompt
+            tuning add virtual tokens, not weight updates), or an existing output without ``overwrite``.
+    """
+    from peftsum.modeling.load import is_adapter_dir, load_for_inference
+
+    adapter_dir = Path(adapter_dir)
+    if (adapter_dir / "model").is_dir():
+        adapter_dir = adapter_dir / "model"
+    if not is_adapter_dir(adapter_dir):
+        raise PeftsumError(f"{adapter_dir}: not a PEFT adapter folder (no adapter_config.json); "
+                           "a full fine-tuning checkpoint is already standalone")
+    model, tokenizer = load_for_inference(str(adapter_dir))
+    peft_type = str(model.peft_config["default"].peft_type).split(".")[-1].upper()
+    if peft_type not in MERGEABLE:
+        raise PeftsumError(f"{adapter_dir}: {peft_type} adapters cannot be merged into the weights "
+                           "(prefix/prompt tuning add virtual tokens); serve them with the base model instead")
+    merged = model.merge_and_unload()
+    with atomic_dir(Path(output_dir), overwrite=overwrite) as tmp:
+        merged.save_pretrained(str(tmp))
+        tokenizer.save_pretrained(str(tmp))
+    return Path(output_dir)
