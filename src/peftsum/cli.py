@@ -285,6 +285,9 @@ def experiment_cmd(
     config: Optional[Path] = typer.Argument(None, help="Experiment YAML (default: the embedded offline demo)."),
     output_dir: Optional[Path] = typer.Option(None, help="Experiment folder (default: peftsum_runs/<name>)."),
     overwrite: bool = typer.Option(False, help="Start over in an existing folder that holds another experiment."),
+    set_: Optional[list[str]] = typer.Option(
+        None, "--set", help="Override a config key, e.g. --set train.max_steps=100 --set languages=[hindi,urdu]."
+    ),
     show_config: bool = typer.Option(False, "--show-config", help="Print the resolved config and exit."),
 ) -> None:
     """Run methods x languages x seeds with equal budgets, evaluate, score baselines and write the report.
@@ -298,7 +301,7 @@ def experiment_cmd(
     from peftsum.experiments.config import default_config_path, load_experiment
     from peftsum.experiments.runner import run_experiment
 
-    cfg = load_experiment(config)
+    cfg = load_experiment(config, set_)
     if show_config:
         console.print(yaml.safe_dump(cfg.to_dict(), sort_keys=False, allow_unicode=True), markup=False)
         console.print(f"(from {config or default_config_path()})")
@@ -326,7 +329,8 @@ def report(
 
     paths = write_report(run_dir, n_samples=samples)
     n_fig = sum(1 for key in paths if key.startswith("figures/"))
-    console.print(f"wrote {paths['markdown']}, {paths['html']} and {n_fig} figures in {run_dir / 'figures'}", highlight=False)
+    figs = f"{n_fig} figure{'' if n_fig == 1 else 's'}"
+    console.print(f"wrote {paths['markdown']}, {paths['html']} and {figs} in {run_dir / 'figures'}", highlight=False)
 
 
 @app.command("score")

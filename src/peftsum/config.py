@@ -43,13 +43,13 @@ class TrainConfig:
     learning_rate: float | None = None
     """Peak learning rate; ``None`` = the method's default (see ``peftsum methods``)."""
     weight_decay: float = 0.0
-    """AdamW weight decay."""
+    """Decoupled weight decay (AdamW; Adafactor's ``weight_decay``)."""
     optimizer: str = "adamw"
-    """``adamw`` (torch AdamW, fused/foreach where available) or ``adafactor``."""
+    """``adamw`` (``torch.optim.AdamW``) or ``adafactor`` (``transformers.Adafactor`` at the given learning rate)."""
     lr_scheduler: str = "linear"
-    """``linear``, ``constant`` or ``cosine`` (all with warmup)."""
+    """``linear`` (decay to 0), ``constant`` or ``cosine`` (half cosine to 0), all after a linear warmup."""
     warmup_ratio: float = 0.0
-    """Share of steps spent warming the learning rate up linearly."""
+    """Share of the optimizer steps spent warming the learning rate up linearly from 0 (0-1)."""
     label_smoothing: float = 0.0
     """Label smoothing (XL-Sum used 0.1)."""
     max_grad_norm: float = 1.0
@@ -64,10 +64,10 @@ class TrainConfig:
     """Summary tokens kept (XL-Sum: 84); EOS stays the last token."""
     source_prefix: str = ""
     """Task prefix prepended to every article (seed study: ``"summarize: "``; XL-Sum: none)."""
-    lora_r: int = 8
-    """Adapter rank ``r``."""
+    lora_r: int | None = None
+    """Adapter rank ``r`` (``None`` = the method's default: 8, VeRA 256)."""
     lora_alpha: int = 16
-    """LoRA ``lora_alpha`` (scale = lora_alpha / r)."""
+    """LoRA ``lora_alpha`` (scale = lora_alpha / r; LoHa's ``alpha``)."""
     lora_dropout: float = 0.1
     """Dropout on the adapter input."""
     target_modules: list[str] | None = None
@@ -89,13 +89,13 @@ class TrainConfig:
     logging_steps: int = 1
     """Log loss and learning rate every N optimizer steps."""
     eval_steps: int | None = None
-    """Evaluate every N steps (``None`` = at the end of each epoch)."""
+    """Evaluate every N optimizer steps (``None`` = at the end of each epoch; 0 = only once, after training)."""
     eval_rouge: bool = False
     """Also compute ROUGE (greedy decoding) at each evaluation, on at most ``eval_rouge_samples`` rows."""
     eval_rouge_samples: int = 32
     """Cap on validation rows decoded for in-training ROUGE."""
     save_steps: int | None = None
-    """Checkpoint every N steps (``None`` = every evaluation, at least at each epoch end)."""
+    """Checkpoint every N steps (``None`` = at every evaluation; with ``eval_steps`` 0, at each epoch end)."""
     save_total_limit: int | None = 2
     """Checkpoints kept (the best one is always kept when ``load_best`` is on)."""
     load_best: bool = False
@@ -103,7 +103,7 @@ class TrainConfig:
     early_stopping_patience: int | None = None
     """Stop after this many evaluations without improvement (needs ``load_best``)."""
     tensorboard: bool = False
-    """Also log to TensorBoard (``pip install tensorboard``)."""
+    """Also log to TensorBoard in ``<output_dir>/tensorboard`` (``pip install 'peftsum[tensorboard]'``)."""
     resume: bool = False
     """Continue from the latest checkpoint in ``output_dir``."""
     overwrite: bool = False

@@ -22,7 +22,7 @@ def print_scores(console, result: dict, title: str | None = None) -> None:
     sanity = result.get("sanity")
     if sanity:
         console.print(
-            f"script check: {sanity.get('script_share', 0):.0f}% of predictions mostly in "
+            f"script check: {100 * sanity.get('script_share', 0):.0f}% of predictions mostly in "
             f"{sanity.get('expected_script')}; empty: {sanity.get('empty_predictions')}; "
             f"with <extra_id_*> sentinels: {sanity.get('sentinel_predictions')}"
         )

@@ -82,8 +82,40 @@ def default_config_path() -> Path:
     return Path(str(resources.files("peftsum") / "configs" / DEFAULT_CONFIG))
 
 
-def load_experiment(path: str | Path | None) -> ExperimentConfig:
+def apply_overrides(data: dict, assignments: list[str]) -> dict:
+    """Apply ``KEY=VALUE`` overrides (``train.max_steps=10``, ``languages=[hindi]``) to a config mapping.
+
+    Values are parsed as YAML (``10`` -> int, ``[a, b]`` -> list, ``null`` -> None).
+
+    Raises:
+        ConfigError: an assignment without ``=`` or a dotted key whose parent is not a mapping.
+    """
+    import yaml
+
+    data = dict(data)
+    for item in assignments or []:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. train.max_steps=10")
+        key, raw = item.split("=", 1)
+        value = yaml.safe_load(raw) if raw.strip() else None
+        parts = key.strip().split(".")
+        node = data
+        for part in parts[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {item!r}: {part!r} is not a mapping")
+            node[part] = dict(child)
+            node = node[part]
+        node[parts[-1]] = value
+    return data
+
+
+def load_experiment(path: str | Path | None, overrides: list[str] | None = None) -> ExperimentConfig:
     """Read and validate an experiment YAML (the embedded default when ``path`` is ``None``).
+
+    ``overrides`` are ``KEY=VALUE`` strings applied on top (see :func:`apply_overrides`).
 
     Raises:
         ConfigError: unknown keys anywhere (named with the valid ones), bad types, unknown
@@ -94,7 +126,7 @@ def load_experiment(path: str | Path | None) -> ExperimentConfig:
     from peftsum.modeling.methods import get_method
 
     path = Path(path) if path else default_config_path()
-    data = load_yaml(path)
+    data = apply_overrides(load_yaml(path), overrides or [])
     check_keys(ExperimentConfig, data, str(path))
     cfg = ExperimentConfig(**data)
     where = str(path)

@@ -112,6 +112,9 @@ def evaluate_model(model_path: str, language: str, output_file: str | Path, spli
     predictions = [done[r["id"]] for r in rows]
     result = score_texts(predictions, [r["summary"] for r in rows], loaded.language, stemmer=stemmer,
                          n_resamples=n_resamples, seed=seed)
+    from peftsum.metrics.baselines import compare_to_lead1
+
+    result["paired"] = compare_to_lead1(result, rows)  # model vs LEAD-1 on the same references
     result.update({"model_path": str(model_path), "split": split, "data": str(data), "source": loaded.source,
                    "dropped_rows": dict(loaded.dropped), "generation": asdict(settings),
                    "max_source_length": max_source_length, "ids": [r["id"] for r in rows]})

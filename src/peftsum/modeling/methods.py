@@ -1,21 +1,32 @@
 """The fine-tuning methods peftsum compares, defined once in a table.
 
-Each :class:`Method` says how to build its ``peft`` config (or ``None`` for full fine-tuning),
-its default learning rate and its default ``target_modules`` for mT5/T5. Adding a method is one
-row in :data:`METHODS`; nothing else in peftsum branches on the method name.
+Each :class:`Method` row says how to build its ``peft`` config (or ``None`` for full
+fine-tuning), its default learning rate, its default ``target_modules`` for mT5/T5, its
+default rank, and what the trainer must do beyond PEFT's standard calls (AdaLoRA's rank
+allocation callback; PiSSA's conversion to a plain LoRA on save). Adding a method is one row in
+:data:`METHODS`; nothing else in peftsum branches on the method name.
 
-Sources of the defaults:
+Sources of the defaults (checked against peft 0.21.2 by ``tests/test_methods.py``):
 
-* ``target_modules``: PEFT's own mapping for ``mt5`` (``peft.utils.constants``:
-  LoRA family ``q,v``; AdaLoRA ``all-linear``); ``all-linear`` = ``q,k,v,o,wi_0,wi_1,wo``.
+* ``target_modules``: PEFT's own mapping for ``mt5`` (``peft.utils.constants``): the LoRA
+  family, LoHa and VeRA ``q,v``; AdaLoRA ``q,k,v,o,wi_0,wi_1,wo`` (= ``all-linear``).
 * IA3 (Liu et al., 2022, "Few-Shot Parameter-Efficient Fine-Tuning is Better and Cheaper than
   In-Context Learning"): rescales keys, values and the feed-forward activation. PEFT's ``mt5``
-  entry leaves ``feedforward_modules`` empty, so peftsum sets it explicitly: targets ``k,v,wo``
-  with ``wo`` as the feed-forward module (its input, the d_ff activation, is scaled), as PEFT does for t5.
-* Learning rates: full fine-tuning 5e-5 (the seed study; HF summarization examples); LoRA-family
+  entry targets ``k,v,wi_1`` and leaves ``feedforward_modules`` empty; peftsum sets it
+  explicitly, as PEFT does for ``t5``: targets ``k,v,wo`` with ``wo`` as the feed-forward module,
+  so IA3 scales ``wo``'s *input*, the d_ff activation ``h = gelu(wi_0 x) * wi_1 x``. (Scaling
+  ``wi_1``'s output, PEFT's mt5 choice, is the same function ``l * h``; the explicit form also works
+  for non-gated T5, whose FFN has ``wi`` instead of ``wi_0/wi_1``.)
+* Ranks: ``r = 8`` (PEFT's LoRA/LoHa default); VeRA ``r = 256`` (PEFT's VeRA default; its frozen
+  random matrices are shared by all layers, so a high rank costs only ``r`` trained scalars
+  per layer; Kopiczko et al., 2024). AdaLoRA starts at ``init_r = 12`` and prunes to
+  ``target_r = r`` (PEFT's defaults 12 -> 8).
+* Learning rates: full fine-tuning 5e-5 (the seed study; HF summarization examples); LoRA family
   5e-4, about 10x full fine-tuning (Hu et al., 2021; PEFT examples); IA3 3e-3 (Liu et al., 2022);
   VeRA 5e-3 (Kopiczko et al., 2024, use 1e-2-range rates); prefix tuning 1e-2 and prompt tuning
   3e-2 (PEFT's seq2seq examples; Lester et al., 2021 use 0.3 with Adafactor).
+* Prompt tuning starts from embeddings of randomly sampled vocabulary tokens (Lester et al., 2021,
+  section 3: "sampled vocab" beats random init; PEFT's ``SAMPLE_VOCAB``).
 """
 
 from __future__ import annotations
@@ -34,10 +45,10 @@ class MethodHyper:
     """Hyperparameters a method may use (each method reads only its own).
 
     Attributes:
-        r: LoRA rank ``r`` (LoRA family, LoHa, AdaLoRA's target rank, VeRA's shared rank).
+        r: adapter rank (LoRA family, LoHa, AdaLoRA's target rank, VeRA's shared rank).
         lora_alpha: LoRA scaling numerator; the update is scaled by ``lora_alpha / r``
-            (``lora_alpha / sqrt(r)`` for rsLoRA, Kalajdzievski, 2023).
-        lora_dropout: dropout on the adapter input.
+            (``lora_alpha / sqrt(r)`` for rsLoRA, Kalajdzievski, 2023). LoHa's ``alpha``.
+        lora_dropout: dropout probability on the adapter input (LoRA family, AdaLoRA, VeRA).
         target_modules: module names to adapt, or ``None`` for the method's default.
         num_virtual_tokens: prefix / prompt length in tokens.
         total_steps: optimizer steps of the run (AdaLoRA's rank schedule needs it).
@@ -53,15 +64,24 @@ class MethodHyper:
 
 @dataclass(frozen=True)
 class Method:
-    """One fine-tuning method.
+    """One fine-tuning method (a row of :data:`METHODS`).
 
     Attributes:
         name: registry key used by ``--method``.
         summary: one line for ``peftsum methods``.
-        learning_rate: default learning rate (source in the module docstring).
+        learning_rate: default peak learning rate (source in the module docstring).
         target_modules: default ``target_modules`` for mT5, or ``()`` where the method has none.
-        build: ``(hyper, targets) -> peft config`` or ``None`` for full fine-tuning.
+        build: ``(hyper, targets) -> peft config``, or ``None`` for full fine-tuning.
         uses: which :class:`MethodHyper` fields matter (shown by ``peftsum methods``).
+        r: default rank when ``--lora-r`` is not given (``None`` for methods without a rank).
+        callbacks: factories ``() -> transformers.TrainerCallback`` the trainer adds for this
+            method (AdaLoRA's rank allocation).
+        convert_on_save: the adapter's initialisation changes the base weights (PiSSA); the
+            trainer keeps the initial adapter and saves the final one converted to a plain LoRA
+            that applies to the *unmodified* base (PEFT's ``path_initial_model_for_weight_conversion``).
+        resumable: ``--resume`` restores the method's full training state (AdaLoRA: no, its
+            importance scores live outside the checkpoint and its rank pattern resizes layers).
+        extra_record: ``hyper -> dict`` of derived settings for the run record (AdaLoRA's schedule).
     """
 
     name: str
@@ -70,6 +90,11 @@ class Method:
     target_modules: tuple[str, ...]
     build: Callable[[MethodHyper, list[str]], Any] | None
     uses: tuple[str, ...] = field(default=())
+    r: int | None = None
+    callbacks: tuple[Callable[[], Any], ...] = field(default=())
+    convert_on_save: bool = False
+    resumable: bool = True
+    extra_record: Callable[[MethodHyper], dict] | None = None
 
     @property
     def is_peft(self) -> bool:
@@ -95,15 +120,46 @@ def _lora(**extra):
     return build
 
 
+def adalora_schedule(total_steps: int) -> dict[str, int]:
+    """AdaLoRA's rank-budget schedule for a run of ``total_steps`` optimizer steps.
+
+    Zhang et al. (2023) warm up for ``tinit`` steps at the initial rank, prune the budget
+    cubically until ``total_step - tfinal``, then fine-tune at the final ranks; they use
+    tinit ~ 10% and tfinal ~ 20-30% of training and reallocate every ``deltaT`` steps.
+
+    Args:
+        total_steps: optimizer steps of the run (at least 3: PEFT needs ``tinit < total_step - tfinal``).
+
+    Returns:
+        ``{"total_step", "tinit", "tfinal", "deltaT"}`` for ``peft.AdaLoraConfig``.
+
+    Raises:
+        ConfigError: fewer than 3 steps (no budgeting phase is possible).
+    """
+    if total_steps < 3:
+        raise ConfigError(f"adalora needs at least 3 training steps for its rank schedule, got {total_steps}")
+    tinit = max(total_steps // 10, 1)
+    tfinal = max(total_steps // 5, 1)
+    return {"total_step": total_steps, "tinit": tinit, "tfinal": tfinal, "deltaT": max(total_steps // 20, 1)}
+
+
 def _adalora(h: MethodHyper, targets: list[str]):
     from peft import AdaLoraConfig
 
-    total = max(h.total_steps, 4)
     return AdaLoraConfig(
         task_type=_task(), init_r=max(h.r + h.r // 2, h.r + 1), target_r=h.r, lora_alpha=h.lora_alpha,
-        lora_dropout=h.lora_dropout, target_modules=targets, total_step=total,
-        tinit=max(total // 10, 1), tfinal=max(total // 5, 1), deltaT=max(total // 20, 1),
+        lora_dropout=h.lora_dropout, target_modules=targets, **adalora_schedule(h.total_steps),
     )
+
+
+def _adalora_record(h: MethodHyper) -> dict:
+    return {"init_r": max(h.r + h.r // 2, h.r + 1), "target_r": h.r, **adalora_schedule(h.total_steps)}
+
+
+def _adalora_callback():
+    from peftsum.training.callbacks import AdaLoraAllocateCallback
+
+    return AdaLoraAllocateCallback()
 
 
 def _ia3(h: MethodHyper, targets: list[str]):
@@ -124,6 +180,8 @@ def _loha(h: MethodHyper, targets: list[str]):
 def _vera(h: MethodHyper, targets: list[str]):
     from peft import VeraConfig
 
+    # projection_prng_key fixes the shared random matrices; save_projection stores them in the
+    # adapter so it reloads without regenerating them (PEFT's default, made explicit).
     return VeraConfig(task_type=_task(), r=h.r, vera_dropout=h.lora_dropout,
                       target_modules=targets, projection_prng_key=0, save_projection=True)
 
@@ -138,7 +196,7 @@ def _prompt(h: MethodHyper, targets: list[str]):
     from peft import PromptTuningConfig, PromptTuningInit
 
     return PromptTuningConfig(task_type=_task(), num_virtual_tokens=h.num_virtual_tokens,
-                              prompt_tuning_init=PromptTuningInit.RANDOM)
+                              prompt_tuning_init=PromptTuningInit.SAMPLE_VOCAB)
 
 
 _QV = ("q", "v")
@@ -148,20 +206,22 @@ METHODS: dict[str, Method] = {
     m.name: m
     for m in (
         Method("full", "full fine-tuning: every weight trains", 5e-5, (), None),
-        Method("lora", "LoRA, low-rank update B@A (Hu et al., 2021)", 5e-4, _QV, _lora(), _LORA_USES),
-        Method("dora", "DoRA, weight-decomposed LoRA (Liu et al., 2024)", 5e-4, _QV, _lora(use_dora=True), _LORA_USES),
+        Method("lora", "LoRA, low-rank update B@A (Hu et al., 2021)", 5e-4, _QV, _lora(), _LORA_USES, r=8),
+        Method("dora", "DoRA, weight-decomposed LoRA (Liu et al., 2024)", 5e-4, _QV, _lora(use_dora=True),
+               _LORA_USES, r=8),
         Method("rslora", "rank-stabilised LoRA, scale alpha/sqrt(r) (Kalajdzievski, 2023)", 5e-4, _QV,
-               _lora(use_rslora=True), _LORA_USES),
+               _lora(use_rslora=True), _LORA_USES, r=8),
         Method("pissa", "LoRA initialised from principal singular vectors (Meng et al., 2024)", 5e-4, _QV,
-               _lora(init_lora_weights="pissa"), _LORA_USES),
-        Method("adalora", "AdaLoRA, adaptive rank budget (Zhang et al., 2023)", 5e-4, ALL_LINEAR, _adalora,
-               _LORA_USES),
+               _lora(init_lora_weights="pissa"), _LORA_USES, r=8, convert_on_save=True),
+        Method("adalora", "AdaLoRA, adaptive rank budget, init_r 1.5r pruned to r (Zhang et al., 2023)", 5e-4,
+               ALL_LINEAR, _adalora, _LORA_USES, r=8, callbacks=(_adalora_callback,), resumable=False,
+               extra_record=_adalora_record),
         Method("ia3", "IA3, learned rescaling of k, v and the FFN activation (Liu et al., 2022)", 3e-3,
                ("k", "v", "wo"), _ia3, ("target_modules",)),
         Method("loha", "LoHa, Hadamard product of two low-rank pairs (Hyeon-Woo et al., 2022)", 5e-4, _QV,
-               _loha, ("r", "lora_alpha", "target_modules")),
+               _loha, ("r", "lora_alpha", "target_modules"), r=8),
         Method("vera", "VeRA, shared frozen random matrices + trained scaling vectors (Kopiczko et al., 2024)",
-               5e-3, _QV, _vera, ("r", "target_modules")),
+               5e-3, _QV, _vera, ("r", "lora_dropout", "target_modules"), r=256),
         Method("prefix", "prefix tuning, trained key/value prefixes (Li & Liang, 2021); decoder-side in PEFT",
                1e-2, (), _prefix, ("num_virtual_tokens",)),
         Method("prompt", "prompt tuning, trained input embeddings (Lester et al., 2021)", 3e-2, (), _prompt,
@@ -172,12 +232,18 @@ METHODS: dict[str, Method] = {
 
 
 def get_method(name: str) -> Method:
-    """Look up a method by name.
+    """Look up a method by name (case and surrounding spaces ignored).
+
+    Args:
+        name: a ``--method`` value.
+
+    Returns:
+        The :class:`Method` row.
 
     Raises:
         ConfigError: unknown name; the message lists the valid ones.
     """
-    key = name.strip().lower()
+    key = str(name).strip().lower()
     if key not in METHODS:
         raise ConfigError(f"unknown method {name!r}; choose one of: {', '.join(METHODS)}")
     return METHODS[key]
@@ -191,24 +257,34 @@ def resolve_target_modules(method: Method, requested: str | list[str] | tuple[st
         requested: ``None``, ``"q,v"``, ``"all-linear"`` or a list of names.
 
     Returns:
-        Module names (empty for methods that take none).
+        Module names (empty for methods that take none: full fine-tuning, prefix and prompt tuning).
+
+    Raises:
+        ConfigError: target modules given for a method that takes none.
     """
-    if not method.target_modules and method.name in ("full", "prefix", "prompt"):
-        return []
-    if requested is None or requested == "" or requested == []:
-        return list(method.target_modules)
-    items = requested.split(",") if isinstance(requested, str) else list(requested)
+    takes_none = "target_modules" not in method.uses
+    if requested is None or requested == "" or list(requested) == []:
+        return [] if takes_none else list(method.target_modules)
+    items = requested.split(",") if isinstance(requested, str) else [p for r in requested for p in str(r).split(",")]
     items = [i.strip() for i in items if i.strip()]
-    if items == ["all-linear"] or items == ["all_linear"]:
+    if takes_none:
+        raise ConfigError(f"--target-modules does not apply to {method.name} (it adapts no linear layers)")
+    if items in (["all-linear"], ["all_linear"]):
         return list(ALL_LINEAR)
     return items
 
 
 def check_target_modules(model, targets: list[str]) -> None:
-    """Fail early when a target module name matches nothing in ``model``.
+    """Fail early when a target module name matches no linear layer of ``model``.
+
+    A name matches a module whose dotted path ends in it (PEFT's suffix rule for a list of names).
+
+    Args:
+        model: the base model (before ``get_peft_model``).
+        targets: module names, e.g. ``["q", "v"]``.
 
     Raises:
-        ConfigError: names that match no module; the message lists the linear module names that exist.
+        ConfigError: names that match no linear layer; the message lists the ones that exist.
     """
     import torch
 
@@ -223,8 +299,56 @@ def check_target_modules(model, targets: list[str]) -> None:
         )
 
 
+def method_hyper(method: Method, cfg) -> MethodHyper:
+    """The :class:`MethodHyper` for ``method`` from a ``TrainConfig`` (rank falls back to the method's default).
+
+    Args:
+        method: the method row.
+        cfg: a :class:`peftsum.config.TrainConfig` (reads ``lora_r``, ``lora_alpha``,
+            ``lora_dropout``, ``target_modules``, ``num_virtual_tokens``).
+
+    Returns:
+        The hyperparameters, with ``target_modules`` resolved and ``total_steps`` left at its default.
+    """
+    targets = resolve_target_modules(method, cfg.target_modules)
+    r = cfg.lora_r if cfg.lora_r is not None else (method.r or 8)
+    return MethodHyper(r=r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                       target_modules=tuple(targets) or None, num_virtual_tokens=cfg.num_virtual_tokens)
+
+
+def describe_hyper(method: Method, hyper: MethodHyper) -> dict[str, Any]:
+    """The hyperparameters ``method`` actually uses, for the run record and the model card.
+
+    Args:
+        method: the method row.
+        hyper: its resolved hyperparameters.
+
+    Returns:
+        ``{name: value}`` for the fields in ``method.uses`` (``target_modules`` as a list), plus
+        AdaLoRA's schedule where it applies.
+    """
+    out: dict[str, Any] = {}
+    for name in method.uses:
+        value = getattr(hyper, name)
+        out[name] = list(value) if isinstance(value, tuple) else value
+    if method.extra_record is not None:
+        out.update(method.extra_record(hyper))
+    return out
+
+
 def build_peft_config(method: Method, hyper: MethodHyper):
-    """The ``peft`` config for ``method`` (``None`` for full fine-tuning)."""
+    """The ``peft`` config for ``method`` (``None`` for full fine-tuning).
+
+    Args:
+        method: the method row.
+        hyper: hyperparameters (``target_modules`` ``None`` = the method's default).
+
+    Returns:
+        A ``peft.PeftConfig`` subclass instance, or ``None``.
+
+    Raises:
+        ConfigError: a setting PEFT cannot use (e.g. AdaLoRA with fewer than 3 steps).
+    """
     if method.build is None:
         return None
     return method.build(hyper, resolve_target_modules(method, hyper.target_modules))

@@ -1,4 +1,4 @@
-"""Trainer callbacks: the JSONL training log and the NaN/inf loss guard."""
+"""Trainer callbacks: the JSONL training log, the NaN/inf loss guard, AdaLoRA's rank allocation, a progress bar."""
 
 from __future__ import annotations
 
@@ -56,9 +56,14 @@ class JsonlLogCallback(TrainerCallback):
 
 
 class NanGuardCallback(TrainerCallback):
-    """Stop the run with an error naming the step when the training loss is NaN or infinite.
+    """Stop the run with an error naming the step when a *logged* training loss is NaN or infinite.
 
-    Needs ``logging_nan_inf_filter=False`` (otherwise the Trainer hides non-finite losses).
+    Needs ``logging_nan_inf_filter=False`` (otherwise the Trainer hides non-finite losses). The
+    step named is the logging step; ``peftsum train`` checks every micro-batch instead
+    (``PeftsumTrainer.training_step``) and names the exact step. Used by the tiny-model pretraining.
+
+    Raises:
+        PeftsumError: from ``on_log``, when the logged ``loss`` is not finite.
     """
 
     def on_log(self, args, state, control, logs=None, **kwargs):
@@ -68,6 +73,23 @@ class NanGuardCallback(TrainerCallback):
                 f"training loss became {loss} at step {state.global_step}; lower --learning-rate, "
                 "use --bf16 or fp32 instead of fp16, or check the data"
             )
+
+
+class AdaLoraAllocateCallback(TrainerCallback):
+    """Run AdaLoRA's rank allocation after every optimizer step.
+
+    PEFT's AdaLoRA only prunes ranks when ``model.base_model.update_and_allocate(step)`` is
+    called "after ``loss.backward()`` and ``optimizer.step()``, before ``zero_grad()``" (PEFT's
+    docstring); ``transformers.Trainer`` never calls it, so without this callback AdaLoRA
+    silently trains as a fixed-rank SVD-LoRA. ``on_optimizer_step`` is exactly that point; the
+    step passed is 0-based (the step being finished), so the final budget is fixed at
+    ``total_step - tfinal`` and the last step of a ``total_step`` run is inside the final phase.
+    """
+
+    def on_optimizer_step(self, args, state, control, model=None, **kwargs):
+        base = getattr(model, "base_model", None)
+        if base is not None and hasattr(base, "update_and_allocate"):
+            base.update_and_allocate(state.global_step)
 
 
 class ProgressBarCallback(TrainerCallback):

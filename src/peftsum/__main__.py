@@ -1,0 +1,5 @@
+"""``python -m peftsum`` = the ``peftsum`` command."""
+
+from peftsum.cli import main
+
+main()

@@ -1,0 +1,142 @@
+"""Files in and out for ``peftsum score``: read texts, score two files, print, write JSON.
+
+Input files hold one text per line, or JSON lines with a ``prediction`` field
+(predictions) / ``reference`` or ``summary`` field (references); an
+``eval/<language>/predictions.jsonl`` file serves as both. A file is read as JSON lines
+when its name ends in ``.jsonl`` or its first line is a JSON object with such a field.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+from peftsum.errors import DataError
+from peftsum.metrics.bootstrap import compare_systems
+from peftsum.metrics.rouge import VARIANTS, score_texts
+
+PREDICTION_FIELDS = ("prediction",)
+REFERENCE_FIELDS = ("reference", "summary")
+
+
+def _json_object(line: str) -> Optional[dict]:
+    try:
+        value = json.loads(line)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def read_texts(path: Path, fields: tuple[str, ...], *, allow_empty: bool = True) -> list[str]:
+    """Texts of a file, one per line or one per JSON line (first of ``fields`` present).
+
+    Raises:
+        DataError: missing/unreadable/empty file; a bad JSON line, a missing field or (with
+        ``allow_empty=False``) a blank text, each with file and line number.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    try:
+        content = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    if not content.strip():
+        raise DataError(f"{path}: empty file")
+    lines = content.split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    lines = [line.removesuffix("\r") for line in lines]
+    first = _json_object(lines[0].strip())
+    as_json = path.suffix.lower() == ".jsonl" or (first is not None and any(f in first for f in fields))
+    texts = []
+    for lineno, line in enumerate(lines, start=1):
+        if as_json:
+            if not line.strip():
+                continue
+            obj = _json_object(line)
+            if obj is None:
+                raise DataError(f"{path}:{lineno}: not a JSON object")
+            field = next((f for f in fields if f in obj), None)
+            if field is None or not isinstance(obj[field], str):
+                raise DataError(f"{path}:{lineno}: no text field {' or '.join(map(repr, fields))}")
+            text = obj[field]
+        else:
+            text = line
+        if not allow_empty and not text.strip():
+            raise DataError(f"{path}:{lineno}: empty text")
+        texts.append(text)
+    return texts
+
+
+def score_files(
+    language: str,
+    predictions: Path,
+    references: Path,
+    *,
+    compare_predictions: Optional[Path] = None,
+    **score_kwargs,
+) -> dict:
+    """Score a predictions file against a references file (the ``peftsum score`` command).
+
+    With ``compare_predictions`` (a second system on the same references) the result also
+    holds ``"paired": {"against": path, "rouge1": {mean_diff, ci_low, ci_high, p_value},
+    ...}``, this system minus that one (Koehn, 2004).
+
+    Raises:
+        DataError: see :func:`read_texts`; line counts that differ (both files named).
+    """
+    refs = read_texts(references, REFERENCE_FIELDS, allow_empty=False)
+    preds = read_texts(predictions, PREDICTION_FIELDS)
+    if len(preds) != len(refs):
+        raise DataError(f"{predictions} has {len(preds)} texts but {references} has {len(refs)}: counts must match")
+    result = score_texts(preds, refs, language, **score_kwargs)
+    if compare_predictions is not None:
+        other = read_texts(compare_predictions, PREDICTION_FIELDS)
+        if len(other) != len(refs):
+            raise DataError(
+                f"{compare_predictions} has {len(other)} texts but {references} has {len(refs)}: counts must match"
+            )
+        other_score = score_texts(other, refs, language, **score_kwargs)
+        boot = result["bootstrap"]
+        result["paired"] = {
+            "against": str(compare_predictions),
+            **compare_systems(result, other_score, n_resamples=boot["n_resamples"], seed=boot["seed"]),
+        }
+    return result
+
+
+def render_table(result: dict):
+    """A rich ``Table`` of a score JSON: one row per variant, plus a sanity caption."""
+    from rich.table import Table
+
+    paired = result.get("paired")
+    title = (
+        f"ROUGE, {result['language']} ({result['num_examples']} examples; stemmer {result['stemmer']}; "
+        f"normalization {result['normalization'] or 'none'})"
+    )
+    table = Table("variant", "F1", "95% CI", "precision", "recall", title=title)
+    if paired:
+        table.add_column("ΔF1 vs other")
+        table.add_column("p")
+    for variant in VARIANTS:
+        s = result[variant]
+        ci = f"{s['ci_low']:.1f}-{s['ci_high']:.1f}"
+        row = [variant, f"{s['f1']:.2f}", ci, f"{s['precision']:.2f}", f"{s['recall']:.2f}"]
+        if paired:
+            row += [f"{paired[variant]['mean_diff']:+.2f}", f"{paired[variant]['p_value']:.3f}"]
+        table.add_row(*row)
+    san = result["sanity"]
+    table.caption = (
+        f"in {san['expected_script']} script: {san['script_share']:.1%}; empty: {san['empty_predictions']}; "
+        f"with <extra_id_: {san['sentinel_predictions']}"
+    )
+    return table
+
+
+def write_json(result: dict, path: Path) -> None:
+    """Write a score JSON (UTF-8, indented), creating the parent folder."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
