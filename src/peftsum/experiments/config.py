@@ -48,6 +48,8 @@ class ExperimentConfig:
         cross_lingual: mappings ``{train: [..], eval: [..]}``: train on one set, evaluate on others.
         seeds: one run per seed.
         train: :class:`~peftsum.config.TrainConfig` keys shared by all runs (the equal budget).
+        per_language: ``{language or "a+b": {TrainConfig keys}}`` applied to runs trained on that
+            language set, for all methods (e.g. the seed study's 5 epochs for Russian).
         generation: :class:`~peftsum.generation.decode.GenerationSettings` keys.
         eval_samples: evaluation rows per language (``None`` = all).
         eval_split: ``test``/``validation`` (default: test where present).
@@ -65,6 +67,7 @@ class ExperimentConfig:
     cross_lingual: list[dict] = field(default_factory=list)
     seeds: list[int] = field(default_factory=lambda: [42])
     train: dict = field(default_factory=dict)
+    per_language: dict = field(default_factory=dict)
     generation: dict = field(default_factory=dict)
     eval_samples: int | None = None
     eval_split: str | None = None
@@ -136,6 +139,9 @@ def load_experiment(path: str | Path | None, overrides: list[str] | None = None)
             raise ConfigError(f"{where} (train): {bad!r} is set per run by the experiment; "
                               "use the top-level methods/languages/seeds/model/data keys")
     check_keys(GenerationSettings, cfg.generation, f"{where} (generation)")
+    for key, values in cfg.per_language.items():
+        parse_languages(str(key).replace("+", ","))
+        check_keys(TrainConfig, values or {}, f"{where} (per_language: {key})")
     if not isinstance(cfg.methods, list) or not cfg.methods:
         raise ConfigError(f"{where}: methods must be a non-empty list")
     for entry in cfg.methods:
@@ -177,7 +183,8 @@ def expand_runs(cfg: ExperimentConfig, exp_dir: Path, model_path: str) -> list[R
                 if run_id in seen:
                     continue
                 seen.add(run_id)
-                values = {**cfg.train, **spec, "languages": train_langs, "seed": seed, "model": model_path,
+                lang_key = "+".join(train_langs)
+                values = {**cfg.train, **(cfg.per_language.get(lang_key) or {}), **spec, "languages": train_langs, "seed": seed, "model": model_path,
                           "data": cfg.data, "output_dir": str(exp_dir / "runs" / run_id)}
                 runs.append(RunSpec(run_id, label, make_config(TrainConfig, values, run_id), eval_langs))
     return runs
