@@ -102,6 +102,9 @@ def data_stats(
     from peftsum.modeling.tiny import ensure_tiny_model
     from peftsum.display import print_stats
 
+    from peftsum.data.languages import get_language
+
+    language = get_language(language).name
     tok = load_tokenizer(tokenizer or str(ensure_tiny_model()))
     stats = language_stats(language, data, tok)
     print_stats(console, stats)
@@ -126,60 +129,69 @@ def build_tiny(
 @app.command("methods")
 @_run
 def methods() -> None:
-    """List the fine-tuning methods with their default learning rate and target modules."""
+    """List the fine-tuning methods with their default learning rate, rank and target modules (mT5)."""
     from rich.table import Table
 
-    from peftsum.modeling.methods import METHODS
+    from peftsum.modeling.methods import ALL_LINEAR, METHODS
 
-    table = Table("method", "default lr", "target_modules (mT5)", "uses", "what it is")
+    table = Table("method", "default lr", "default r", "target_modules (mT5)", "uses", "what it is")
     for m in METHODS.values():
-        table.add_row(m.name, f"{m.learning_rate:g}", ",".join(m.target_modules) or "-", ", ".join(m.uses) or "-",
-                      m.summary)
+        table.add_row(m.name, f"{m.learning_rate:g}", str(m.r) if m.r else "-", ",".join(m.target_modules) or "-",
+                      ", ".join(m.uses) or "-", m.summary)
     console.print(table)
-    console.print("--target-modules all-linear = q,k,v,o,wi_0,wi_1,wo")
+    console.print(f"--target-modules all-linear = {','.join(ALL_LINEAR)}")
 
 
 @app.command("train")
 @_run
 def train_cmd(
     config: Optional[Path] = typer.Option(None, "--config", help="YAML file; any flag below can come from it."),
-    method: Optional[str] = typer.Option(None, help="full, lora, dora, rslora, pissa, ia3, adalora, prefix, prompt, loha, vera."),
+    method: Optional[str] = typer.Option(None, help="full, lora, dora, rslora, pissa, ia3, adalora, prefix, prompt, loha, vera (see `peftsum methods`)."),
     model: Optional[str] = typer.Option(None, help="Hub id (google/mt5-small) or folder. 'tiny' = the offline tiny model."),
     language: Optional[list[str]] = typer.Option(None, "--language", "-l", help="XL-Sum language(s); repeat or comma-separate."),
     data: Optional[str] = typer.Option(None, help="sample (bundled), hub, or a local folder/file."),
     output_dir: Optional[str] = typer.Option(None, help="Run folder."),
     num_epochs: Optional[float] = typer.Option(None, help="Passes over the training rows."),
     max_steps: Optional[int] = typer.Option(None, help="Optimizer steps (overrides epochs)."),
-    batch_size: Optional[int] = typer.Option(None, help="Examples per step."),
+    batch_size: Optional[int] = typer.Option(None, help="Examples per micro-batch."),
     gradient_accumulation_steps: Optional[int] = typer.Option(None, help="Micro-batches per optimizer step."),
     learning_rate: Optional[float] = typer.Option(None, help="Peak learning rate (default: the method's)."),
+    weight_decay: Optional[float] = typer.Option(None, help="Decoupled weight decay (default 0)."),
     optimizer: Optional[str] = typer.Option(None, help="adamw or adafactor."),
-    lr_scheduler: Optional[str] = typer.Option(None, help="linear, constant or cosine."),
+    lr_scheduler: Optional[str] = typer.Option(None, help="linear, constant or cosine (after warmup)."),
     warmup_ratio: Optional[float] = typer.Option(None, help="Share of steps for linear warmup."),
     label_smoothing: Optional[float] = typer.Option(None, help="Label smoothing (XL-Sum: 0.1)."),
+    max_grad_norm: Optional[float] = typer.Option(None, help="Gradient clipping norm (default 1.0)."),
     train_samples: Optional[int] = typer.Option(None, help="Training rows per language (default all)."),
     val_samples: Optional[int] = typer.Option(None, help="Validation rows per language (default all)."),
     max_source_length: Optional[int] = typer.Option(None, help="Article tokens kept (default 512)."),
-    max_target_length: Optional[int] = typer.Option(None, help="Summary tokens kept (default 84)."),
+    max_target_length: Optional[int] = typer.Option(None, help="Summary tokens kept and generated (default 84)."),
     source_prefix: Optional[str] = typer.Option(None, help="Task prefix, e.g. 'summarize: ' (default none)."),
-    lora_r: Optional[int] = typer.Option(None, help="Adapter rank r (default 8)."),
+    lora_r: Optional[int] = typer.Option(None, help="Adapter rank r (default: the method's, 8; VeRA 256)."),
     lora_alpha: Optional[int] = typer.Option(None, help="lora_alpha (default 16)."),
     lora_dropout: Optional[float] = typer.Option(None, help="Adapter dropout (default 0.1)."),
     target_modules: Optional[str] = typer.Option(None, help="Comma-separated module names, or all-linear."),
     num_virtual_tokens: Optional[int] = typer.Option(None, help="Prefix/prompt length (default 20)."),
+    language_sampling_alpha: Optional[float] = typer.Option(None, help="Multilingual sampling exponent (default 0.5)."),
     seed: Optional[int] = typer.Option(None, help="Random seed (default 42)."),
     bf16: Optional[bool] = typer.Option(None, "--bf16/--no-bf16", help="bf16 autocast (CPU or GPU)."),
-    fp16: Optional[bool] = typer.Option(None, "--fp16", help="fp16 (refused for T5/mT5)."),
+    fp16: Optional[bool] = typer.Option(None, "--fp16", help="fp16 (refused for T5/mT5: use --bf16)."),
     gradient_checkpointing: Optional[bool] = typer.Option(None, "--gradient-checkpointing", help="Save memory."),
-    eval_steps: Optional[int] = typer.Option(None, help="Evaluate every N steps (default each epoch)."),
+    group_by_length: Optional[bool] = typer.Option(None, "--group-by-length/--no-group-by-length",
+                                                   help="Batch similar lengths together (default on)."),
+    logging_steps: Optional[int] = typer.Option(None, help="Log every N steps (default 1)."),
+    eval_steps: Optional[int] = typer.Option(None, help="Evaluate every N steps (default each epoch; 0 = only at the end)."),
     eval_rouge: Optional[bool] = typer.Option(None, "--eval-rouge", help="ROUGE (greedy) at each evaluation."),
+    eval_rouge_samples: Optional[int] = typer.Option(None, help="Validation rows per language decoded for ROUGE (default 32)."),
+    save_steps: Optional[int] = typer.Option(None, help="Checkpoint every N steps (default: at each evaluation)."),
+    save_total_limit: Optional[int] = typer.Option(None, help="Checkpoints kept (default 2; the best is kept too)."),
     load_best: Optional[bool] = typer.Option(None, "--load-best", help="Finish with the best checkpoint by ROUGE-L."),
     early_stopping_patience: Optional[int] = typer.Option(None, help="Evaluations without improvement before stopping."),
-    tensorboard: Optional[bool] = typer.Option(None, "--tensorboard", help="Log to TensorBoard."),
-    resume: bool = typer.Option(False, "--resume", help="Continue from the latest checkpoint in --output-dir."),
+    tensorboard: Optional[bool] = typer.Option(None, "--tensorboard", help="Log to TensorBoard (<output-dir>/tensorboard)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the latest complete checkpoint in --output-dir."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run folder."),
 ) -> None:
-    """Fine-tune a seq2seq model on XL-Sum (full or PEFT) and write metrics.json + training_log.jsonl."""
+    """Fine-tune a seq2seq model on XL-Sum (full or PEFT) and write metrics.json, training_log.jsonl and a model card."""
     overrides = {k: v for k, v in locals().items() if k != "config"}
     from peftsum.config import train_config_from
     from peftsum.modeling.tiny import ensure_tiny_model
@@ -192,11 +204,12 @@ def train_cmd(
     if cfg.model == "tiny":
         cfg.model = str(ensure_tiny_model())
     metrics = train(cfg, log=console.print)
+    val = "n/a" if metrics["eval_loss"] is None else f"{metrics['eval_loss']:.4f}"
     console.print(
         f"[bold]{metrics['method']}[/]: trainable {metrics['trainable_params']:,} "
         f"({metrics['trainable_pct']:.3f}%), {metrics['checkpoint_size_mb']:.2f} MB on disk, "
         f"{metrics['train_runtime_s']:.1f} s, train loss {metrics['train_loss']:.4f}, "
-        f"val loss {metrics['eval_loss']:.4f} -> {cfg.output_dir}"
+        f"val loss {val} -> {cfg.output_dir}"
     )
 
 

@@ -91,7 +91,12 @@ def language_stats(language: str, data: str = "sample", tokenizer=None) -> dict:
     from peftsum.data.xlsum import available_splits, load_split
 
     result = {"language": language, "data": str(data), "splits": {}, "dropped": {}}
-    for split in available_splits(language, data):
+    splits = available_splits(language, data)
+    if not splits:
+        from peftsum.errors import DataError
+
+        raise DataError(f"{data}: no train/validation/test file for {language}")
+    for split in splits:
         loaded = load_split(language, split, data)
         result["language"] = loaded.language
         result["splits"][split] = split_stats(loaded.rows, loaded.language, tokenizer)

@@ -202,13 +202,18 @@ def load_split(language: str, split: str, data: str | Path = "sample", limit: in
 
 
 def available_splits(language: str, data: str | Path = "sample") -> list[str]:
-    """Splits that exist locally for ``language`` (all three for the hub)."""
+    """Splits that exist locally for ``language`` (all three for the hub).
+
+    Raises:
+        DataError: unknown language.
+    """
+    lang = get_language(language).name
     if str(data) == "hub":
         return list(SPLITS)
     out = []
     for split in SPLITS:
         try:
-            _local_file(sample_dir() if str(data) == "sample" else Path(data), get_language(language).name, split)
+            _local_file(sample_dir() if str(data) == "sample" else Path(data), lang, split)
             out.append(split)
         except DataError:
             pass
