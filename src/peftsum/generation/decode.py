@@ -16,16 +16,21 @@ class GenerationSettings:
         length_penalty: exponent on length in beam scores (< 1 favours shorter summaries).
         no_repeat_ngram_size: forbid repeating n-grams of this size (0 = off).
         max_new_tokens: hard cap on generated tokens (always explicit; never the model's default).
+        min_new_tokens: EOS is blocked before this many tokens (0 = off, XL-Sum's setting; the
+            offline demo uses a few so that its barely trained tiny models do not stop at once).
     """
 
     num_beams: int = 4
     length_penalty: float = 0.6
     no_repeat_ngram_size: int = 2
     max_new_tokens: int = 84
+    min_new_tokens: int = 0
 
     def to_kwargs(self) -> dict:
         """Keyword arguments for ``model.generate``."""
         kw = asdict(self)
+        if not self.min_new_tokens:
+            kw.pop("min_new_tokens")
         if self.num_beams == 1:
             kw.pop("length_penalty")  # only used by beam search
         kw["early_stopping"] = True if self.num_beams > 1 else False
