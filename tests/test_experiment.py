@@ -1,0 +1,55 @@
+"""The experiment runner: failed runs are recorded and the rest go on; cross-lingual pairs; reruns."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from peftsum.errors import PeftsumError
+from peftsum.experiments.config import load_experiment
+from peftsum.experiments.runner import run_experiment
+
+
+def _config(tmp_path, tiny_model_dir, body: str):
+    path = tmp_path / "exp.yaml"
+    path.write_text(
+        f"name: t\nmodel: {tiny_model_dir}\n"
+        "train: {max_steps: 2, batch_size: 2, max_source_length: 48, max_target_length: 16, logging_steps: 1}\n"
+        "generation: {num_beams: 1, max_new_tokens: 6, no_repeat_ngram_size: 0}\n"
+        "eval_samples: 2\n" + body
+    )
+    return load_experiment(path)
+
+
+def test_failed_run_is_recorded_and_the_rest_go_on(tiny_model_dir, tmp_path):
+    cfg = _config(tmp_path, tiny_model_dir,
+                  "methods: [lora, {method: lora, name: broken, target_modules: [no_such_layer]}]\n"
+                  "languages: []\ncross_lingual: [{train: [english], eval: [hindi]}]\n")
+    exp = tmp_path / "exp"
+    result = run_experiment(cfg, exp, log=lambda *_: None)
+    ok, bad = result["runs"]["lora-english-s42"], result["runs"]["broken-english-s42"]
+    assert ok["status"] == "done" and bad["status"] == "failed"
+    assert "no_such_layer" in bad["error"] and "\n" not in bad["error"]
+    # cross-lingual: trained on English, evaluated on English and zero-shot on Hindi
+    assert ok["eval_languages"] == ["english", "hindi"]
+    hindi = json.loads((exp / "runs" / "lora-english-s42" / "eval" / "hindi" / "results.json").read_text())
+    assert hindi["language"] == "hindi" and hindi["num_examples"] == 2
+    metrics = json.loads((exp / "runs" / "lora-english-s42" / "metrics.json").read_text())
+    assert metrics["train_languages"] == ["english"]
+    assert (exp / "baselines" / "hindi.json").is_file()
+    assert "no_such_layer" in (exp / "report.md").read_text(encoding="utf-8")
+
+    # a rerun retries only the failed run
+    again = run_experiment(cfg, exp, log=lambda *_: None)
+    assert again["runs"]["broken-english-s42"]["status"] == "failed"
+    assert again["runs"]["lora-english-s42"]["seconds"] == ok["seconds"]
+
+
+def test_a_different_experiment_in_the_same_folder_needs_overwrite(tiny_model_dir, tmp_path):
+    cfg = _config(tmp_path, tiny_model_dir, "methods: [ia3]\nlanguages: [english]\nreport: false\nbaselines: false\n")
+    exp = tmp_path / "exp"
+    run_experiment(cfg, exp, log=lambda *_: None)
+    cfg.seeds = [1]
+    with pytest.raises(PeftsumError, match="different config .*seeds.*--overwrite"):
+        run_experiment(cfg, exp, log=lambda *_: None)
