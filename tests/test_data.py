@@ -49,7 +49,7 @@ def test_six_rows_keep_two_and_count_four_drops_by_reason(tmp_path):
 def test_malformed_json_names_file_and_line(tmp_path):
     path = tmp_path / "bad.jsonl"
     path.write_text('{"text": "a", "summary": "b"}\n{"text": "a", summary}\n', encoding="utf-8")
-    with pytest.raises(DataError, match=r"bad\.jsonl:2: malformed JSON"):
+    with pytest.raises(DataError, match=r"bad\.jsonl: invalid JSON on line 2"):
         read_jsonl(path)
 
 

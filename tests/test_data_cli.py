@@ -52,7 +52,7 @@ def test_data_validate_cli_reports_drops_and_bad_lines(tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"id": "1", "text": "t", "summary": "s"}\nnot json\n')
     res = runner.invoke(app, ["data", "validate", str(bad)])
-    assert res.exit_code == 2 and "bad.jsonl:2: malformed JSON" in res.output
+    assert res.exit_code == 2 and "bad.jsonl: invalid JSON on line 2" in res.output
 
 
 def test_unknown_language_is_one_line_with_suggestions():

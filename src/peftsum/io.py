@@ -8,9 +8,10 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any, Iterator
 
-from peftsum.errors import PeftsumError
+from peftsum.errors import DataError, PeftsumError
 
 
 def ensure_writable_target(path: Path, overwrite: bool) -> None:
@@ -50,38 +51,125 @@ def atomic_dir(path: Path, overwrite: bool = False) -> Iterator[Path]:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` (UTF-8) to ``path`` via a temp file and ``os.replace``."""
+def write_json_atomic(path: Path, obj: Any) -> Path:
+    """Write ``obj`` as pretty UTF-8 JSON, atomically."""
+    return write_text_atomic(path, json.dumps(obj, ensure_ascii=False, indent=2, default=str) + "\n")
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (temp file in the same folder, then ``os.replace``).
+
+    Args:
+        path: destination file; its parent folder is created if missing.
+        data: the bytes to write.
+
+    Returns:
+        ``path``.
+
+    Raises:
+        OSError: the folder is not writable.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
+        try:
             os.unlink(tmp)
+        except FileNotFoundError:
+            pass
         raise
+    return path
 
 
-def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write ``obj`` as pretty UTF-8 JSON, atomically."""
-    write_text_atomic(path, json.dumps(obj, ensure_ascii=False, indent=2, default=str) + "\n")
+def write_text_atomic(path: Path, text: str) -> Path:
+    """Write UTF-8 ``text`` to ``path`` atomically; see :func:`write_bytes_atomic`."""
+    return write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def write_with_atomic(path: Path, writer: Callable[[Path], None]) -> Path:
+    """Let ``writer(tmp_path)`` write a temp file next to ``path``, then ``os.replace`` it.
+
+    Used for matplotlib's ``savefig``, which wants a file name. The temp name keeps the
+    destination's suffix so writers that infer the format from it still work.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        writer(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return path
 
 
 def read_json(path: Path) -> Any:
-    """Read a JSON file; a missing or corrupt file is a one-line error naming it.
+    """Read one JSON file.
 
     Raises:
-        PeftsumError: file missing or not valid JSON.
+        DataError: the file cannot be read, is not UTF-8, or is not valid JSON (the message
+            names the file, line and column).
     """
     path = Path(path)
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise PeftsumError(f"{path}: file not found") from None
+        raise DataError(f"{path}: file not found") from None
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read ({exc.strerror})") from None
+    try:
+        return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise PeftsumError(f"{path}:{exc.lineno}: corrupt JSON ({exc.msg})") from None
+        raise DataError(f"{path}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
+
+
+def read_json_object(path: Path) -> dict:
+    """Read a JSON file that must hold an object; :class:`DataError` otherwise (file named)."""
+    data = read_json(path)
+    if not isinstance(data, dict):
+        raise DataError(f"{path}: expected a JSON object, found {type(data).__name__}")
+    return data
+
+
+def iter_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
+    """Yield ``(line_number, object)`` for each non-blank line of a JSON-lines file.
+
+    Raises:
+        DataError: a line is not a JSON object (file and line named) or the file is unreadable.
+    """
+    path = Path(path)
+    try:
+        fh = path.open(encoding="utf-8-sig")  # a byte-order mark is tolerated
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read ({exc.strerror})") from None
+    with fh:
+        try:
+            for lineno, line in enumerate(fh, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise DataError(
+                        f"{path}: invalid JSON on line {lineno}, column {exc.colno}: {exc.msg}"
+                    ) from None
+                if not isinstance(obj, dict):
+                    raise DataError(
+                        f"{path}: line {lineno}: expected a JSON object, found {type(obj).__name__}"
+                    )
+                yield lineno, obj
+        except UnicodeDecodeError as exc:
+            raise DataError(f"{path}: not UTF-8 text ({exc.reason})") from None

@@ -13,7 +13,6 @@ rows *by reason* and never silently. Layouts accepted for local folders:
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from dataclasses import dataclass, field
 from importlib import resources
@@ -21,6 +20,7 @@ from pathlib import Path
 
 from peftsum.data.languages import get_language
 from peftsum.errors import DataError
+from peftsum.io import iter_jsonl
 
 FIELDS = ("id", "url", "title", "summary", "text")
 REQUIRED = ("summary", "text")
@@ -74,22 +74,7 @@ def read_jsonl(path: Path) -> list[dict]:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: file not found")
-    rows = []
-    try:
-        with path.open(encoding="utf-8-sig") as fh:
-            for lineno, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise DataError(f"{path}:{lineno}: malformed JSON ({exc.msg} at column {exc.colno})") from None
-                if not isinstance(obj, dict):
-                    raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
-                obj["_line"] = lineno
-                rows.append(obj)
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
+    rows = [dict(obj, _line=lineno) for lineno, obj in iter_jsonl(path)]
     if not rows:
         raise DataError(f"{path}: file is empty (expected one JSON object per line)")
     return rows

@@ -44,20 +44,32 @@ def _load_hint(name_or_path: str, exc: Exception) -> str:
     )
 
 
-def checkpoint_keys(name_or_path: str) -> set[str] | None:
-    """Tensor names stored in a local checkpoint's safetensors files, or ``None`` if unknown."""
+def _checkpoint_dir(name_or_path: str) -> Path | None:
     path = Path(name_or_path)
-    if not path.is_dir():
-        try:
-            from huggingface_hub import try_to_load_from_cache
+    if path.is_dir():
+        return path
+    try:
+        from huggingface_hub import try_to_load_from_cache
 
-            cached = try_to_load_from_cache(name_or_path, "config.json")
-            if not isinstance(cached, str):
-                return None
-            path = Path(cached).parent
-        except Exception:
-            return None
-    keys: set[str] = set()
+        cached = try_to_load_from_cache(name_or_path, "config.json")
+    except Exception:
+        return None
+    return Path(cached).parent if isinstance(cached, str) else None
+
+
+def checkpoint_keys(name_or_path: str) -> set[str] | None:
+    """Tensor names stored in a checkpoint's safetensors files.
+
+    Args:
+        name_or_path: a local folder, or a hub id already in the local cache.
+
+    Returns:
+        The tensor names, or ``None`` when they cannot be known without a download (hub id not
+        cached, ``.bin``-only checkpoint).
+    """
+    path = _checkpoint_dir(name_or_path)
+    if path is None:
+        return None
     index = path / "model.safetensors.index.json"
     if index.is_file():
         return set(json.loads(index.read_text())["weight_map"])
@@ -66,38 +78,78 @@ def checkpoint_keys(name_or_path: str) -> set[str] | None:
         return None
     from safetensors import safe_open
 
+    keys: set[str] = set()
     for file in files:
         with safe_open(str(file), "pt") as fh:
             keys.update(fh.keys())
     return keys
 
 
+def _stored_rows(name_or_path: str, key: str, rows: int):
+    """The first ``rows`` rows of tensor ``key`` as stored in the checkpoint (or ``None``)."""
+    path = _checkpoint_dir(name_or_path)
+    if path is None:
+        return None
+    from safetensors import safe_open
+
+    index = path / "model.safetensors.index.json"
+    files = [path / json.loads(index.read_text())["weight_map"][key]] if index.is_file() else path.glob("*.safetensors")
+    for file in files:
+        with safe_open(str(file), "pt") as fh:
+            if key in fh.keys():
+                return fh.get_slice(key)[:rows]
+    return None
+
+
 def lm_head_tie_state(model, name_or_path: str) -> dict:
-    """Compare the loaded model's output-head tying with what the checkpoint stores.
+    """Check the loaded model's output head against what the checkpoint stores.
 
     mT5 checkpoints store a separate ``lm_head.weight``; transformers 5.x forces
     ``MT5Config.tie_word_embeddings = True`` and only leaves the head untied when the checkpoint
-    holds both tensors with different values. A head that is tied although the checkpoint has
-    its own would silently throw the trained head away.
+    holds its own head with values that differ from the embeddings. Two silent failures are
+    caught here: a stored head replaced by the tied embeddings (the trained head thrown away),
+    and an untied head with nothing stored (a randomly initialised head). The check compares the
+    first rows of the stored ``lm_head.weight`` with the loaded head.
+
+    Args:
+        model: the loaded ``PreTrainedModel``.
+        name_or_path: where it was loaded from (folder or cached hub id).
 
     Returns:
-        ``{"lm_head_tied": bool, "checkpoint_has_lm_head": bool | None, "ok": bool}``.
+        ``{"lm_head_tied": bool, "checkpoint_has_lm_head": bool | None,
+        "head_matches_checkpoint": bool | None, "ok": bool}`` (``None`` = unknown: the
+        checkpoint's tensor names cannot be read locally).
 
     Raises:
-        PeftsumError: the checkpoint stores its own head but the loaded model ties it.
+        PeftsumError: the loaded head does not hold the checkpoint's stored head, or the head is
+            untied although the checkpoint stores none.
     """
+    import torch
+
     head = model.get_output_embeddings()
     emb = model.get_input_embeddings()
     tied = head is not None and head.weight.data_ptr() == emb.weight.data_ptr()
     keys = checkpoint_keys(name_or_path)
     has_head = None if keys is None else "lm_head.weight" in keys
-    ok = not (has_head and tied)
-    if not ok:
+    matches = None
+    if has_head and head is not None:
+        stored = _stored_rows(name_or_path, "lm_head.weight", 8)
+        if stored is not None:
+            loaded = head.weight.detach()[: stored.shape[0]].to("cpu", torch.float32)
+            matches = bool(torch.allclose(loaded, stored.to(torch.float32), rtol=1e-3, atol=1e-6))
+    if matches is False:
         raise PeftsumError(
-            f"{name_or_path}: the checkpoint stores its own lm_head but the loaded model ties it to the "
-            "embeddings; the trained output head would be lost (check tie_word_embeddings in config.json)"
+            f"{name_or_path}: the loaded lm_head does not hold the checkpoint's stored lm_head "
+            f"({'tied to the embeddings' if tied else 'different values'}); the trained output head would be lost "
+            "(check tie_word_embeddings in config.json)"
         )
-    return {"lm_head_tied": bool(tied), "checkpoint_has_lm_head": has_head, "ok": ok}
+    if has_head is False and head is not None and not tied:
+        raise PeftsumError(
+            f"{name_or_path}: the checkpoint stores no lm_head but the loaded model has an untied one, so it "
+            "was randomly initialised (set tie_word_embeddings: true in config.json or save the head)"
+        )
+    return {"lm_head_tied": bool(tied), "checkpoint_has_lm_head": has_head, "head_matches_checkpoint": matches,
+            "ok": True}
 
 
 def load_model(name_or_path: str, dtype=None):
@@ -125,13 +177,17 @@ def load_model(name_or_path: str, dtype=None):
 
 
 def is_t5_family(model_or_config) -> bool:
-    """True for T5, mT5, ByT5, LongT5, UMT5 (models that overflow in fp16)."""
+    """True for T5, mT5, ByT5, LongT5, UMT5, Switch (models whose activations overflow in fp16).
+
+    Args:
+        model_or_config: a model or its ``PretrainedConfig``.
+    """
     config = getattr(model_or_config, "config", model_or_config)
     return getattr(config, "model_type", "") in {"t5", "mt5", "longt5", "umt5", "byt5", "switch_transformers"}
 
 
 def is_adapter_dir(path: str | Path) -> bool:
-    """True if ``path`` holds a PEFT adapter (``adapter_config.json``)."""
+    """True if the folder ``path`` holds a PEFT adapter (``adapter_config.json``)."""
     return (Path(path) / "adapter_config.json").is_file()
 
 

@@ -81,6 +81,9 @@ class Method:
             that applies to the *unmodified* base (PEFT's ``path_initial_model_for_weight_conversion``).
         resumable: ``--resume`` restores the method's full training state (AdaLoRA: no, its
             importance scores live outside the checkpoint and its rank pattern resizes layers).
+        gradient_checkpointing: works with ``--gradient-checkpointing`` (prefix tuning: no;
+            its prefixes travel in the key/value cache, which transformers drops inside
+            checkpointed layers, ``transformers.modeling_layers.GradientCheckpointingLayer``).
         extra_record: ``hyper -> dict`` of derived settings for the run record (AdaLoRA's schedule).
     """
 
@@ -94,6 +97,7 @@ class Method:
     callbacks: tuple[Callable[[], Any], ...] = field(default=())
     convert_on_save: bool = False
     resumable: bool = True
+    gradient_checkpointing: bool = True
     extra_record: Callable[[MethodHyper], dict] | None = None
 
     @property
@@ -223,7 +227,7 @@ METHODS: dict[str, Method] = {
         Method("vera", "VeRA, shared frozen random matrices + trained scaling vectors (Kopiczko et al., 2024)",
                5e-3, _QV, _vera, ("r", "lora_dropout", "target_modules"), r=256),
         Method("prefix", "prefix tuning, trained key/value prefixes (Li & Liang, 2021); decoder-side in PEFT",
-               1e-2, (), _prefix, ("num_virtual_tokens",)),
+               1e-2, (), _prefix, ("num_virtual_tokens",), gradient_checkpointing=False),
         Method("prompt", "prompt tuning, trained input embeddings (Lester et al., 2021)", 3e-2, (), _prompt,
                ("num_virtual_tokens",)),
     )

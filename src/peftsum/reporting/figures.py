@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from peftsum.reporting._io import atomic_write_with
+from peftsum.io import write_with_atomic as atomic_write_with
 from peftsum.reporting.analysis import (
     PRIMARY,
     EfficiencyRow,

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from peftsum.errors import DataError, PeftsumError
-from peftsum.reporting._io import iter_jsonl, read_json_object
+from peftsum.io import iter_jsonl, read_json_object
 
 #: The four ROUGE variants of a score JSON, in display order.
 ROUGE_KEYS: tuple[str, ...] = ("rouge1", "rouge2", "rougeL", "rougeLsum")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from peftsum.reporting._io import atomic_write_text
+from peftsum.io import write_text_atomic as atomic_write_text
 from peftsum.reporting.analysis import (
     ALPHA,
     PRIMARY,

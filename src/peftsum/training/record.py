@@ -10,7 +10,14 @@ from pathlib import Path
 
 
 def count_parameters(model) -> tuple[int, int]:
-    """``(trainable, total)`` parameter counts, counted from the model (shared tensors once)."""
+    """Count parameters from the model itself (tied/shared tensors once).
+
+    Args:
+        model: a ``torch.nn.Module`` (a PEFT model counts its frozen base too).
+
+    Returns:
+        ``(trainable, total)`` numbers of scalar parameters.
+    """
     seen: set[int] = set()
     trainable = total = 0
     for param in model.parameters():
@@ -34,13 +41,20 @@ def weights_size_mb(path: Path) -> float:
 
 
 def peak_rss_mb() -> float:
-    """Peak resident set size of this process so far, MB (``getrusage``; Linux reports KiB)."""
-    kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return kib * (1 if sys.platform != "darwin" else 1 / 1024) * 1024 / 1e6
+    """Peak resident set size of this process so far, MB (10^6 bytes).
+
+    Source: ``resource.getrusage(RUSAGE_SELF).ru_maxrss`` (KiB on Linux, bytes on macOS).
+    """
+    value = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return value / 1e6 if sys.platform == "darwin" else value * 1024 / 1e6
 
 
 def peak_gpu_mb() -> float | None:
-    """Peak GPU memory allocated by torch, MB, or ``None`` without CUDA."""
+    """Peak GPU memory allocated by torch in this process, MB (10^6 bytes), or ``None`` without CUDA.
+
+    Source: ``torch.cuda.max_memory_allocated`` (tensors only; the CUDA context and the caching
+    allocator's reserve are not included).
+    """
     import torch
 
     if torch.cuda.is_available():
@@ -49,7 +63,11 @@ def peak_gpu_mb() -> float | None:
 
 
 def library_versions() -> dict[str, str]:
-    """Versions of Python and the libraries that decide results."""
+    """Versions of Python and the libraries that decide results.
+
+    Returns:
+        ``{"python": "3.11.x", "torch": ..., "transformers": ..., ...}``; ``"not installed"`` where missing.
+    """
     import importlib.metadata as md
 
     out = {"python": platform.python_version()}
@@ -63,7 +81,11 @@ def library_versions() -> dict[str, str]:
 
 
 def git_commit() -> str | None:
-    """The peftsum source tree's git commit (with ``-dirty``), or ``None`` outside a checkout."""
+    """The peftsum source tree's git commit, or ``None`` outside a git checkout (e.g. a wheel install).
+
+    Returns:
+        The ``HEAD`` sha, with ``-dirty`` appended when tracked files have uncommitted changes.
+    """
     here = Path(__file__).resolve().parent
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
@@ -76,45 +98,87 @@ def git_commit() -> str | None:
         return None
 
 
+def _fmt(value, digits: int = 2) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}"
+    return str(value)
+
+
 def model_card(metrics: dict) -> str:
-    """A model card (``README.md``) for a run folder, from its ``metrics.json`` values."""
+    """A model card (``README.md``) for a run folder, from its ``metrics.json`` values.
+
+    Args:
+        metrics: the dict :func:`peftsum.training.trainer.run_training` writes to ``metrics.json``.
+
+    Returns:
+        Markdown with a Hugging Face metadata header: base model, method and its
+        hyperparameters, training languages and data, training and validation metrics, how to
+        load the model (plain ``transformers`` / ``peft`` calls), versions and the peftsum commit.
+    """
     hp = metrics.get("hyperparameters", {})
-    is_peft = metrics.get("method") != "full"
-    load = (
-        "from peft import AutoPeftModelForSeq2SeqLM\n"
-        "model = AutoPeftModelForSeq2SeqLM.from_pretrained(\"model\")"
-        if is_peft
-        else "from transformers import AutoModelForSeq2SeqLM\nmodel = AutoModelForSeq2SeqLM.from_pretrained(\"model\")"
-    )
-    rows = "\n".join(f"| {k} | {v} |" for k, v in hp.items())
-    fmt = lambda v, p=2: "n/a" if v is None else f"{v:,.{p}f}"  # noqa: E731
+    method = metrics.get("method")
+    base = metrics.get("model")
+    is_peft = method != "full"
+    if is_peft:
+        load = (
+            "from peft import PeftModel\n"
+            "from transformers import AutoModelForSeq2SeqLM, AutoTokenizer\n\n"
+            f"base = AutoModelForSeq2SeqLM.from_pretrained({base!r})\n"
+            "model = PeftModel.from_pretrained(base, \"model\")  # this folder's model/\n"
+            "tokenizer = AutoTokenizer.from_pretrained(\"model\")"
+        )
+    else:
+        load = (
+            "from transformers import AutoModelForSeq2SeqLM, AutoTokenizer\n\n"
+            "model = AutoModelForSeq2SeqLM.from_pretrained(\"model\")  # this folder's model/\n"
+            "tokenizer = AutoTokenizer.from_pretrained(\"model\")"
+        )
+    languages = metrics.get("train_languages", [])
+    sampling = metrics.get("language_sampling") or {}
+    mix = ""
+    if len(languages) > 1:
+        rows = ", ".join(f"{k}: {v}" for k, v in (sampling.get("rows_per_language") or {}).items())
+        mix = f" Languages mixed with exponent smoothing p_i ~ n_i^{sampling.get('alpha')} ({rows} training rows)."
+    hp_rows = "\n".join(f"| {k} | {', '.join(map(str, v)) if isinstance(v, list) else v} |" for k, v in hp.items())
+    versions = ", ".join(f"{k} {v}" for k, v in (metrics.get("versions") or {}).items())
+    trainable, total = metrics.get("trainable_params") or 0, metrics.get("total_params") or 1
     return f"""---
 library_name: {"peft" if is_peft else "transformers"}
-base_model: {metrics.get("model")}
+base_model: {base}
 license: cc-by-nc-sa-4.0
 datasets: [csebuetnlp/xlsum]
-tags: [summarization, xlsum, peftsum, {metrics.get("method")}]
+language: [{", ".join(languages)}]
+tags: [summarization, xlsum, peftsum, {method}]
 ---
 
-# {metrics.get("method")} fine-tune of {metrics.get("model")} for XL-Sum summarization
+# {method} fine-tune of {base} for XL-Sum summarization
 
-Trained with [peftsum](https://pypi.org/project/peftsum/) on XL-Sum ({metrics.get("data")}),
-languages: {", ".join(metrics.get("train_languages", []))}.
+Trained with peftsum on XL-Sum (data: `{metrics.get("data")}`), training languages:
+{", ".join(languages)}.{mix}
 
 | | |
 | --- | --- |
-| method | {metrics.get("method")} |
-| trainable parameters | {metrics.get("trainable_params"):,} ({metrics.get("trainable_pct"):.4f}% of {metrics.get("total_params"):,}) |
-| {"adapter" if is_peft else "checkpoint"} size | {fmt(metrics.get("checkpoint_size_mb"))} MB |
-| training time | {fmt(metrics.get("train_runtime_s"), 1)} s |
-| final training loss | {fmt(metrics.get("train_loss"), 4)} |
-| final validation loss | {fmt(metrics.get("eval_loss"), 4)} |
+| base model | {base} |
+| method | {method} |
+| trainable parameters | {trainable:,} ({100.0 * trainable / total:.4f}% of {total:,}) |
+| {"adapter" if is_peft else "checkpoint"} size | {_fmt(metrics.get("checkpoint_size_mb"))} MB |
+| training rows / validation rows | {metrics.get("train_rows")} / {metrics.get("val_rows")} |
+| optimizer steps | {metrics.get("global_step")} |
+| training time | {_fmt(metrics.get("train_runtime_s"), 1)} s ({_fmt(metrics.get("tokens_per_second"), 0)} tokens/s) |
+| final training loss | {_fmt(metrics.get("train_loss"), 4)} |
+| validation loss | {_fmt(metrics.get("eval_loss"), 4)} |
+| validation ROUGE-1 / 2 / L (greedy, F1) | {_fmt(metrics.get("eval_rouge1"))} / {_fmt(metrics.get("eval_rouge2"))} / {_fmt(metrics.get("eval_rougeL"))} |
+| best checkpoint (by ROUGE-L) | {_fmt(metrics.get("best_checkpoint_step"))} |
 
 ## Hyperparameters
 
 | name | value |
 | --- | --- |
-{rows}
+{hp_rows}
+
+The exact resolved config is in `metrics.json` (`config`) and `peftsum_config.json`.
 
 ## How to load
 
@@ -123,7 +187,11 @@ languages: {", ".join(metrics.get("train_languages", []))}.
 ```
 
 Generate with XL-Sum's settings: `num_beams=4, length_penalty=0.6, no_repeat_ngram_size=2, max_new_tokens=84`
-(or `peftsum evaluate --model-path <this folder>`).
+(or `peftsum evaluate --model-path <this folder> --language <language> --output-file results.json`).
+
+## Provenance
+
+{versions}; peftsum commit {metrics.get("git_commit") or "unknown"}.
 
 Training data: XL-Sum (Hasan et al., 2021), CC BY-NC-SA 4.0, non-commercial research use only.
 """

@@ -1,54 +1,141 @@
 """Fine-tune a seq2seq model on XL-Sum with full fine-tuning or a PEFT method.
 
-Why ``transformers.Seq2SeqTrainer``: it already does checkpointing with optimizer, scheduler and
-RNG state (exact resume), gradient accumulation, gradient checkpointing, mixed precision, length-
-grouped sampling, Adafactor/AdamW, schedules with warmup, early stopping, best-checkpoint
-tracking, TensorBoard and multi-GPU via accelerate. peftsum adds only what it lacks:
+Why ``transformers.Seq2SeqTrainer`` and not a hand-written loop or another trainer: every PEFT
+method in the registry is a ``peft`` model, and the HF Trainer is the loop PEFT itself is
+developed and tested against (its adapters save and reload through ``save_pretrained`` /
+``load_adapter`` inside the Trainer's checkpoints). It already does, and peftsum does *not*
+re-implement: checkpointing with optimizer, scheduler and RNG state and exact mid-epoch resume
+(data order included), gradient accumulation with correct token-weighted loss, gradient
+checkpointing, bf16/fp16 autocast on CPU and GPU (via accelerate), AdamW and Adafactor,
+linear/constant/cosine schedules with warmup, label smoothing, length-grouped batches,
+evaluation every N steps, best-checkpoint tracking, early stopping, TensorBoard and multi-GPU.
+A custom loop would have to re-prove all of that; Lightning or accelerate-only loops would
+add a second checkpoint format next to PEFT's. peftsum adds only what the Trainer lacks:
 
-* the method registry (``peftsum.modeling.methods``) and the lm_head tie check;
-* guards: fp16 refused for T5-family models, NaN/inf loss stops the run naming the step;
-* checkpoints marked complete only after every file is written (:class:`PeftsumTrainer`), so a
-  kill during a save leaves the previous checkpoint usable, and ``--resume`` refuses a changed config;
-* ROUGE during evaluation on a capped validation subset with greedy decoding;
-* the run record: ``metrics.json``, ``training_log.jsonl``, a model card.
+* the method registry (``peftsum.modeling.methods``): PEFT configs, AdaLoRA's rank-allocation
+  callback (the Trainer never calls ``update_and_allocate``), PiSSA's conversion on save;
+* guards: fp16 refused for T5-family models (before any weights load), a NaN/inf loss stops the
+  run naming the step (checked on every micro-batch; the Trainer only averages it into the log),
+  the lm_head tie check after loading, target modules that match nothing, a resume whose
+  config changed;
+* checkpoints marked complete (:data:`COMPLETE_MARKER`) only after every file is written and
+  synced, and old checkpoints rotated only after that, so a kill during a save leaves the
+  previous checkpoint usable; ``--resume`` picks the newest *complete* one;
+* ROUGE (greedy decoding, a capped validation subset) in every evaluation, so the best
+  checkpoint is kept by ROUGE-L;
+* multilingual mixing with exponent smoothing (``peftsum.data.features.mix_languages``);
+* the run record: ``metrics.json``, ``training_log.jsonl``, ``peftsum_config.json``, a model card.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+import os
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from peftsum.config import TrainConfig
 from peftsum.errors import ConfigError, PeftsumError
 
 COMPLETE_MARKER = ".peftsum_complete"
-"""File written into a checkpoint folder after all of its files are saved."""
+"""File written into a checkpoint folder after all of its files are saved and synced."""
 CONFIG_FILE = "peftsum_config.json"
 """The resolved config of a run, compared on ``--resume``."""
-_RESUME_IGNORED = {"resume", "overwrite", "max_steps", "num_epochs", "tensorboard"}
+COUNTERS_FILE = "peftsum_counters.json"
+"""Tokens and examples seen up to a checkpoint (restored on resume)."""
+INIT_ADAPTER_DIR = "adapter_init"
+"""Where a method with ``convert_on_save`` (PiSSA) keeps its initial adapter, inside the run folder."""
+_RESUME_IGNORED = {"resume", "overwrite", "tensorboard", "output_dir"}
+"""Config keys that may change on ``--resume``: none of them changes the trajectory of training.
+Everything else (``max_steps`` and ``num_epochs`` included: they shape the LR schedule) must match."""
 
 
 def _make_trainer_class():
+    import torch
     from transformers import Seq2SeqTrainer
     from transformers.trainer_utils import rotate_checkpoints
 
     class PeftsumTrainer(Seq2SeqTrainer):
-        """``Seq2SeqTrainer`` with complete-marked checkpoints, token counting and ROUGE in evaluate."""
+        """``Seq2SeqTrainer`` with complete-marked checkpoints, a per-step NaN guard, token counting
+        and ROUGE in ``evaluate``."""
 
         rouge_eval = None  # callable(model) -> dict of eval_rouge* metrics, or None
 
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
-            self.tokens_seen = 0
+            self.tokens_seen = 0  # non-padding source + target tokens, whole run (restored on resume)
             self.examples_seen = 0
+            self.session_tokens = 0  # this process only (throughput)
+            self.session_examples = 0
+            # The loss is computed by compute_loss below (see there): label smoothing is applied on
+            # top of the model's own loss, and the loss is normalised over the accumulated batch.
+            self.smoothing = float(self.args.label_smoothing_factor)
+            self.label_smoother = None
+            self.model_accepts_loss_kwargs = True  # makes the Trainer count num_items_in_batch
+            self.loss_is_scaled_for_ga = True
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            """Token-weighted loss over the whole accumulated batch, with label smoothing.
+
+            Why not the Trainer's: T5/mT5's ``forward`` takes ``**kwargs`` but computes a plain
+            per-micro-batch mean, so the Trainer (5.x) assumes the loss is already normalised by
+            ``num_items_in_batch`` and neither divides by the accumulation steps nor weights the
+            micro-batches by their tokens: with accumulation, gradients and the logged loss are
+            ``accumulation_steps`` times too large. Its label smoother also takes ``labels`` away
+            from the model, which drops what PEFT adds to the model's loss (AdaLoRA's
+            orthogonality regulariser). Here the model computes its own loss (``labels`` kept),
+            smoothing adds ``eps * (mean_v(-log p_v) - NLL)`` (so the total is
+            ``(1 - eps) * NLL + eps * mean_v(-log p_v)``, the Trainer's/torch's definition), and the
+            result is scaled by ``tokens in this micro-batch / tokens in the accumulated batch``.
+            """
+            labels = inputs["labels"]
+            outputs = model(**inputs)
+            loss = outputs["loss"] if isinstance(outputs, dict) else outputs[0]
+            if self.smoothing > 0 and model.training:
+                mask = labels != -100
+                logp = torch.log_softmax(outputs["logits"].float(), dim=-1)
+                nll = -logp.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)[mask].mean()
+                uniform = -logp.mean(dim=-1)[mask].mean()
+                loss = loss + self.smoothing * (uniform - nll)
+            if num_items_in_batch is not None:
+                tokens = (labels != -100).sum().to(loss.device)
+                loss = loss * tokens / num_items_in_batch
+                if self.args.average_tokens_across_devices and self.args.world_size > 1:
+                    loss = loss * self.args.world_size  # DDP averages gradients over devices
+            elif model.training:
+                loss = loss / getattr(self, "current_gradient_accumulation_steps", self.args.gradient_accumulation_steps)
+            return (loss, outputs) if return_outputs else loss
+
+        def _get_train_sampler(self, train_dataset=None):
+            from transformers.trainer_pt_utils import LengthGroupedSampler
+
+            from peftsum.training.sampling import EpochSeededLengthGroupedSampler
+
+            sampler = super()._get_train_sampler(train_dataset)
+            if isinstance(sampler, LengthGroupedSampler):  # make length grouping resumable (see sampling.py)
+                seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+                return EpochSeededLengthGroupedSampler(sampler.batch_size, sampler.lengths, seed)
+            return sampler
 
         def training_step(self, model, inputs, num_items_in_batch=None):
-            self.tokens_seen += int(inputs["attention_mask"].sum()) + int((inputs["labels"] != -100).sum())
-            self.examples_seen += int(inputs["input_ids"].shape[0])
-            return super().training_step(model, inputs, num_items_in_batch)
+            tokens = int(inputs["attention_mask"].sum()) + int((inputs["labels"] != -100).sum())
+            examples = int(inputs["input_ids"].shape[0])
+            loss = super().training_step(model, inputs, num_items_in_batch)
+            if not bool(torch.isfinite(loss).all()):
+                raise PeftsumError(
+                    f"training loss became {float(loss)} at step {self.state.global_step + 1}; lower "
+                    "--learning-rate, use --bf16 or fp32 instead of fp16, or check the data"
+                )
+            self.tokens_seen += tokens
+            self.examples_seen += examples
+            self.session_tokens += tokens
+            self.session_examples += examples
+            return loss
 
         def _save_checkpoint(self, model, trial):
             limit = self.args.save_total_limit
@@ -59,32 +146,71 @@ def _make_trainer_class():
                 self.args.save_total_limit = limit
             run_dir = Path(self._get_output_dir(trial=trial))
             ckpt = run_dir / f"checkpoint-{self.state.global_step}"
-            meta = {"tokens_seen": self.tokens_seen, "examples_seen": self.examples_seen}
-            (ckpt / "peftsum_counters.json").write_text(json.dumps(meta))
-            (ckpt / COMPLETE_MARKER).write_text("ok\n")
+            _write_synced(ckpt / COUNTERS_FILE,
+                          json.dumps({"tokens_seen": self.tokens_seen, "examples_seen": self.examples_seen}))
+            _sync_tree(ckpt)
+            _write_synced(ckpt / COMPLETE_MARKER, "ok\n")
             rotate_checkpoints(output_dir=str(run_dir), save_total_limit=limit,
                                best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=False)
 
-        def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval", **kwargs):
-            metrics = super().evaluate(eval_dataset, ignore_keys, metric_key_prefix, **kwargs)
+        def evaluation_loop(self, dataloader, description, prediction_loss_only=None, ignore_keys=None,
+                            metric_key_prefix="eval"):
+            # Adding ROUGE here (not after evaluate()) puts it in the same log row as eval_loss and
+            # in the metrics that on_evaluate (early stopping) and the best-checkpoint choice see.
+            output = super().evaluation_loop(dataloader, description, prediction_loss_only, ignore_keys,
+                                             metric_key_prefix)
             if self.rouge_eval is not None and metric_key_prefix == "eval":
-                extra = self.rouge_eval(self.model)
-                metrics.update(extra)
-                self.log(extra)
-            return metrics
+                output.metrics.update(self.rouge_eval(self.model))
+            return output
 
     return PeftsumTrainer
 
 
-def latest_complete_checkpoint(checkpoints_dir: Path) -> Path | None:
-    """The newest ``checkpoint-N`` folder that carries the complete marker (or ``None``).
+def _write_synced(path: Path, text: str) -> None:
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
 
-    Incomplete folders (a save that was killed) are ignored.
+
+def _sync_tree(folder: Path) -> None:
+    """fsync every file in ``folder`` and the folder itself, so the marker is written after the data."""
+    for path in folder.rglob("*"):
+        if path.is_file():
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _step_of(path: Path) -> int:
+    try:
+        return int(path.name.split("-")[-1])
+    except ValueError:
+        return -1
+
+
+def latest_complete_checkpoint(checkpoints_dir: Path) -> Path | None:
+    """The newest ``checkpoint-N`` folder that carries :data:`COMPLETE_MARKER`.
+
+    Args:
+        checkpoints_dir: a run's ``checkpoints/`` folder.
+
+    Returns:
+        The folder with the highest step among complete ones, or ``None`` (folder missing or
+        no complete checkpoint). Incomplete folders (a save that was killed) are ignored.
     """
+    checkpoints_dir = Path(checkpoints_dir)
     if not checkpoints_dir.is_dir():
         return None
-    done = [p for p in checkpoints_dir.glob("checkpoint-*") if (p / COMPLETE_MARKER).is_file()]
-    return max(done, key=lambda p: int(p.name.split("-")[-1])) if done else None
+    done = [p for p in checkpoints_dir.glob("checkpoint-*") if _step_of(p) >= 0 and (p / COMPLETE_MARKER).is_file()]
+    return max(done, key=_step_of) if done else None
 
 
 def _config_diff(old: dict, new: dict) -> list[str]:
@@ -92,21 +218,26 @@ def _config_diff(old: dict, new: dict) -> list[str]:
     return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys if old.get(k) != new.get(k)]
 
 
-def _prepare_output(cfg: TrainConfig) -> tuple[Path, Path | None]:
+def _prepare_output(cfg: TrainConfig, log) -> tuple[Path, Path | None]:
     out = Path(cfg.output_dir)
     if cfg.resume:
         saved = out / CONFIG_FILE
         if not saved.is_file():
             raise ConfigError(f"{out}: nothing to resume (no {CONFIG_FILE}); run without --resume first")
-        diff = _config_diff(json.loads(saved.read_text()), cfg.to_dict())
+        diff = _config_diff(json.loads(saved.read_text(encoding="utf-8")), cfg.to_dict())
         if diff:
             raise ConfigError(f"--resume with a changed config ({'; '.join(diff)}); use the original settings "
                               "or a new --output-dir")
         ckpt = latest_complete_checkpoint(out / "checkpoints")
         if ckpt is None:
-            raise ConfigError(f"{out}/checkpoints: no complete checkpoint to resume from")
+            raise ConfigError(f"{out / 'checkpoints'}: no complete checkpoint to resume from; "
+                              "start again with --overwrite")
+        for stale in (out / "checkpoints").glob("checkpoint-*"):
+            if stale.is_dir() and not (stale / COMPLETE_MARKER).is_file():
+                log(f"removing incomplete checkpoint {stale} (a save that was interrupted)")
+                shutil.rmtree(stale)
         return out, ckpt
-    if out.exists() and any(out.iterdir()):
+    if out.exists() and (out.is_file() or any(out.iterdir())):
         if not cfg.overwrite:
             raise PeftsumError(f"{out} already exists; pass --overwrite to replace it or --resume to continue it")
         shutil.rmtree(out)
@@ -114,31 +245,42 @@ def _prepare_output(cfg: TrainConfig) -> tuple[Path, Path | None]:
     return out, None
 
 
-def _load_rows(cfg: TrainConfig, split: str, limit: int | None, log) -> dict[str, list[dict]]:
+def _load_rows(cfg: TrainConfig, split: str, limit: int | None, log) -> tuple[dict[str, list[dict]], dict]:
     from peftsum.data.xlsum import load_split
 
-    rows = {}
+    rows, dropped = {}, {}
     for lang in cfg.languages:
         loaded = load_split(lang, split, cfg.data, limit)
         if loaded.num_dropped:
             log(f"{loaded.source}: dropped {loaded.num_dropped} rows ({dict(loaded.dropped)})")
         rows[lang] = loaded.rows
-        _load_rows.dropped[f"{lang}/{split}"] = dict(loaded.dropped)
-    return rows
-
-
-_load_rows.dropped = {}
+        dropped[f"{lang}/{split}"] = dict(loaded.dropped)
+    return rows, dropped
 
 
 def resolve(cfg: TrainConfig) -> TrainConfig:
-    """Validate and fill in method defaults (learning rate); languages become config names.
+    """Validate a config and fill in defaults; returns a resolved *copy*.
+
+    Languages become XL-Sum config names; the learning rate defaults to the method's; the
+    method name is normalised. Nothing is loaded.
+
+    Args:
+        cfg: the config as given (flags, YAML).
+
+    Returns:
+        A new :class:`TrainConfig` (the input is not modified).
 
     Raises:
-        ConfigError: unknown method or language, fp16 with a T5-family model, bad combinations.
+        ConfigError: unknown method, language, optimizer or scheduler; a combination that cannot
+            work (fp16 with bf16, load_best without ROUGE or without evaluations, early stopping
+            without load_best, no steps, negative sizes); ``tensorboard`` without the package;
+            ``--resume`` for a method whose state cannot be checkpointed.
+        DataError: an unknown language.
     """
     from peftsum.data.languages import parse_languages
     from peftsum.modeling.methods import get_method
 
+    cfg = dataclasses.replace(cfg)
     method = get_method(cfg.method)
     cfg.method = method.name
     cfg.languages = parse_languages(cfg.languages)
@@ -150,26 +292,62 @@ def resolve(cfg: TrainConfig) -> TrainConfig:
         raise ConfigError(f"unknown optimizer {cfg.optimizer!r}; choose adamw or adafactor")
     if cfg.lr_scheduler not in ("linear", "constant", "cosine"):
         raise ConfigError(f"unknown lr_scheduler {cfg.lr_scheduler!r}; choose linear, constant or cosine")
+    if not 0.0 <= cfg.warmup_ratio < 1.0:
+        raise ConfigError(f"warmup_ratio must be in [0, 1), got {cfg.warmup_ratio}")
+    if not 0.0 <= cfg.label_smoothing < 1.0:
+        raise ConfigError(f"label_smoothing must be in [0, 1), got {cfg.label_smoothing}")
+    for name in ("batch_size", "gradient_accumulation_steps", "max_source_length", "max_target_length",
+                 "logging_steps", "num_virtual_tokens", "eval_rouge_samples"):
+        if getattr(cfg, name) < 1:
+            raise ConfigError(f"{name} must be at least 1, got {getattr(cfg, name)}")
+    if cfg.eval_steps is not None and cfg.eval_steps < 0:
+        raise ConfigError(f"eval_steps must be >= 0 (0 = evaluate only after training), got {cfg.eval_steps}")
     if cfg.early_stopping_patience and not cfg.load_best:
-        raise ConfigError("early_stopping_patience needs load_best (and eval_rouge)")
+        raise ConfigError("early_stopping_patience needs --load-best (and --eval-rouge)")
     if cfg.load_best and not cfg.eval_rouge:
-        raise ConfigError("load_best keeps the best checkpoint by validation ROUGE-L; it needs eval_rouge")
+        raise ConfigError("--load-best keeps the best checkpoint by validation ROUGE-L; it needs --eval-rouge")
+    if cfg.load_best and cfg.eval_steps == 0:
+        raise ConfigError("--load-best needs evaluations during training; set eval_steps > 0 or leave it unset")
     if cfg.max_steps <= 0 and cfg.num_epochs <= 0:
         raise ConfigError("set num_epochs > 0 or max_steps > 0")
+    if cfg.gradient_checkpointing and not method.gradient_checkpointing:
+        raise ConfigError(f"--gradient-checkpointing does not work with {method.name}: transformers drops the "
+                          "key/value cache that carries the prefixes inside checkpointed layers; train without it")
+    if cfg.resume and not method.resumable:
+        raise ConfigError(f"--resume is not supported for {method.name}: its training state is not fully "
+                          "checkpointed (AdaLoRA's importance scores); start again with --overwrite")
+    if cfg.tensorboard:
+        try:
+            import tensorboard  # noqa: F401
+        except ImportError:
+            raise ConfigError("--tensorboard needs the tensorboard package: pip install 'peftsum[tensorboard]'") from None
     return cfg
 
 
-def _refuse_fp16(cfg: TrainConfig, model) -> None:
+def _refuse_fp16(cfg: TrainConfig) -> None:
+    """Refuse fp16 for T5-family models from the config alone (before any weights are loaded)."""
+    if not cfg.fp16:
+        return
+    from transformers import AutoConfig
+
     from peftsum.modeling.load import is_t5_family
 
-    if cfg.fp16 and is_t5_family(model):
+    try:
+        model_config = AutoConfig.from_pretrained(cfg.model)
+    except Exception:
+        return  # load_model reports an unloadable model with a proper message
+    if is_t5_family(model_config):
         raise ConfigError(
-            f"--fp16 refused for {model.config.model_type}: T5/mT5 activations overflow in fp16 (NaN loss); "
-            "use --bf16 (Ampere+ GPU or a CPU with bf16) or fp32"
+            f"--fp16 refused for {model_config.model_type}: T5/mT5 activations overflow in fp16 (NaN loss); "
+            "use --bf16 (Ampere+ GPU or a CPU with bf16) or fp32 (neither flag)"
         )
 
 
 def _rouge_evaluator(cfg: TrainConfig, rows_by_lang: dict[str, list[dict]], tokenizer):
+    """ROUGE on the first ``eval_rouge_samples`` validation rows per language, greedy decoding.
+
+    The returned callable gives ``eval_rouge1/2/L/Lsum``: F1 (0-100) averaged over languages.
+    """
     from peftsum.generation.decode import GenerationSettings, generate_summaries
 
     subset = {lang: rows[: cfg.eval_rouge_samples] for lang, rows in rows_by_lang.items()}
@@ -180,6 +358,7 @@ def _rouge_evaluator(cfg: TrainConfig, rows_by_lang: dict[str, list[dict]], toke
         from peftsum.metrics import score_texts
 
         totals: dict[str, list[float]] = {}
+        was_training = model.training
         for lang, rows in subset.items():
             preds = generate_summaries(model, tokenizer, [r["text"] for r in rows], greedy,
                                        max_source_length=cfg.max_source_length, source_prefix=cfg.source_prefix,
@@ -187,52 +366,94 @@ def _rouge_evaluator(cfg: TrainConfig, rows_by_lang: dict[str, list[dict]], toke
             res = score_texts(preds, [r["summary"] for r in rows], lang, n_resamples=0)
             for key in ("rouge1", "rouge2", "rougeL", "rougeLsum"):
                 totals.setdefault(key, []).append(res[key]["f1"])
+        model.train(was_training)
         return {f"eval_{k}": sum(v) / len(v) for k, v in totals.items()}
 
     return evaluate
 
 
-def train(cfg: TrainConfig, log=print) -> dict:
-    """Fine-tune ``cfg.model`` on XL-Sum and write the run record.
+@dataclass
+class TrainingSetup:
+    """A ready-to-run training job (:func:`build_trainer`'s result).
+
+    Attributes:
+        cfg: the resolved config (as written to ``peftsum_config.json``).
+        method: the registry row.
+        hyper: the method's resolved hyperparameters.
+        out: the run folder.
+        resume_from: the checkpoint training continues from, or ``None``.
+        trainer: the ``PeftsumTrainer`` (a ``transformers.Seq2SeqTrainer``).
+        tokenizer: the tokenizer.
+        tie_state: :func:`peftsum.modeling.load.lm_head_tie_state` of the loaded base model.
+        rows_per_language: training rows per language after exponent-smoothed mixing.
+        val_rows: validation rows (all languages).
+        dropped: rows dropped by validation, per ``language/split`` and reason.
+        steps_per_epoch: optimizer steps per pass over the training rows.
+        total_steps: optimizer steps the run will take.
+        init_adapter: the initial adapter kept for ``convert_on_save`` methods, or ``None``.
+    """
+
+    cfg: TrainConfig
+    method: Any
+    hyper: Any
+    out: Path
+    resume_from: Path | None
+    trainer: Any
+    tokenizer: Any
+    tie_state: dict
+    rows_per_language: dict[str, int]
+    val_rows: int
+    dropped: dict
+    steps_per_epoch: int
+    total_steps: int
+    init_adapter: Path | None = None
+
+
+def build_trainer(cfg: TrainConfig, log=print) -> TrainingSetup:
+    """Validate ``cfg``, prepare the run folder, load model and data, and build the trainer.
+
+    Nothing is trained. ``peftsum_config.json`` is written (the resolved config).
 
     Args:
-        cfg: a :class:`TrainConfig` (method defaults are filled in).
-        log: where progress lines go (the CLI passes rich's console).
+        cfg: the config (not modified; see :func:`resolve`).
+        log: where progress lines go.
 
     Returns:
-        The dict written to ``metrics.json`` (keys in ``docs/run_format.md``).
+        A :class:`TrainingSetup`; :func:`run_training` trains it.
 
     Raises:
-        PeftsumError: bad config or data, an existing output without ``overwrite``, a refused
-            fp16 run, non-finite loss (naming the step), an unusable resume.
+        PeftsumError: everything :func:`resolve` raises; fp16 with a T5-family model; an
+            existing output without ``overwrite``; an unusable resume (nothing to resume, config
+            changed: the message lists each difference); an unloadable model; bad data;
+            target modules that match no layer (the message lists the layers that exist).
     """
     import torch
     from datasets import Dataset
     from transformers import EarlyStoppingCallback, Seq2SeqTrainingArguments, set_seed
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     from peftsum.data.features import make_collator, mix_languages, tokenize_rows
+    from peftsum.io import write_json_atomic
     from peftsum.modeling.load import load_model, load_tokenizer
-    from peftsum.modeling.methods import MethodHyper, build_peft_config, check_target_modules, get_method, \
-        resolve_target_modules
-    from peftsum.training.callbacks import JsonlLogCallback, NanGuardCallback, ProgressBarCallback
-    from peftsum.training.record import count_parameters, git_commit, library_versions, model_card, \
-        peak_gpu_mb, peak_rss_mb, weights_size_mb
-    from peftsum.io import write_json_atomic, write_text_atomic
+    from peftsum.modeling.methods import build_peft_config, check_target_modules, get_method, method_hyper
+    from peftsum.training.callbacks import JsonlLogCallback, ProgressBarCallback
 
     cfg = resolve(cfg)
+    _refuse_fp16(cfg)
     method = get_method(cfg.method)
-    out, resume_ckpt = _prepare_output(cfg)
+    hyper = method_hyper(method, cfg)
+    out, resume_ckpt = _prepare_output(cfg, log)
     write_json_atomic(out / CONFIG_FILE, cfg.to_dict())
     set_seed(cfg.seed)
 
     tokenizer = load_tokenizer(cfg.model)
     model, tie_state = load_model(cfg.model)
-    _refuse_fp16(cfg, model)
 
-    _load_rows.dropped = {}
-    train_rows = mix_languages(_load_rows(cfg, "train", cfg.train_samples, log), cfg.language_sampling_alpha,
-                               cfg.seed)
-    val_by_lang = _load_rows(cfg, "validation", cfg.val_samples, log)
+    train_by_lang, dropped = _load_rows(cfg, "train", cfg.train_samples, log)
+    val_by_lang, val_dropped = _load_rows(cfg, "validation", cfg.val_samples, log)
+    dropped.update(val_dropped)
+    train_rows = mix_languages(train_by_lang, cfg.language_sampling_alpha, cfg.seed)
+    rows_per_language = {lang: sum(1 for r in train_rows if r["language"] == lang) for lang in cfg.languages}
     val_rows = [dict(r, language=lang) for lang, rows in val_by_lang.items() for r in rows]
     feats = dict(max_source_length=cfg.max_source_length, max_target_length=cfg.max_target_length,
                  source_prefix=cfg.source_prefix)
@@ -241,64 +462,85 @@ def train(cfg: TrainConfig, log=print) -> dict:
 
     steps_per_epoch = max(1, math.ceil(len(train_ds) / (cfg.batch_size * cfg.gradient_accumulation_steps)))
     total_steps = cfg.max_steps if cfg.max_steps > 0 else math.ceil(steps_per_epoch * cfg.num_epochs)
-    targets = resolve_target_modules(method, cfg.target_modules)
-    hyper = MethodHyper(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                        target_modules=tuple(targets) or None, num_virtual_tokens=cfg.num_virtual_tokens,
-                        total_steps=total_steps)
+    hyper = dataclasses.replace(hyper, total_steps=total_steps)
     peft_config = build_peft_config(method, hyper)
+    init_adapter = None
     if peft_config is not None:
         from peft import get_peft_model
 
-        check_target_modules(model, targets)
+        check_target_modules(model, list(hyper.target_modules or ()))
         model = get_peft_model(model, peft_config)
-    if cfg.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        if peft_config is not None:
-            model.enable_input_require_grads()
-    trainable, total = count_parameters(model)
+        if method.convert_on_save:
+            init_adapter = out / INIT_ADAPTER_DIR
+            if init_adapter.exists():
+                shutil.rmtree(init_adapter)
+            model.save_pretrained(str(init_adapter))
 
-    evaluate_each = "steps" if cfg.eval_steps else "epoch"
-    args = Seq2SeqTrainingArguments(
-        output_dir=str(out / "checkpoints"),
-        per_device_train_batch_size=cfg.batch_size,
-        per_device_eval_batch_size=cfg.batch_size * 2,
-        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
-        num_train_epochs=cfg.num_epochs,
-        max_steps=cfg.max_steps,
-        learning_rate=cfg.learning_rate,
-        weight_decay=cfg.weight_decay,
-        lr_scheduler_type=cfg.lr_scheduler if cfg.lr_scheduler != "constant" else "constant_with_warmup",
-        warmup_steps=int(round(cfg.warmup_ratio * total_steps)),
-        optim="adafactor" if cfg.optimizer == "adafactor" else "adamw_torch",
-        label_smoothing_factor=cfg.label_smoothing,
-        max_grad_norm=cfg.max_grad_norm,
-        bf16=cfg.bf16,
-        fp16=cfg.fp16,
-        use_cpu=not torch.cuda.is_available(),
-        logging_strategy="steps",
-        logging_steps=cfg.logging_steps,
-        logging_nan_inf_filter=False,
-        eval_strategy=evaluate_each,
-        eval_steps=cfg.eval_steps,
-        save_strategy=evaluate_each if cfg.save_steps is None else "steps",
-        save_steps=cfg.save_steps or cfg.eval_steps or 500,
-        save_total_limit=cfg.save_total_limit,
-        load_best_model_at_end=cfg.load_best,
-        metric_for_best_model="eval_rougeL" if cfg.load_best else None,
-        greater_is_better=True if cfg.load_best else None,
-        train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
-        report_to=["tensorboard"] if cfg.tensorboard else [],
-        seed=cfg.seed,
-        data_seed=cfg.seed,
-        dataloader_num_workers=0,
-        disable_tqdm=True,
-        predict_with_generate=False,
-        generation_max_length=cfg.max_target_length,
-        save_only_model=False,
-    )
-    callbacks = [JsonlLogCallback(out / "training_log.jsonl", _resume_step(resume_ckpt)), NanGuardCallback()]
+    if cfg.eval_steps == 0:
+        eval_strategy = "no"
+    elif cfg.eval_steps:
+        eval_strategy = "steps"
+    else:
+        eval_strategy = "epoch"
+    if cfg.save_steps:
+        save_strategy, save_steps = "steps", cfg.save_steps
+    else:
+        save_strategy = "epoch" if eval_strategy == "no" else eval_strategy
+        save_steps = cfg.eval_steps or 500
+    try:
+        args = Seq2SeqTrainingArguments(
+            output_dir=str(out / "checkpoints"),
+            per_device_train_batch_size=cfg.batch_size,
+            per_device_eval_batch_size=cfg.batch_size * 2,
+            gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+            activation_checkpointing=cfg.gradient_checkpointing,
+            activation_checkpointing_kwargs={"use_reentrant": False} if cfg.gradient_checkpointing else None,
+            num_train_epochs=cfg.num_epochs,
+            max_steps=cfg.max_steps,
+            learning_rate=cfg.learning_rate,
+            weight_decay=cfg.weight_decay,
+            lr_scheduler_type=cfg.lr_scheduler if cfg.lr_scheduler != "constant" else "constant_with_warmup",
+            warmup_steps=int(round(cfg.warmup_ratio * total_steps)),
+            optim="adafactor" if cfg.optimizer == "adafactor" else "adamw_torch",
+            label_smoothing_factor=cfg.label_smoothing,
+            max_grad_norm=cfg.max_grad_norm,
+            bf16=cfg.bf16,
+            fp16=cfg.fp16,
+            use_cpu=not torch.cuda.is_available(),
+            logging_strategy="steps",
+            logging_steps=cfg.logging_steps,
+            logging_nan_inf_filter=False,
+            eval_strategy=eval_strategy,
+            eval_steps=cfg.eval_steps or None,
+            save_strategy=save_strategy,
+            save_steps=save_steps,
+            save_total_limit=cfg.save_total_limit,
+            load_best_model_at_end=cfg.load_best,
+            metric_for_best_model="eval_rougeL" if cfg.load_best else None,
+            greater_is_better=True if cfg.load_best else None,
+            train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
+            report_to=[],  # TensorBoard is added below with an explicit log folder
+            seed=cfg.seed,
+            data_seed=cfg.seed,
+            dataloader_num_workers=0,
+            disable_tqdm=True,
+            predict_with_generate=False,
+            generation_max_length=cfg.max_target_length,
+            generation_num_beams=1,
+            save_only_model=False,
+        )
+    except ValueError as exc:  # the Trainer's own checks (e.g. save_steps not a multiple of eval_steps)
+        raise ConfigError(f"invalid training settings: {str(exc).strip().splitlines()[0]}") from None
+
+    callbacks = [JsonlLogCallback(out / "training_log.jsonl", _step_of(resume_ckpt) if resume_ckpt else None)]
+    callbacks += [factory() for factory in method.callbacks]
     if cfg.early_stopping_patience:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
+    if cfg.tensorboard:
+        from torch.utils.tensorboard import SummaryWriter
+        from transformers.integrations import TensorBoardCallback
+
+        callbacks.append(TensorBoardCallback(tb_writer=SummaryWriter(log_dir=str(out / "tensorboard"))))
     trainer = _make_trainer_class()(
         model=model,
         args=args,
@@ -308,73 +550,138 @@ def train(cfg: TrainConfig, log=print) -> dict:
         processing_class=tokenizer,
         callbacks=callbacks,
     )
-    from transformers.trainer_callback import PrinterCallback, ProgressCallback
-
     trainer.remove_callback(ProgressCallback)
     trainer.remove_callback(PrinterCallback)
     trainer.add_callback(ProgressBarCallback(f"{method.name} {'+'.join(cfg.languages)}"))
     if cfg.eval_rouge:
         trainer.rouge_eval = _rouge_evaluator(cfg, val_by_lang, tokenizer)
     if resume_ckpt is not None:
-        counters = resume_ckpt / "peftsum_counters.json"
+        counters = resume_ckpt / COUNTERS_FILE
         if counters.is_file():
-            c = json.loads(counters.read_text())
+            c = json.loads(counters.read_text(encoding="utf-8"))
             trainer.tokens_seen, trainer.examples_seen = c["tokens_seen"], c["examples_seen"]
         log(f"resuming from {resume_ckpt}")
+    return TrainingSetup(cfg=cfg, method=method, hyper=hyper, out=out, resume_from=resume_ckpt, trainer=trainer,
+                         tokenizer=tokenizer, tie_state=tie_state, rows_per_language=rows_per_language,
+                         val_rows=len(val_ds), dropped=dropped, steps_per_epoch=steps_per_epoch,
+                         total_steps=total_steps, init_adapter=init_adapter)
 
+
+def run_training(setup: TrainingSetup, log=print) -> dict:
+    """Train a :class:`TrainingSetup`, evaluate, save the model and write the run record.
+
+    Writes into ``setup.out``: ``model/`` (full checkpoint or PEFT adapter, with the tokenizer),
+    ``metrics.json``, ``README.md`` (model card); ``training_log.jsonl`` and ``checkpoints/``
+    are written during training.
+
+    Args:
+        setup: from :func:`build_trainer`.
+        log: where progress lines go.
+
+    Returns:
+        The dict written to ``metrics.json`` (keys in ``docs/run_format.md``).
+
+    Raises:
+        PeftsumError: a non-finite loss (naming the step).
+    """
+    from peftsum.io import write_json_atomic, write_text_atomic
+    from peftsum.modeling.methods import describe_hyper
+    from peftsum.training.record import count_parameters, git_commit, library_versions, model_card, \
+        peak_gpu_mb, peak_rss_mb, weights_size_mb
+
+    cfg, trainer, out = setup.cfg, setup.trainer, setup.out
+    trainable, total = count_parameters(trainer.model)
     start = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=str(resume_ckpt) if resume_ckpt else None)
+    result = trainer.train(resume_from_checkpoint=str(setup.resume_from) if setup.resume_from else None)
     runtime = time.perf_counter() - start
     eval_metrics = trainer.evaluate()
 
     model_dir = out / "model"
-    final = trainer.model
-    final.save_pretrained(str(model_dir))
-    tokenizer.save_pretrained(str(model_dir))
+    if model_dir.exists():
+        shutil.rmtree(model_dir)
+    save_kwargs = {}
+    if setup.init_adapter is not None:
+        save_kwargs["path_initial_model_for_weight_conversion"] = str(setup.init_adapter)
+    trainer.model.save_pretrained(str(model_dir), **save_kwargs)
+    setup.tokenizer.save_pretrained(str(model_dir))
 
     history = [row for row in trainer.state.log_history if "loss" in row]
-    window = history[-max(1, min(len(history), steps_per_epoch)):]
+    window = history[-max(1, min(len(history), setup.steps_per_epoch)):]
     train_loss = sum(r["loss"] for r in window) / len(window) if window else result.training_loss
+    hyper = {
+        "learning_rate": cfg.learning_rate,
+        "optimizer": cfg.optimizer,
+        "lr_scheduler": cfg.lr_scheduler,
+        "warmup_ratio": cfg.warmup_ratio,
+        "weight_decay": cfg.weight_decay,
+        "label_smoothing": cfg.label_smoothing,
+        "num_epochs": cfg.num_epochs,
+        "max_steps": cfg.max_steps,
+        "total_steps": setup.total_steps,
+        "batch_size": cfg.batch_size,
+        "gradient_accumulation_steps": cfg.gradient_accumulation_steps,
+        "max_source_length": cfg.max_source_length,
+        "max_target_length": cfg.max_target_length,
+        **describe_hyper(setup.method, setup.hyper),
+        "bf16": cfg.bf16,
+        "gradient_checkpointing": cfg.gradient_checkpointing,
+        "seed": cfg.seed,
+    }
+    best = trainer.state.best_model_checkpoint
     metrics = {
-        "method": method.name,
+        "method": setup.method.name,
         "model": cfg.model,
         "data": cfg.data,
         "train_languages": cfg.languages,
-        "train_rows": len(train_ds),
-        "val_rows": len(val_ds),
-        "dropped_rows": _load_rows.dropped,
+        "language_sampling": {"alpha": cfg.language_sampling_alpha, "rows_per_language": setup.rows_per_language},
+        "train_rows": sum(setup.rows_per_language.values()),
+        "val_rows": setup.val_rows,
+        "dropped_rows": setup.dropped,
         "trainable_params": trainable,
         "total_params": total,
         "trainable_pct": 100.0 * trainable / total,
         "checkpoint_size_mb": weights_size_mb(model_dir),
         "train_runtime_s": runtime,
         "global_step": trainer.state.global_step,
+        "resumed_from_step": _step_of(setup.resume_from) if setup.resume_from else None,
+        "best_checkpoint_step": _step_of(Path(best)) if best else None,
+        "best_metric": trainer.state.best_metric,
         "peak_rss_mb": peak_rss_mb(),
         "peak_gpu_mb": peak_gpu_mb(),
         "train_loss": train_loss,
         "eval_loss": eval_metrics.get("eval_loss"),
+        "eval_rouge1": eval_metrics.get("eval_rouge1"),
+        "eval_rouge2": eval_metrics.get("eval_rouge2"),
         "eval_rougeL": eval_metrics.get("eval_rougeL"),
-        "tokens_per_second": trainer.tokens_seen / runtime if runtime > 0 else None,
-        "examples_per_second": trainer.examples_seen / runtime if runtime > 0 else None,
-        "lm_head": tie_state,
-        "hyperparameters": {
-            "learning_rate": cfg.learning_rate,
-            "num_epochs": cfg.num_epochs,
-            "max_steps": cfg.max_steps,
-            "batch_size": cfg.batch_size,
-            "gradient_accumulation_steps": cfg.gradient_accumulation_steps,
-            **({k: getattr(cfg, {"r": "lora_r"}.get(k, k)) for k in method.uses if k != "target_modules"}),
-            **({"target_modules": targets} if targets else {}),
-            "bf16": cfg.bf16,
-        },
+        "eval_rougeLsum": eval_metrics.get("eval_rougeLsum"),
+        "tokens_seen": trainer.tokens_seen,
+        "examples_seen": trainer.examples_seen,
+        "tokens_per_second": trainer.session_tokens / runtime if runtime > 0 else None,
+        "examples_per_second": trainer.session_examples / runtime if runtime > 0 else None,
+        "lm_head": setup.tie_state,
+        "hyperparameters": hyper,
         "config": cfg.to_dict(),
         "versions": library_versions(),
         "git_commit": git_commit(),
     }
     write_json_atomic(out / "metrics.json", metrics)
     write_text_atomic(out / "README.md", model_card(metrics))
+    log(f"{setup.method.name}: {trainer.state.global_step} steps in {runtime:.1f} s -> {model_dir}")
     return metrics
 
 
-def _resume_step(ckpt: Path | None) -> int | None:
-    return int(ckpt.name.split("-")[-1]) if ckpt is not None else None
+def train(cfg: TrainConfig, log=print) -> dict:
+    """Fine-tune ``cfg.model`` on XL-Sum and write the run record (:func:`build_trainer` + :func:`run_training`).
+
+    Args:
+        cfg: a :class:`TrainConfig` (method defaults are filled in on a copy).
+        log: where progress lines go (the CLI passes rich's console).
+
+    Returns:
+        The dict written to ``metrics.json`` (keys in ``docs/run_format.md``).
+
+    Raises:
+        PeftsumError: bad config or data, an existing output without ``overwrite``, a refused
+            fp16 run, non-finite loss (naming the step), an unusable resume.
+    """
+    return run_training(build_trainer(cfg, log), log)

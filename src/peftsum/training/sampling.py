@@ -1,0 +1,42 @@
+"""A length-grouped sampler whose order depends only on (seed, epoch), so ``--resume`` replays it.
+
+``transformers.LengthGroupedSampler`` draws its permutation from the *global* torch RNG
+(``torch.randperm(..., generator=None)``) when each epoch starts. That state depends on every
+dropout mask drawn before, and a resumed process starts the epoch from a freshly seeded RNG,
+so after ``--resume`` the batches of the resumed epoch and all later ones differ from an
+uninterrupted run. (The Trainer's plain random sampling is exact: accelerate replaces it with
+a ``SeedableRandomSampler`` seeded by ``data_seed + epoch``.) This sampler does the same for
+length grouping: each epoch's permutation comes from a private generator seeded with
+``seed + epoch``, and the global RNG (dropout) is left untouched.
+"""
+
+from __future__ import annotations
+
+from transformers.trainer_pt_utils import LengthGroupedSampler, get_length_grouped_indices
+
+
+class EpochSeededLengthGroupedSampler(LengthGroupedSampler):
+    """``LengthGroupedSampler`` with a per-epoch seeded generator and ``set_epoch``.
+
+    Args:
+        batch_size: examples per optimizer step (micro-batch size x accumulation steps), as
+            the Trainer passes it to ``LengthGroupedSampler``.
+        lengths: length of each example (source tokens).
+        seed: base seed (the run's ``data_seed``).
+    """
+
+    def __init__(self, batch_size: int, lengths: list[int], seed: int):
+        super().__init__(batch_size, lengths=list(lengths))
+        self.seed = int(seed)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose order :meth:`__iter__` yields (called by the Trainer/accelerate)."""
+        self.epoch = int(epoch)
+
+    def __iter__(self):
+        import torch
+
+        generator = torch.Generator()
+        generator.manual_seed(self.seed + self.epoch)
+        return iter(get_length_grouped_indices(self.lengths, self.batch_size, generator=generator))
