@@ -70,7 +70,7 @@ def execute_run(run: RunSpec, cfg: ExperimentConfig, log=print) -> dict:
             evaluate_model(str(run_dir / "model"), lang, out, cfg.eval_split, cfg.data, cfg.eval_samples,
                            GenerationSettings(**cfg.generation), cfg.eval_batch_size, log=log)
         status = {"status": "done", "error": None}
-    except (PeftsumError, RuntimeError, ValueError, OSError) as exc:
+    except Exception as exc:  # any failure of one run is recorded; the others go on
         status = {"status": "failed", "error": f"{type(exc).__name__}: {exc}".splitlines()[0][:500],
                   "traceback": traceback.format_exc(limit=5)}
         log(f"[red]run {run.run_id} failed:[/] {status['error']}")
