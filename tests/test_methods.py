@@ -91,6 +91,19 @@ def test_unknown_method_lists_the_valid_ones():
     assert "qlora" in msg and all(name in msg for name in EXPECTED) and "\n" not in msg
 
 
+def test_unknown_method_on_the_command_line_is_a_one_line_error(tiny_model_dir, tmp_path):
+    from typer.testing import CliRunner
+
+    from peftsum.cli import app
+
+    res = CliRunner().invoke(app, ["train", "--method", "qlora", "--model", str(tiny_model_dir), "--output-dir",
+                                   str(tmp_path / "run")], env={"COLUMNS": "400"})
+    assert res.exit_code == 2
+    lines = [line for line in res.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and "unknown method 'qlora'" in lines[0] and "vera" in lines[0]
+    assert not (tmp_path / "run").exists()
+
+
 def test_target_modules_matching_nothing_name_the_existing_ones(tiny_model_dir, tmp_path):
     from transformers import AutoModelForSeq2SeqLM
 
@@ -227,6 +240,8 @@ def test_method_trains_saves_reloads_in_a_fresh_process_and_generates(method_run
     if name == "full":
         assert (model_dir / "config.json").is_file() and (model_dir / "model.safetensors").is_file()
         assert reloaded[name]["class"] == "MT5ForConditionalGeneration"
+        # the generation length saved with the model is the configured summary length, not a default
+        assert json.loads((model_dir / "generation_config.json").read_text())["max_new_tokens"] == 32
     else:
         adapter_cfg = json.loads((model_dir / "adapter_config.json").read_text())
         assert (model_dir / "adapter_model.safetensors").is_file()
@@ -272,3 +287,27 @@ def test_adalora_cannot_resume_and_prefix_cannot_checkpoint_activations(tiny_mod
         resolve(TrainConfig(model=str(tiny_model_dir), method="prefix", gradient_checkpointing=True))
     with pytest.raises(ConfigError, match="at least 3 training steps"):
         build_peft_config(METHODS["adalora"], MethodHyper(total_steps=2))
+
+
+def test_every_weight_method_merges_into_a_standalone_model(method_runs, tmp_path):
+    """``peftsum merge``: the merged checkpoint (plain transformers) reproduces the adapter's logits."""
+    from transformers import AutoModelForSeq2SeqLM
+
+    from peftsum.errors import PeftsumError
+    from peftsum.modeling.merge import merge_adapter
+
+    results, _ = method_runs
+    batch = torch.load(results["lora"]["dir"].parent / "batch.pt")
+    for name in EXPECTED[1:]:
+        res = results[name]
+        assert "error" not in res, res.get("error")
+        if name in ("prefix", "prompt"):
+            with pytest.raises(PeftsumError, match="cannot be merged"):
+                merge_adapter(res["dir"], tmp_path / name)
+            assert not (tmp_path / name).exists()
+            continue
+        out = merge_adapter(res["dir"], tmp_path / name)
+        assert not (out / "adapter_config.json").exists()
+        merged = AutoModelForSeq2SeqLM.from_pretrained(str(out))
+        diff = (_logits(merged, batch) - torch.load(res["dir"] / "logits.pt")).abs().max().item()
+        assert diff <= 1e-4, (name, diff)

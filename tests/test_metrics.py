@@ -302,3 +302,11 @@ def test_compare_to_lead1_gives_the_paired_block():
     assert all(same[v]["mean_diff"] == 0.0 and same[v]["p_value"] == 1.0 for v in VARIANTS)
     with pytest.raises(DataError, match="same references"):
         compare_to_lead1(model, data[:-1])
+
+
+def test_zero_resamples_skips_intervals_but_keeps_means():
+    from peftsum.metrics import score_texts
+
+    with_ci = score_texts(["a b c"], ["a b d"], "english", n_resamples=10)
+    without = score_texts(["a b c"], ["a b d"], "english", n_resamples=0)
+    assert without["rouge1"]["f1"] == with_ci["rouge1"]["f1"] and without["rouge1"]["ci_low"] is None

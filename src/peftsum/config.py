@@ -51,7 +51,7 @@ class TrainConfig:
     warmup_ratio: float = 0.0
     """Share of the optimizer steps spent warming the learning rate up linearly from 0 (0-1)."""
     label_smoothing: float = 0.0
-    """Label smoothing (XL-Sum used 0.1)."""
+    """Label smoothing of the training loss (XL-Sum used 0.1); ``eval_loss`` stays the plain cross-entropy."""
     max_grad_norm: float = 1.0
     """Gradient clipping norm."""
     train_samples: int | None = None

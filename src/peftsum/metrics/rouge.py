@@ -113,7 +113,8 @@ def score_texts(
         language: XL-Sum config name or ISO code.
         stemmer: ``None`` for the language's XL-Sum default, ``True``/``False`` to force.
         normalize: NFKC-normalize both sides (``False`` reproduces the XL-Sum scorer).
-        n_resamples, seed: bootstrap settings for the 95% intervals.
+        n_resamples, seed: bootstrap settings for the 95% intervals (``n_resamples=0``: no
+            intervals, ``ci_low``/``ci_high`` are ``None``).
 
     Returns:
         ``{"language", "stemmer", "normalization", "num_examples", "rouge1", "rouge2",
@@ -142,7 +143,9 @@ def score_texts(
         "num_examples": n,
     }
     for variant in VARIANTS:
-        low, high = bootstrap_ci(parts[variant]["f1"], n_resamples=n_resamples, seed=seed)
+        # n_resamples=0 skips the intervals (in-training ROUGE needs only the means)
+        low, high = (bootstrap_ci(parts[variant]["f1"], n_resamples=n_resamples, seed=seed)
+                     if n_resamples else (None, None))
         result[variant] = {
             "f1": sum(parts[variant]["f1"]) / n,
             "precision": sum(parts[variant]["precision"]) / n,

@@ -23,6 +23,12 @@ def _one_line(exc: Exception) -> str:
 def load_tokenizer(name_or_path: str):
     """``AutoTokenizer.from_pretrained`` with a one-line error.
 
+    Args:
+        name_or_path: hub id or local folder.
+
+    Returns:
+        The tokenizer.
+
     Raises:
         PeftsumError: not found locally and the hub is unreachable or the id is wrong.
     """

@@ -8,7 +8,8 @@ from peftsum.errors import PeftsumError
 from peftsum.io import atomic_dir
 
 MERGEABLE = {"LORA", "IA3", "LOHA", "LOKR", "ADALORA", "VERA", "OFT", "BOFT"}
-"""PEFT types whose update can be written into the base weights (prefix/prompt tuning cannot)."""
+"""PEFT types whose update can be written into the base weights (prefix/prompt tuning cannot).
+LoRA covers DoRA, rsLoRA and peftsum's PiSSA adapters (saved converted to a plain LoRA)."""
 
 
 def merge_adapter(adapter_dir: str | Path, output_dir: str | Path, overwrite: bool = False) -> Path:
@@ -26,6 +27,8 @@ def merge_adapter(adapter_dir: str | Path, output_dir: str | Path, overwrite: bo
         PeftsumError: not an adapter folder, a method that cannot be merged (prefix/prompt
             tuning add virtual tokens, not weight updates), or an existing output without ``overwrite``.
     """
+    import json
+
     from peftsum.modeling.load import is_adapter_dir, load_for_inference
 
     adapter_dir = Path(adapter_dir)
@@ -34,11 +37,15 @@ def merge_adapter(adapter_dir: str | Path, output_dir: str | Path, overwrite: bo
     if not is_adapter_dir(adapter_dir):
         raise PeftsumError(f"{adapter_dir}: not a PEFT adapter folder (no adapter_config.json); "
                            "a full fine-tuning checkpoint is already standalone")
-    model, tokenizer = load_for_inference(str(adapter_dir))
-    peft_type = str(model.peft_config["default"].peft_type).split(".")[-1].upper()
-    if peft_type not in MERGEABLE:
+    try:
+        peft_type = str(json.loads((adapter_dir / "adapter_config.json").read_text())["peft_type"]).upper()
+    except (ValueError, KeyError) as exc:
+        raise PeftsumError(f"{adapter_dir / 'adapter_config.json'}: unreadable adapter config ({exc})") from None
+    peft_type = peft_type.split(".")[-1]
+    if peft_type not in MERGEABLE:  # checked before loading anything
         raise PeftsumError(f"{adapter_dir}: {peft_type} adapters cannot be merged into the weights "
                            "(prefix/prompt tuning add virtual tokens); serve them with the base model instead")
+    model, tokenizer = load_for_inference(str(adapter_dir))
     merged = model.merge_and_unload()
     with atomic_dir(Path(output_dir), overwrite=overwrite) as tmp:
         merged.save_pretrained(str(tmp))

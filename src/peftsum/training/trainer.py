@@ -4,20 +4,26 @@ Why ``transformers.Seq2SeqTrainer`` and not a hand-written loop or another train
 method in the registry is a ``peft`` model, and the HF Trainer is the loop PEFT itself is
 developed and tested against (its adapters save and reload through ``save_pretrained`` /
 ``load_adapter`` inside the Trainer's checkpoints). It already does, and peftsum does *not*
-re-implement: checkpointing with optimizer, scheduler and RNG state and exact mid-epoch resume
-(data order included), gradient accumulation with correct token-weighted loss, gradient
-checkpointing, bf16/fp16 autocast on CPU and GPU (via accelerate), AdamW and Adafactor,
-linear/constant/cosine schedules with warmup, label smoothing, length-grouped batches,
+re-implement: checkpoints with optimizer, scheduler and RNG state and mid-epoch resume (batch
+skipping), gradient accumulation, gradient (activation) checkpointing, bf16/fp16 autocast on CPU
+and GPU (via accelerate), AdamW and Adafactor, linear/constant/cosine schedules with warmup,
 evaluation every N steps, best-checkpoint tracking, early stopping, TensorBoard and multi-GPU.
-A custom loop would have to re-prove all of that; Lightning or accelerate-only loops would
-add a second checkpoint format next to PEFT's. peftsum adds only what the Trainer lacks:
+A custom loop would have to re-prove all of that; Lightning or accelerate-only loops would add
+a second checkpoint format next to PEFT's. peftsum adds only what the Trainer lacks or gets
+wrong for T5-family models:
 
 * the method registry (``peftsum.modeling.methods``): PEFT configs, AdaLoRA's rank-allocation
   callback (the Trainer never calls ``update_and_allocate``), PiSSA's conversion on save;
+* the loss (:meth:`PeftsumTrainer.compute_loss`): T5's loss is a per-micro-batch mean that the
+  Trainer 5.x mistakes for one normalised over the accumulated batch, and its label smoother
+  drops PEFT's additions to the loss; peftsum's is token-weighted over the accumulated batch;
+* length-grouped batches whose order depends only on (seed, epoch)
+  (:mod:`peftsum.training.sampling`): the Trainer's draws from the global RNG, so a resumed run
+  would see different batches;
 * guards: fp16 refused for T5-family models (before any weights load), a NaN/inf loss stops the
   run naming the step (checked on every micro-batch; the Trainer only averages it into the log),
   the lm_head tie check after loading, target modules that match nothing, a resume whose
-  config changed;
+  config changed, an explicit generation length;
 * checkpoints marked complete (:data:`COMPLETE_MARKER`) only after every file is written and
   synced, and old checkpoints rotated only after that, so a kill during a save leaves the
   previous checkpoint usable; ``--resume`` picks the newest *complete* one;
@@ -271,10 +277,11 @@ def resolve(cfg: TrainConfig) -> TrainConfig:
         A new :class:`TrainConfig` (the input is not modified).
 
     Raises:
-        ConfigError: unknown method, language, optimizer or scheduler; a combination that cannot
-            work (fp16 with bf16, load_best without ROUGE or without evaluations, early stopping
-            without load_best, no steps, negative sizes); ``tensorboard`` without the package;
-            ``--resume`` for a method whose state cannot be checkpointed.
+        ConfigError: unknown method, optimizer or scheduler; a combination that cannot work (fp16
+            with bf16, load_best without ROUGE or without evaluations, early stopping without
+            load_best, no steps, sizes below 1, warmup or smoothing outside [0, 1));
+            ``tensorboard`` without the package; ``--resume`` or ``--gradient-checkpointing``
+            with a method that does not support it (registry flags).
         DataError: an unknown language.
     """
     from peftsum.data.languages import parse_languages
@@ -448,6 +455,10 @@ def build_trainer(cfg: TrainConfig, log=print) -> TrainingSetup:
 
     tokenizer = load_tokenizer(cfg.model)
     model, tie_state = load_model(cfg.model)
+    # Never rely on a checkpoint's generation default (mt5-small's is max_length 20): the length
+    # used for in-training ROUGE and saved with a full fine-tune is the configured summary length.
+    model.generation_config.max_new_tokens = cfg.max_target_length
+    model.generation_config.max_length = None
 
     train_by_lang, dropped = _load_rows(cfg, "train", cfg.train_samples, log)
     val_by_lang, val_dropped = _load_rows(cfg, "validation", cfg.val_samples, log)
@@ -584,7 +595,7 @@ def run_training(setup: TrainingSetup, log=print) -> dict:
     Raises:
         PeftsumError: a non-finite loss (naming the step).
     """
-    from peftsum.io import write_json_atomic, write_text_atomic
+    from peftsum.io import atomic_dir, write_json_atomic, write_text_atomic
     from peftsum.modeling.methods import describe_hyper
     from peftsum.training.record import count_parameters, git_commit, library_versions, model_card, \
         peak_gpu_mb, peak_rss_mb, weights_size_mb
@@ -597,35 +608,27 @@ def run_training(setup: TrainingSetup, log=print) -> dict:
     eval_metrics = trainer.evaluate()
 
     model_dir = out / "model"
-    if model_dir.exists():
-        shutil.rmtree(model_dir)
     save_kwargs = {}
     if setup.init_adapter is not None:
         save_kwargs["path_initial_model_for_weight_conversion"] = str(setup.init_adapter)
-    trainer.model.save_pretrained(str(model_dir), **save_kwargs)
-    setup.tokenizer.save_pretrained(str(model_dir))
+    with atomic_dir(model_dir, overwrite=True) as tmp:  # a kill while saving leaves no half-written model/
+        trainer.model.save_pretrained(str(tmp), **save_kwargs)
+        setup.tokenizer.save_pretrained(str(tmp))
 
     history = [row for row in trainer.state.log_history if "loss" in row]
     window = history[-max(1, min(len(history), setup.steps_per_epoch)):]
     train_loss = sum(r["loss"] for r in window) / len(window) if window else result.training_loss
-    hyper = {
+    hyper = {  # the method's hyperparameters and the training budget; everything else is in "config"
         "learning_rate": cfg.learning_rate,
         "optimizer": cfg.optimizer,
         "lr_scheduler": cfg.lr_scheduler,
         "warmup_ratio": cfg.warmup_ratio,
-        "weight_decay": cfg.weight_decay,
         "label_smoothing": cfg.label_smoothing,
-        "num_epochs": cfg.num_epochs,
-        "max_steps": cfg.max_steps,
         "total_steps": setup.total_steps,
         "batch_size": cfg.batch_size,
         "gradient_accumulation_steps": cfg.gradient_accumulation_steps,
-        "max_source_length": cfg.max_source_length,
-        "max_target_length": cfg.max_target_length,
         **describe_hyper(setup.method, setup.hyper),
         "bf16": cfg.bf16,
-        "gradient_checkpointing": cfg.gradient_checkpointing,
-        "seed": cfg.seed,
     }
     best = trainer.state.best_model_checkpoint
     metrics = {
