@@ -7,7 +7,9 @@ Every command runs inside :func:`_run`, which turns a :class:`~peftsum.errors.Pe
 from __future__ import annotations
 
 import functools
+import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -43,8 +45,17 @@ def _run(fn: Callable) -> Callable:
             err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
-            err_console.print("[bold red]interrupted[/]")
+            err_console.print("[bold red]interrupted[/] (a training run continues with --resume)")
             raise typer.Exit(130) from None
+        except (typer.Exit, typer.Abort, SystemExit):
+            raise
+        except Exception as exc:  # a library error we did not anticipate: still one line
+            if os.environ.get("PEFTSUM_DEBUG"):
+                raise
+            first = (str(exc).strip().splitlines() or [""])[0][:300]
+            err_console.print(f"[bold red]error:[/] {type(exc).__name__}: {first} "
+                              "(set PEFTSUM_DEBUG=1 to see the traceback)", highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
 
     return wrapper
 
@@ -235,7 +246,7 @@ def evaluate_cmd(
     split: Optional[str] = typer.Option(None, help="test or validation (default: test where present)."),
     data: str = DataOpt,
     test_samples: Optional[int] = typer.Option(None, help="Evaluate the first N rows (default all)."),
-    batch_size: int = typer.Option(8, help="Articles per generate call."),
+    batch_size: int = typer.Option(32, help="Articles per generate call."),
     num_beams: int = NumBeams,
     length_penalty: float = LengthPenalty,
     no_repeat_ngram_size: int = NoRepeat,
@@ -327,6 +338,8 @@ def experiment_cmd(
     if result["report"]:
         for name, path in result["report"].items():
             console.print(f"{name}: {path}")
+    if failed:
+        raise typer.Exit(1)
 
 
 @app.command("report")
@@ -355,6 +368,7 @@ def score_cmd(
     stemmer: Optional[bool] = typer.Option(None, "--stemmer/--no-stemmer", help="Default: XL-Sum's choice per language."),
     normalize: bool = typer.Option(True, "--normalize/--no-normalize", help="NFKC-normalize both sides (XL-Sum does not)."),
     output_file: Optional[Path] = typer.Option(None, help="Write the score JSON here."),
+    overwrite: bool = typer.Option(False, help="Replace an existing --output-file."),
     compare_predictions: Optional[Path] = typer.Option(
         None, help="A second system's predictions on the same references: adds a paired bootstrap test."
     ),
@@ -363,6 +377,9 @@ def score_cmd(
 ) -> None:
     """Score predictions against references with multilingual ROUGE (XL-Sum's tokenization)."""
     from peftsum.metrics.io import render_table, score_files, write_json
+
+    if output_file is not None and output_file.exists() and not overwrite:
+        raise PeftsumError(f"{output_file} already exists; pass --overwrite to replace it")
 
     result = score_files(language, predictions, references, compare_predictions=compare_predictions,
                          stemmer=stemmer, normalize=normalize, n_resamples=n_resamples, seed=seed)
@@ -374,6 +391,9 @@ def score_cmd(
 
 def main() -> None:
     """Console-script entry point (``peftsum``)."""
+    # deprecation notices from inside transformers/peft tell users nothing they can act on
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", message=".*embeddings are no longer tied.*")
     app()
 
 

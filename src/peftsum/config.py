@@ -45,7 +45,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     """Decoupled weight decay (AdamW; Adafactor's ``weight_decay``)."""
     optimizer: str = "adamw"
-    """``adamw`` (``torch.optim.AdamW``) or ``adafactor`` (``transformers.Adafactor`` at the given learning rate)."""
+    """``adamw`` (``torch.optim.AdamW``, fused) or ``adafactor`` (``transformers.Adafactor`` at the given learning rate)."""
     lr_scheduler: str = "linear"
     """``linear`` (decay to 0), ``constant`` or ``cosine`` (half cosine to 0), all after a linear warmup."""
     warmup_ratio: float = 0.0
@@ -147,10 +147,56 @@ def _normalise(data: dict) -> dict:
     return out
 
 
+def check_types(cls, data: dict, where: str) -> None:
+    """Raise :class:`ConfigError` when a value does not fit its field's type (``max_steps: abc``).
+
+    Ints accept ints, floats accept ints and floats, bools only bools, strings only strings,
+    lists only lists; ``None`` only where the field is optional.
+    """
+    import typing
+
+    hints = typing.get_type_hints(cls)
+    for key, value in data.items():
+        hint = hints.get(key)
+        if hint is None:
+            continue
+        args = typing.get_args(hint)
+        allowed = [a for a in args if a is not type(None)] if args and type(None) in args else [hint]
+        if value is None:
+            if type(None) in args:
+                continue
+            raise ConfigError(f"{where}: {key} must not be empty")
+        ok = False
+        for kind in allowed:
+            origin = typing.get_origin(kind) or kind
+            if origin is bool:
+                ok = ok or isinstance(value, bool)
+            elif origin is int:
+                ok = ok or (isinstance(value, int) and not isinstance(value, bool))
+            elif origin is float:
+                ok = ok or (isinstance(value, (int, float)) and not isinstance(value, bool))
+            elif origin in (list, tuple):
+                ok = ok or isinstance(value, (list, tuple))
+            elif origin is dict:
+                ok = ok or isinstance(value, dict)
+            elif origin is str:
+                ok = ok or isinstance(value, str)
+            else:
+                ok = True
+        if not ok:
+            names = " or ".join(getattr(typing.get_origin(k) or k, "__name__", str(k)) for k in allowed)
+            raise ConfigError(f"{where}: {key} must be {names}, got {value!r}")
+
+
 def make_config(cls, data: dict, where: str = "config"):
-    """Build ``cls`` from a mapping after checking keys (``language`` is accepted for ``languages``)."""
+    """Build ``cls`` from a mapping after checking keys and value types (``language`` = ``languages``).
+
+    Raises:
+        ConfigError: an unknown key (named, with the valid ones) or a value of the wrong type.
+    """
     data = _normalise(data)
     check_keys(cls, data, where)
+    check_types(cls, data, where)
     try:
         return cls(**data)
     except TypeError as exc:  # pragma: no cover - keys are checked above

@@ -71,7 +71,7 @@ class ExperimentConfig:
     generation: dict = field(default_factory=dict)
     eval_samples: int | None = None
     eval_split: str | None = None
-    eval_batch_size: int = 8
+    eval_batch_size: int = 32
     baselines: bool = True
     report: bool = True
 
@@ -130,10 +130,14 @@ def load_experiment(path: str | Path | None, overrides: list[str] | None = None)
 
     path = Path(path) if path else default_config_path()
     data = apply_overrides(load_yaml(path), overrides or [])
-    check_keys(ExperimentConfig, data, str(path))
+    where = f"{path}" + (" with --set " + " ".join(overrides) if overrides else "")
+    check_keys(ExperimentConfig, data, where)
+    from peftsum.config import check_types
+
+    check_types(ExperimentConfig, data, where)
     cfg = ExperimentConfig(**data)
-    where = str(path)
     check_keys(TrainConfig, cfg.train, f"{where} (train)")
+    check_types(TrainConfig, cfg.train, f"{where} (train)")
     for bad in ("method", "languages", "language", "output_dir", "seed", "model", "data"):
         if bad in cfg.train:
             raise ConfigError(f"{where} (train): {bad!r} is set per run by the experiment; "
@@ -143,7 +147,7 @@ def load_experiment(path: str | Path | None, overrides: list[str] | None = None)
         parse_languages(str(key).replace("+", ","))
         check_keys(TrainConfig, values or {}, f"{where} (per_language: {key})")
     if not isinstance(cfg.methods, list) or not cfg.methods:
-        raise ConfigError(f"{where}: methods must be a non-empty list")
+        raise ConfigError(f"{where}: methods must be a non-empty list, e.g. [full, lora]")
     for entry in cfg.methods:
         spec = {"method": entry} if isinstance(entry, str) else dict(entry)
         if "method" not in spec:

@@ -99,6 +99,9 @@ def write_baselines(cfg: ExperimentConfig, exp_dir: Path, languages: list[str]) 
 
 def _check_existing(exp_dir: Path, cfg: ExperimentConfig, overwrite: bool) -> None:
     saved = exp_dir / "experiment.yaml"
+    if not saved.is_file() and exp_dir.is_dir() and any(exp_dir.iterdir()) and not overwrite:
+        raise PeftsumError(f"{exp_dir} exists and is not an experiment folder (no experiment.yaml); "
+                           "choose another --output-dir or pass --overwrite to replace it")
     if not saved.is_file() or overwrite:
         if overwrite and exp_dir.exists():
             import shutil

@@ -44,6 +44,8 @@ def load_tokenizer(name_or_path: str):
 def _load_hint(name_or_path: str, exc: Exception) -> str:
     if Path(name_or_path).exists():
         return f"{name_or_path}: not a loadable model/tokenizer folder ({_one_line(exc)})"
+    if name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1:
+        return f"{name_or_path}: no such model folder"
     return (
         f"could not load {name_or_path!r} from the hub ({_one_line(exc)}). Offline? Pass a local folder, "
         "or use the tiny offline model: `peftsum build-tiny-model --output-dir DIR` then --model DIR"
@@ -179,7 +181,36 @@ def load_model(name_or_path: str, dtype=None):
         model = AutoModelForSeq2SeqLM.from_pretrained(name_or_path, dtype=dtype or torch.float32)
     except Exception as exc:
         raise PeftsumError(_load_hint(name_or_path, exc)) from None
+    fuse_activations(model)
     return model, lm_head_tie_state(model, name_or_path)
+
+
+def fuse_activations(model) -> int:
+    """Run mT5's ``gelu_new`` as one fused kernel instead of seven elementwise ops.
+
+    transformers' ``NewGELUActivation`` (T5 v1.1/mT5's ``dense_act_fn = "gelu_new"``) writes the
+    tanh approximation of GELU in Python: pow, mul, add, mul, tanh, add, mul, each allocating a
+    tensor the size of the feed-forward activation, and as many again in backward. ``GELUTanh``
+    computes the same formula with ``torch.nn.functional.gelu(approximate="tanh")``: outputs agree to
+    float rounding (max difference ~2e-7 in fp32), forward plus backward is ~4x faster on CPU
+    (benchmarks/README.md). Only module instances change; the config (and so every saved
+    checkpoint) still says ``gelu_new``.
+
+    Args:
+        model: any ``torch.nn.Module`` (PEFT-wrapped or not).
+
+    Returns:
+        How many activation modules were replaced.
+    """
+    from transformers.activations import GELUTanh, NewGELUActivation
+
+    replaced = 0
+    for module in model.modules():
+        for name, child in list(module.named_children()):
+            if type(child) is NewGELUActivation:
+                setattr(module, name, GELUTanh())
+                replaced += 1
+    return replaced
 
 
 def is_t5_family(model_or_config) -> bool:

@@ -40,11 +40,36 @@ def weights_size_mb(path: Path) -> float:
     return sum(f.stat().st_size for f in Path(path).rglob("*") if f.suffix in (".safetensors", ".bin")) / 1e6
 
 
-def peak_rss_mb() -> float:
-    """Peak resident set size of this process so far, MB (10^6 bytes).
+def reset_peak_rss() -> bool:
+    """Reset the kernel's peak-RSS mark (``VmHWM``) of this process, where Linux allows it.
 
-    Source: ``resource.getrusage(RUSAGE_SELF).ru_maxrss`` (KiB on Linux, bytes on macOS).
+    Writing ``5`` to ``/proc/self/clear_refs`` resets VmHWM (Linux ``proc(5)``), so runs made one
+    after another in one process (an experiment) each report their own peak.
+
+    Returns:
+        True if the mark was reset.
     """
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process since the last :func:`reset_peak_rss`, MB (10^6 bytes).
+
+    Source: ``VmHWM`` in ``/proc/self/status`` on Linux; elsewhere
+    ``resource.getrusage(RUSAGE_SELF).ru_maxrss`` (bytes on macOS), the peak since process start.
+    """
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024 / 1e6
+    except OSError:
+        pass
     value = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return value / 1e6 if sys.platform == "darwin" else value * 1024 / 1e6
 
