@@ -7,7 +7,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from peftsum.errors import PeftsumError
-from peftsum.generation.decode import GenerationSettings, iter_generate
+from peftsum.generation.decode import DEFAULT_BATCH_SIZE, GenerationSettings, iter_generate
 
 
 def run_config(model_path: str | Path) -> dict:
@@ -39,7 +39,7 @@ def _read_done(pred_file: Path, meta_file: Path, meta: dict, overwrite: bool) ->
 
 def evaluate_model(model_path: str, language: str, output_file: str | Path, split: str | None = None,
                    data: str = "sample", num_samples: int | None = None,
-                   settings: GenerationSettings = GenerationSettings(), batch_size: int = 8,
+                   settings: GenerationSettings = GenerationSettings(), batch_size: int = DEFAULT_BATCH_SIZE,
                    max_source_length: int | None = None, source_prefix: str | None = None,
                    stemmer: bool | None = None, n_resamples: int = 1000, seed: int = 0, overwrite: bool = False,
                    progress: bool = True, log=print) -> dict:
