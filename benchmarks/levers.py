@@ -1,0 +1,222 @@
+"""Micro-benchmarks of single levers, on mT5-small's real shapes (companion of ``pipeline.py``).
+
+Usage (from the repository root; ~2-4 minutes on 2 cores):
+
+    .venv/bin/python benchmarks/levers.py [--json FILE]
+
+Each lever is timed in isolation, best of several runs (on a shared machine the best run is
+the one least disturbed), so that its effect can be read without the whole pipeline's noise:
+
+* ``optimizer``: one AdamW step plus gradient clipping over mT5-small's 300M parameters
+  (shapes of the real model), ``foreach`` (transformers' ``adamw_torch``) vs ``fused``;
+* ``activation``: forward + backward of mT5's ``gelu_new`` on one encoder layer's feed-forward
+  activation (batch 4 x 512 tokens x d_ff 1024): transformers' Python ``NewGELUActivation`` vs
+  the fused ``GELUTanh``;
+* ``output_head``: one greedy decoding step's output projection (batch x 512 @ 512 x 250,112)
+  for batches of 1, 8, 32 and 64: the cost per summary falls with the batch;
+* ``logits``: the training loss over the 250k vocabulary for 84 vs 128 target positions
+  (batch 4): projection, log-softmax and their backward;
+* ``matmul``: ``torch.mm`` fp32 vs bf16 (and whether this CPU has AMX / AVX512-BF16);
+* ``allocation``: an elementwise op on a 128 MB tensor writing into a fresh tensor vs into an
+  existing one (the page-fault cost of the CPU allocator handing out new memory);
+* ``threads``: a 2048-square fp32 matmul with 1 thread and with all of them;
+* ``padding``: model-free. All 225 bundled training rows (45 languages) tokenized at 512/84
+  (the tiny SentencePiece tokenizer) and batched by 4 as the seed study does (every row padded
+  to 512/128) and as peftsum does (its trainer's length-grouped sampler, padding to the longest
+  of each batch): positions processed and model FLOPs of mT5-small (6 x parameters x positions,
+  the head on target positions) per epoch. The pipeline benchmark's windows are too small
+  for the sampler to group by length (it sorts within megabatches of 4 x batch size x up to
+  50 rows), so this is where length grouping shows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+
+def best(fn, reps: int = 5, warm: int = 1) -> float:
+    for _ in range(warm):
+        fn()
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def optimizer() -> dict:
+    import torch
+
+    shapes = ([(250112, 512), (250112, 512)] + [(384, 512)] * 48 + [(512, 384)] * 24
+              + [(1024, 512)] * 32 + [(512, 1024)] * 16)
+    torch.manual_seed(0)
+    out = {}
+    for kind in ("foreach", "fused"):
+        params = [torch.nn.Parameter(torch.randn(*s) * 0.02) for s in shapes]
+        for p in params:
+            p.grad = torch.randn_like(p) * 1e-3
+        opt = torch.optim.AdamW(params, lr=1e-4, **{kind: True})
+
+        def step():
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+
+        out[f"{kind}_s"] = best(step, reps=3)
+        del opt, params
+    out["params_m"] = sum(a * b for a, b in shapes) / 1e6
+    out["speedup"] = out["foreach_s"] / out["fused_s"]
+    return out
+
+
+def activation() -> dict:
+    import torch
+    from transformers.activations import GELUTanh, NewGELUActivation
+
+    x0 = torch.randn(4, 512, 1024)
+    out = {}
+    for name, act in (("gelu_new", NewGELUActivation()), ("fused", GELUTanh())):
+        def run():
+            x = x0.clone().requires_grad_()
+            y = act(x)
+            y.backward(torch.ones_like(y))
+            return y, x.grad
+
+        out[f"{name}_ms"] = 1000 * best(run, reps=10)
+        out[f"{name}_result"] = run()
+    a, b = out.pop("gelu_new_result"), out.pop("fused_result")
+    out["max_abs_diff_forward"] = (a[0] - b[0]).abs().max().item()
+    out["max_abs_diff_backward"] = (a[1] - b[1]).abs().max().item()
+    out["speedup"] = out["gelu_new_ms"] / out["fused_ms"]
+    return out
+
+
+def output_head() -> dict:
+    import torch
+
+    w = torch.randn(250112, 512) * 0.04
+    out = {}
+    for batch in (1, 8, 32, 64):
+        x = torch.randn(batch, 512)
+        t = best(lambda: torch.nn.functional.linear(x, w), reps=5)
+        out[f"batch_{batch}"] = {"step_ms": 1000 * t, "per_summary_ms": 1000 * t / batch}
+    return out
+
+
+def logits() -> dict:
+    import torch
+
+    w = torch.randn(250112, 512) * 0.04
+    out = {}
+    for positions in (84, 128):
+        h0 = torch.randn(4 * positions, 512)
+        labels = torch.randint(3, 8000, (4 * positions,))
+
+        def run():
+            h = h0.clone().requires_grad_()
+            loss = torch.nn.functional.cross_entropy(torch.nn.functional.linear(h, w), labels)
+            loss.backward()
+
+        out[f"targets_{positions}_ms"] = 1000 * best(run, reps=3)
+    return out
+
+
+def matmul() -> dict:
+    import torch
+
+    out = {}
+    for name, dtype, n in (("fp32", torch.float32, 2048), ("bf16", torch.bfloat16, 512)):
+        a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+        out[f"{name}_gflops"] = 2 * n**3 / best(lambda: torch.mm(a, b), reps=3) / 1e9
+    flags = ""
+    if Path("/proc/cpuinfo").is_file():
+        flags = next((line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")), "")
+    out["amx_bf16"] = "amx_bf16" in flags.split()
+    out["avx512_bf16"] = "avx512_bf16" in flags.split()
+    return out
+
+
+def allocation() -> dict:
+    import torch
+
+    a, b = torch.randn(2**25), torch.randn(2**25)
+    c = torch.empty_like(a)
+    fresh = best(lambda: a * b, reps=10)
+    reused = best(lambda: torch.mul(a, b, out=c), reps=10)
+    return {"fresh_ms": 1000 * fresh, "reused_ms": 1000 * reused, "ratio": fresh / reused}
+
+
+def threads() -> dict:
+    import torch
+
+    n = 2048
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    before = torch.get_num_threads()
+    out = {}
+    for k in sorted({1, before}):
+        torch.set_num_threads(k)
+        out[f"threads_{k}_gflops"] = 2 * n**3 / best(lambda: torch.mm(a, b), reps=3) / 1e9
+    torch.set_num_threads(before)
+    return out
+
+
+def padding() -> dict:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import _common as C
+    from transformers import AutoTokenizer
+
+    from peftsum.data.features import tokenize_rows
+    from peftsum.modeling.tiny import ensure_tiny_model
+    from peftsum.training.sampling import EpochSeededLengthGroupedSampler
+
+    tok = AutoTokenizer.from_pretrained(str(ensure_tiny_model()))
+    rows = C.sample_rows("train", 225, seed=0)
+    feats = tokenize_rows(rows, tok, max_source_length=C.SOURCE_LEN, max_target_length=C.TARGET_LEN)
+    src = [f["length"] for f in feats]
+    tgt = [len(f["labels"]) for f in feats]
+    groups = {"encoder": 18_883_264, "decoder": 25_178_816, "lm_head": 128_057_344}  # mT5-small
+    bs = 4
+    order = list(EpochSeededLengthGroupedSampler(bs, src, seed=42))
+    grouped_src = grouped_tgt = 0
+    for i in range(0, len(order), bs):
+        batch = order[i:i + bs]
+        grouped_src += len(batch) * max(src[j] for j in batch)
+        grouped_tgt += len(batch) * max(tgt[j] for j in batch)
+    out = {"rows": len(rows), "real_source": sum(src), "real_target": sum(tgt),
+           "reference_source": len(rows) * C.REF_SOURCE_PAD, "reference_target": len(rows) * C.REF_TARGET_PAD,
+           "peftsum_source": grouped_src, "peftsum_target": grouped_tgt}
+    flops = {k: C.model_flops(groups, out[f"{k}_source"], out[f"{k}_target"]) for k in ("real", "reference", "peftsum")}
+    out["model_tflops_per_epoch"] = {k: v / 1e12 for k, v in flops.items()}
+    out["flop_ratio_reference_to_peftsum"] = flops["reference"] / flops["peftsum"]
+    return out
+
+
+LEVERS = {"optimizer": optimizer, "activation": activation, "output_head": output_head, "logits": logits,
+          "matmul": matmul, "allocation": allocation, "threads": threads, "padding": padding}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--json", type=Path, help="write the figures here")
+    p.add_argument("--only", default=",".join(LEVERS), help="comma-separated subset of: " + ", ".join(LEVERS))
+    args = p.parse_args(argv)
+    import torch
+
+    result = {"torch": torch.__version__, "threads": torch.get_num_threads(),
+              "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None}
+    for name in [n.strip() for n in args.only.split(",") if n.strip()]:
+        t0 = time.perf_counter()
+        result[name] = LEVERS[name]()
+        print(f"{name} ({time.perf_counter() - t0:.0f} s): {json.dumps(result[name])}", flush=True)
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

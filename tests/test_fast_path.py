@@ -1,0 +1,238 @@
+"""peftsum's fast defaults give the plain pipeline's losses.
+
+The fast path is what ``benchmarks/pipeline.py`` measures as peftsum: dynamic padding and length
+grouping (``make_collator`` and the trainer's sampler), fused AdamW, mT5's ``gelu_new`` run as
+one fused kernel (``load_model``), batched length-sorted generation, and bf16 autocast where the
+run asks for it. The plain path is the benchmark's reference, the seed study's pipeline
+(``benchmarks/_reference.py``): every article padded to 512 and every summary to 128 tokens, the
+slow tokenizer, foreach AdamW, transformers' Python ``gelu_new``, fp32, plain ``Seq2SeqTrainer``.
+Both run on the tiny mT5 and real bundled rows; dropout is off where a step must be
+deterministic.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import _reference as R  # noqa: E402
+
+from peftsum.config import TrainConfig  # noqa: E402
+from peftsum.training.trainer import build_trainer  # noqa: E402
+
+
+def quiet(*_args, **_kwargs):
+    """A ``log`` that drops progress lines."""
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def nodrop_dir(tiny_model_dir, tmp_path_factory):
+    """The tiny mT5 with dropout 0, so that a training step is a function of the batch alone."""
+    out = tmp_path_factory.mktemp("fastpath") / "tiny-nodrop"
+    shutil.copytree(tiny_model_dir, out)
+    cfg = json.loads((out / "config.json").read_text())
+    cfg["dropout_rate"] = 0.0
+    (out / "config.json").write_text(json.dumps(cfg))
+    return out
+
+
+def rows(n: int = 4) -> list[dict]:
+    """Real rows from several languages (different lengths: some articles beyond 512 tokens)."""
+    from peftsum.data.xlsum import load_split
+
+    out = []
+    for lang in ("english", "russian", "hindi", "chinese_simplified", "arabic", "turkish")[:n]:
+        out.append(dict(load_split(lang, "train", "sample").rows[0], language=lang))
+    return out
+
+
+def test_slow_reference_tokenizer_gives_the_fast_tokenizer_ids(tiny_model_dir, tiny_tokenizer):
+    """The benchmark's slow tokenizer (SentencePiece per text, in Python) is a faithful stand-in."""
+    slow = R.slow_tokenizer(tiny_model_dir)
+    texts = [r["text"] for r in rows(6)] + [r["summary"] for r in rows(6)]
+    assert slow(texts, max_length=512, truncation=True)["input_ids"] == \
+        tiny_tokenizer(texts, max_length=512, truncation=True)["input_ids"]
+    assert slow.convert_tokens_to_ids(["<extra_id_0>", "<extra_id_99>", "</s>", "<pad>"]) == \
+        tiny_tokenizer.convert_tokens_to_ids(["<extra_id_0>", "<extra_id_99>", "</s>", "<pad>"])
+
+
+def test_dynamic_padding_gives_the_padded_loss(tiny_model_dir, tiny_tokenizer):
+    """Loss and per-token logits of a dynamically padded batch equal those of the 512/128 padded one."""
+    from peftsum.data.features import make_collator, tokenize_rows
+    from peftsum.modeling.load import load_model
+
+    model, _ = load_model(str(tiny_model_dir))
+    model.eval()
+    rs = rows(4)
+    feats = [{k: v for k, v in f.items() if k in ("input_ids", "attention_mask", "labels")}
+             for f in tokenize_rows(rs, tiny_tokenizer, max_source_length=512, max_target_length=84)]
+    fast = make_collator(tiny_tokenizer, model)(feats)
+    padded = {k: torch.tensor([f[k] for f in R.preprocess(rs, R.slow_tokenizer(tiny_model_dir))])
+              for k in ("input_ids", "attention_mask", "labels")}
+    assert padded["input_ids"].shape == (4, 512) and padded["labels"].shape == (4, 128)
+    assert fast["input_ids"].shape[1] < 512 or fast["labels"].shape[1] < 128  # really less padding
+    with torch.no_grad():
+        a = model(**fast)
+        b = model(**padded)
+    assert a.loss.item() == pytest.approx(b.loss.item(), rel=1e-5)
+    t = fast["labels"].shape[1]
+    real = fast["labels"] != -100
+    assert (a.logits[real] - b.logits[:, :t][real]).abs().max().item() < 1e-4
+
+
+def test_fused_activation_matches_gelu_new(tiny_model_dir, tiny_tokenizer):
+    """``load_model`` swaps transformers' Python ``gelu_new`` for the fused kernel; outputs agree."""
+    from transformers import AutoModelForSeq2SeqLM
+    from transformers.activations import GELUTanh, NewGELUActivation
+
+    from peftsum.modeling.load import load_model
+
+    fast, _ = load_model(str(tiny_model_dir))
+    plain = AutoModelForSeq2SeqLM.from_pretrained(str(tiny_model_dir))
+    acts = [type(m) for m in fast.modules() if isinstance(m, (GELUTanh, NewGELUActivation))]
+    assert acts and set(acts) == {GELUTanh}
+    assert any(isinstance(m, NewGELUActivation) for m in plain.modules())
+    assert fast.config.dense_act_fn == plain.config.dense_act_fn == "gelu_new"  # saved checkpoints unchanged
+    batch = tiny_tokenizer([r["text"] for r in rows(2)], max_length=128, truncation=True, padding=True,
+                           return_tensors="pt")
+    labels = tiny_tokenizer([r["summary"] for r in rows(2)], max_length=32, truncation=True, padding=True,
+                            return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        a = fast.eval()(**batch, labels=labels)
+        b = plain.eval()(**batch, labels=labels)
+    assert (a.logits - b.logits).abs().max().item() < 1e-4
+    assert a.loss.item() == pytest.approx(b.loss.item(), rel=1e-6)
+
+
+def test_skinny_output_head_matches_linear(tiny_model_dir, tiny_tokenizer):
+    """The decoding-step output projection ((W @ x.T).T for a few rows on CPU) equals F.linear;
+    greedy decoding gives the same tokens as the plain model, and gradients still flow."""
+    from transformers import AutoModelForSeq2SeqLM
+
+    from peftsum.modeling.load import SKINNY_ROWS, load_model
+
+    fast, _ = load_model(str(tiny_model_dir))
+    plain = AutoModelForSeq2SeqLM.from_pretrained(str(tiny_model_dir))
+    head = fast.get_output_embeddings()
+    assert isinstance(head, torch.nn.Linear) and type(head) is not torch.nn.Linear
+    assert set(fast.state_dict()) == set(plain.state_dict())
+    for n in (1, 2, 8, SKINNY_ROWS, SKINNY_ROWS + 1, 100):
+        x = torch.randn(n, head.in_features)
+        assert (head(x) - torch.nn.functional.linear(x, head.weight)).abs().max().item() < 1e-5
+        assert head(x.reshape(1, n, -1)).shape == (1, n, head.out_features)
+    batch = tiny_tokenizer([r["text"] for r in rows(4)], max_length=128, truncation=True, padding=True,
+                           return_tensors="pt")
+    with torch.no_grad():
+        a = fast.eval().generate(**batch, num_beams=1, do_sample=False, max_new_tokens=12)
+        b = plain.eval().generate(**batch, num_beams=1, do_sample=False, max_new_tokens=12)
+    assert torch.equal(a, b)
+    fast.train()
+    labels = torch.tensor([[5, 6], [7, 8], [9, 10], [11, 12]])  # 8 rows: the skinny path
+    fast(**batch, labels=labels).loss.backward()
+    assert head.weight.grad is not None and head.weight.grad.abs().sum() > 0
+
+
+def test_fused_adamw_makes_the_foreach_update():
+    """Same parameters, same gradients: fused and foreach AdamW agree after several steps."""
+    torch.manual_seed(0)
+    init = [torch.randn(300, 64), torch.randn(64), torch.randn(1000, 64)]
+    grads = [[torch.randn_like(p) for p in init] for _ in range(5)]
+    out = {}
+    for kind in ("foreach", "fused"):
+        params = [torch.nn.Parameter(p.clone()) for p in init]
+        opt = torch.optim.AdamW(params, lr=1e-2, weight_decay=0.01, **{kind: True})
+        for step in grads:
+            for p, g in zip(params, step):
+                p.grad = g.clone()
+            opt.step()
+        out[kind] = params
+    for a, b in zip(out["foreach"], out["fused"]):
+        assert (a - b).abs().max().item() < 1e-6
+    assert (out["fused"][0] - init[0]).abs().max().item() > 1e-2  # the steps did move the weights
+
+
+def test_trainer_defaults_are_the_fast_ones(tiny_model_dir, tmp_path):
+    from transformers.training_args import OptimizerNames
+
+    from peftsum.generation.decode import DEFAULT_BATCH_SIZE
+
+    setup = build_trainer(TrainConfig(model=str(tiny_model_dir), output_dir=str(tmp_path / "run"), max_steps=1,
+                                      train_samples=4, val_samples=2), log=quiet)
+    args = setup.trainer.args
+    assert args.optim == OptimizerNames.ADAMW_TORCH_FUSED
+    assert args.train_sampling_strategy == "group_by_length"
+    assert setup.trainer.data_collator.padding == "longest"
+    assert DEFAULT_BATCH_SIZE >= 32
+
+
+def _peftsum_losses(model_dir, out, method: str, steps: int, batch: list[dict], **kw):
+    """Losses of peftsum's trainer (its defaults) on one batch of rows, repeated ``steps`` times."""
+    data = out.parent / f"{out.name}.jsonl"
+    data.write_text("".join(json.dumps({k: r[k] for k in ("id", "url", "title", "summary", "text")},
+                                       ensure_ascii=False) + "\n" for r in batch), encoding="utf-8")
+    cfg = TrainConfig(model=str(model_dir), method=method, data=str(data), output_dir=str(out), max_steps=steps,
+                      batch_size=len(batch), lora_dropout=0.0, eval_steps=0, save_steps=10**6, **kw)
+    setup = build_trainer(cfg, log=quiet)
+    init = {k: v.detach().clone() for k, v in setup.trainer.model.named_parameters() if v.requires_grad}
+    setup.trainer.train()
+    return [r["loss"] for r in setup.trainer.state.log_history if "loss" in r], init
+
+
+def _reference_losses(model_dir, out, method: str, steps: int, batch: list[dict], init: dict):
+    """The seed study's pipeline on the same rows: padded 512/128, slow tokenizer, foreach AdamW, fp32."""
+    from transformers import AutoModelForSeq2SeqLM
+
+    model = AutoModelForSeq2SeqLM.from_pretrained(str(model_dir), dtype=torch.float32)
+    if method == "lora":
+        model = R.lora_model(model, dropout=0.0)
+        with torch.no_grad():  # same adapter initialisation as peftsum's run
+            named = dict(model.named_parameters())
+            for k, v in init.items():
+                named[k].copy_(v)
+    args = R.training_args(str(out), method, len(batch), steps, logging_steps=1)
+    trainer = R.make_trainer(model, R.slow_tokenizer(model_dir), batch, args)
+    trainer.train()
+    return [r["loss"] for r in trainer.state.log_history if "loss" in r]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["full", "lora"])
+def test_fast_training_gives_the_reference_losses(nodrop_dir, tmp_path, method):
+    """Three optimizer steps on one batch: peftsum's fast defaults and the seed-study pipeline agree.
+
+    One batch per step makes the batch order irrelevant (the loss is a mean over the batch's
+    tokens), so any difference would come from padding, the optimizer or the activation.
+    """
+    batch = rows(4)
+    fast, init = _peftsum_losses(nodrop_dir, tmp_path / "fast", method, 3, batch)
+    plain = _reference_losses(nodrop_dir, tmp_path / "plain", method, 3, batch, init)
+    assert len(fast) == len(plain) == 3
+    assert fast == pytest.approx(plain, rel=1e-4)
+    assert fast[2] < fast[0]  # training moved
+
+
+@pytest.mark.slow
+def test_bf16_training_stays_within_bf16_tolerance_of_the_reference(nodrop_dir, tmp_path):
+    """Where bf16 is used (``--bf16``; fast on CPUs with AMX and on recent GPUs), the loss is the
+    fp32 reference's to bf16 precision (~3 significant digits)."""
+    batch = rows(4)
+    fast, init = _peftsum_losses(nodrop_dir, tmp_path / "bf16", "lora", 2, batch, bf16=True)
+    plain = _reference_losses(nodrop_dir, tmp_path / "plain", "lora", 2, batch, init)
+    assert fast != plain
+    assert fast == pytest.approx(plain, rel=2e-2)
