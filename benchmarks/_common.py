@@ -229,7 +229,8 @@ def make_step_timer(channel: Channel, warmup_steps: int, steps: int, repeats: in
                 channel.send(event="ready", params=param_groups(model), trainable=trainable,
                              torch_threads=torch.get_num_threads(), optim=str(getattr(args.optim, "value", args.optim)),
                              bf16=bool(args.bf16), sampling=str(getattr(args, "train_sampling_strategy", "")),
-                             device=str(args.device))
+                             device=str(args.device),
+                             allocator_tuned=bool(getattr(sys.modules.get("peftsum.runtime"), "_STATE", {}).get("tuned")))
                 release()
             elif n > warmup_steps and (n - warmup_steps) % steps == 0:
                 sync()

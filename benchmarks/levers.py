@@ -1,6 +1,6 @@
 """Micro-benchmarks of single levers, on mT5-small's real shapes (companion of ``pipeline.py``).
 
-Usage (from the repository root; ~2-4 minutes on 2 cores):
+Usage (from the repository root; ~4-6 minutes on 2 cores):
 
     .venv/bin/python benchmarks/levers.py [--json FILE]
 
@@ -27,6 +27,12 @@ the one least disturbed), so that its effect can be read without the whole pipel
   the head on target positions) per epoch. The pipeline benchmark's windows are too small
   for the sampler to group by length (it sorts within megabatches of 4 x batch size x up to
   50 rows), so this is where length grouping shows.
+* ``dropout``: F.dropout (``bernoulli_``) vs a ``torch.rand`` mask, forward + backward, on an
+  encoder hidden state and on encoder attention weights;
+* ``compile``: ``torch.compile`` of one mT5-small encoder block (compile time, steady-state step);
+* ``allocator``: a fresh 128 MB result tensor with glibc's defaults and after
+  ``peftsum.runtime.tune_cpu_allocator`` (run first: it changes the process, and every later
+  lever then runs with the allocator peftsum uses).
 """
 
 from __future__ import annotations
@@ -151,6 +157,76 @@ def allocation() -> dict:
     return {"fresh_ms": 1000 * fresh, "reused_ms": 1000 * reused, "ratio": fresh / reused}
 
 
+def allocator() -> dict:
+    """The same elementwise op into a fresh 128 MB tensor (the size of one encoder activation of a
+    training batch), with glibc's defaults and after ``peftsum.runtime.tune_cpu_allocator``. The
+    setting cannot be undone within a process, so this lever runs first and every later lever
+    runs with the allocator tuned, as peftsum's own processes do."""
+    import torch
+
+    from peftsum.runtime import tune_cpu_allocator
+
+    a = torch.randn(2**25)
+    default = best(lambda: a * 2.0, reps=10)
+    tuned = tune_cpu_allocator()
+    after = best(lambda: a * 2.0, reps=10)
+    return {"default_ms": 1000 * default, "tuned_ms": 1000 * after, "tuned": tuned, "speedup": default / after}
+
+
+def dropout() -> dict:
+    """Dropout (p=0.1) forward + backward on an encoder hidden state (4 x 512 x 512) and on encoder
+    attention weights (4 x 6 x 512 x 512): ``F.dropout`` (``bernoulli_``) vs a ``torch.rand`` mask
+    (same distribution, another random stream)."""
+    import torch
+
+    p = 0.1
+    out = {}
+    for name, shape in (("hidden", (4, 512, 512)), ("attention", (4, 6, 512, 512))):
+        x0 = torch.randn(*shape)
+
+        def fb(fn):
+            def run():
+                x = x0.clone().requires_grad_()
+                fn(x).sum().backward()
+            return run
+
+        out[f"{name}_bernoulli_ms"] = 1000 * best(fb(lambda x: torch.nn.functional.dropout(x, p, True)), reps=5)
+        out[f"{name}_rand_ms"] = 1000 * best(fb(lambda x: (x * (torch.rand(x.shape) >= p)).mul_(1 / (1 - p))), reps=5)
+    return out
+
+
+def compile_block() -> dict:
+    """``torch.compile`` (inductor) of one mT5-small encoder block, forward + backward on 4 x 512
+    tokens: compile time and the steady-state step against eager."""
+    import torch
+    from transformers import MT5Config
+    from transformers.models.mt5.modeling_mt5 import MT5Block
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import _common as C
+
+    torch.manual_seed(0)
+    block = MT5Block(MT5Config(**C.MT5_SMALL), has_relative_attention_bias=True, layer_idx=0).train()
+    x0 = torch.randn(4, 512, 512)
+
+    def step(fn):
+        def run():
+            x = x0.clone().requires_grad_()
+            fn(x)[0].sum().backward()
+        return run
+
+    eager = best(step(block), reps=3)
+    t0 = time.perf_counter()
+    compiled = torch.compile(block)
+    try:
+        step(compiled)()
+    except Exception as exc:  # no compiler, unsupported op: report, do not fail the other levers
+        return {"eager_ms": 1000 * eager, "error": f"{type(exc).__name__}: {str(exc)[:200]}"}
+    compile_s = time.perf_counter() - t0
+    fast = best(step(compiled), reps=3)
+    return {"eager_ms": 1000 * eager, "compiled_ms": 1000 * fast, "compile_s": compile_s, "speedup": eager / fast}
+
+
 def threads() -> dict:
     import torch
 
@@ -196,8 +272,10 @@ def padding() -> dict:
     return out
 
 
-LEVERS = {"optimizer": optimizer, "activation": activation, "output_head": output_head, "logits": logits,
-          "matmul": matmul, "allocation": allocation, "threads": threads, "padding": padding}
+LEVERS = {"allocator": allocator, "optimizer": optimizer, "activation": activation, "output_head": output_head, "logits": logits,
+          "matmul": matmul, "allocation": allocation, "threads": threads, "padding": padding, "dropout": dropout,
+          "compile": compile_block}
+"""Run in this order by default: ``allocator`` first (it changes the process's allocator for the rest)."""
 
 
 def main(argv=None) -> int:

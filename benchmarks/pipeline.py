@@ -23,8 +23,9 @@ times windows of whole optimizer steps after a warm-up step. The reference and p
 processes of one method are alive together and take turns window by window (ABBA order), so
 a load change on a shared machine hits both. The training set is one epoch of ``--train-rows``
 rows per window (``--train-rows`` / batch size steps), so peftsum's length-grouped batches
-cover every row once per window. Evaluation runs both pipelines in one process on the same
-model, alternating. Every figure is the median of ``--repeats`` windows (at least 3).
+cover every row once per window. Evaluation likewise runs each pipeline in its own process
+(process-wide settings such as peftsum's allocator tuning stay on their side), alternating
+window by window. Every figure is the median of ``--repeats`` windows (at least 3).
 
 Writes ``--json`` with every window and the headline keys ``train_full_ratio``,
 ``train_lora_ratio``, ``eval_ratio``, ``lora_full_rss_ratio`` and ``mfu``.
@@ -75,6 +76,8 @@ def worker_train(spec: dict) -> None:
 
 
 def _train(spec: dict, ch) -> None:
+    if spec.get("levers", {}).get("malloc") == "system":  # peftsum without its allocator tuning
+        os.environ["PEFTSUM_SYSTEM_MALLOC"] = "1"
     if spec.get("levers", {}).get("mallopt"):
         import ctypes
 
@@ -138,6 +141,8 @@ def apply_levers(trainer, levers: dict) -> None:
         return
     from transformers.training_args import OptimizerNames
 
+    if levers.get("packed") == "0" and hasattr(trainer, "packed_head"):  # the model's own padded loss
+        trainer.packed_head = False
     if "optim" in levers:
         trainer.args.optim = OptimizerNames(levers["optim"])
     if levers.get("gelu") in ("new", "tanh"):
@@ -159,82 +164,80 @@ def worker_eval(spec: dict) -> None:
 
         traceback.print_exc()
         ch.send(event="error", message=f"{type(exc).__name__}: {exc}")
+        ch.out.close()
+        os._exit(1)
     ch.out.close()
     os._exit(0)
 
 
 def _eval(spec: dict, ch) -> None:
-    """Both evaluation pipelines in one process on one model, alternating ABBA."""
+    """One evaluation pipeline in its own process (process-wide settings stay apart), timed per window.
+
+    peftsum: ``load_model`` + ``generate_summaries`` + ``score_texts`` (its defaults, greedy to
+    127 new tokens); reference: ``AutoModelForSeq2SeqLM`` + ``Seq2SeqTrainer.predict`` + ``rouge_score``.
+    """
     import torch
 
     import _reference as R
-    from peftsum.generation.decode import GenerationSettings, generate_summaries
-    from peftsum.metrics import score_texts
-    from peftsum.modeling.load import load_model, load_tokenizer
 
     if spec.get("threads"):
         torch.set_num_threads(spec["threads"])
     rows = [json.loads(line) for line in Path(spec["rows_file"]).read_text(encoding="utf-8").splitlines()]
-    model, _ = load_model(spec["model_dir"])
-    if torch.cuda.is_available():
-        model = model.cuda()
-    fast = load_tokenizer(spec["model_dir"])
-    slow = R.slow_tokenizer(spec["model_dir"])
-    ref_trainer = R.make_trainer(model, slow, [], R.training_args(str(Path(spec["work_dir"]) / "ref-eval"), "full",
-                                                                 4, 1))
-    # The reference's generation_max_length=128 counts the decoder start token: 127 new tokens.
-    greedy = GenerationSettings(num_beams=1, length_penalty=1.0, no_repeat_ngram_size=0,
-                                max_new_tokens=C.GEN_TOKENS - 1)
-    gen_kw = {} if spec.get("peftsum_batch") is None else {"batch_size": spec["peftsum_batch"]}
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    if spec["pipeline"] == "peftsum":
+        from peftsum.generation.decode import GenerationSettings, generate_summaries
+        from peftsum.metrics import score_texts
+        from peftsum.modeling.load import load_model, load_tokenizer
 
-    def peftsum_eval(rs):
-        preds = generate_summaries(model, fast, [r["text"] for r in rs], greedy, max_source_length=C.SOURCE_LEN,
-                                   progress=False, **gen_kw)
-        by_lang: dict[str, list[int]] = {}
-        for i, r in enumerate(rs):
-            by_lang.setdefault(r["language"], []).append(i)
-        scores = {lang: score_texts([preds[i] for i in idx], [rs[i]["summary"] for i in idx], lang)["rougeL"]["f1"]
-                  for lang, idx in by_lang.items()}
-        lengths = [len(fast(p, add_special_tokens=False)["input_ids"]) for p in preds]
-        return {"predictions": preds, "rougeL_by_language": scores, "mean_pred_chars": statistics.mean(map(len, preds)),
-                "pred_tokens_retokenized": statistics.mean(lengths)}
+        model, _ = load_model(spec["model_dir"])
+        model = model.to(device)
+        tok = load_tokenizer(spec["model_dir"])
+        # The reference's generation_max_length=128 counts the decoder start token: 127 new tokens.
+        greedy = GenerationSettings(num_beams=1, length_penalty=1.0, no_repeat_ngram_size=0,
+                                    max_new_tokens=C.GEN_TOKENS - 1)
+        gen_kw = {} if spec.get("peftsum_batch") is None else {"batch_size": spec["peftsum_batch"]}
 
-    def ref_eval(rs):
-        out = R.evaluate(ref_trainer, slow, rs)
-        out["mean_generated_tokens"] = statistics.mean(out.pop("generated_tokens"))
-        return out
+        def run(rs):
+            preds = generate_summaries(model, tok, [r["text"] for r in rs], greedy, max_source_length=C.SOURCE_LEN,
+                                       progress=False, **gen_kw)
+            by_lang: dict[str, list[int]] = {}
+            for i, r in enumerate(rs):
+                by_lang.setdefault(r["language"], []).append(i)
+            scores = {lang: score_texts([preds[i] for i in idx], [rs[i]["summary"] for i in idx], lang)["rougeL"]["f1"]
+                      for lang, idx in by_lang.items()}
+            return {"predictions": preds, "rougeL_by_language": scores}
 
-    runs = {"reference": ref_eval, "peftsum": peftsum_eval}
-    # Warm-up (one model, so once): a short generation, both tokenizers and both scorers.
-    warm = fast([r["text"] for r in rows[:2]], max_length=C.SOURCE_LEN, truncation=True, padding=True,
-                return_tensors="pt").to(next(model.parameters()).device)
+        # Scorers load per-language resources (segmenters, stemmers) once per process; a real
+        # evaluation pays that once for thousands of rows, so it is warmed up here.
+        for r in rows:
+            score_texts([r["summary"]], [r["summary"]], r["language"], n_resamples=0)
+    else:
+        from rouge_score import rouge_scorer
+        from transformers import AutoModelForSeq2SeqLM
+
+        tok = R.slow_tokenizer(spec["model_dir"])
+        model = AutoModelForSeq2SeqLM.from_pretrained(spec["model_dir"], dtype=torch.float32).to(device)
+        trainer = R.make_trainer(model, tok, [], R.training_args(str(Path(spec["work_dir"]) / "ref-eval"), "full", 4, 1))
+        rouge_scorer.RougeScorer(["rouge1"]).score(rows[0]["summary"], rows[0]["title"])
+
+        def run(rs):
+            out = R.evaluate(trainer, tok, rs)
+            out["mean_generated_tokens"] = statistics.mean(out.pop("generated_tokens"))
+            return out
+
+    # Warm-up: one short generation (kernels, thread pools).
+    warm = tok([r["text"] for r in rows[:2]], max_length=C.SOURCE_LEN, truncation=True, padding=True,
+               return_tensors="pt").to(device)
     with torch.inference_mode():
         model.eval().generate(**warm, num_beams=1, do_sample=False, max_new_tokens=4)
-    slow([r["text"] for r in rows[:2]], max_length=C.SOURCE_LEN, truncation=True)
-    from rouge_score import rouge_scorer
-
-    rouge_scorer.RougeScorer(["rouge1"]).score(rows[0]["summary"], rows[0]["title"])
-    # Scorers load per-language resources (segmenters, stemmers) once per process; a real
-    # evaluation pays that once for thousands of rows, so it is warmed up here for both.
-    for r in rows:
-        score_texts([r["summary"]], [r["summary"]], r["language"], n_resamples=0)
     ch.send(event="ready")
-    same = None
-    for r in range(spec["repeats"]):
-        order = ["reference", "peftsum"] if r % 2 == 0 else ["peftsum", "reference"]
-        results = {}
-        for name in order:
-            C.sync()
-            t0 = time.perf_counter()
-            out = runs[name](rows)
-            C.sync()
-            dt = time.perf_counter() - t0
-            results[name] = out
-            ch.send(event="window", pipeline=name, seconds=dt, summaries=len(rows),
-                    info={k: v for k, v in out.items() if k != "predictions"})
-        agree = sum(a == b for a, b in zip(results["reference"]["predictions"], results["peftsum"]["predictions"]))
-        same = agree if same is None else min(same, agree)
-    ch.send(event="done", identical_predictions=same, peak_gpu_mb=C.peak_gpu_mb(), peak_rss_mb=C.peak_rss_mb())
+    while ch.wait() == "go":
+        C.sync()
+        t0 = time.perf_counter()
+        out = run(rows)
+        C.sync()
+        ch.send(event="window", seconds=time.perf_counter() - t0, summaries=len(rows), info=out)
+    ch.send(event="done", peak_gpu_mb=C.peak_gpu_mb(), peak_rss_mb=C.peak_rss_mb())
 
 
 WORKERS = {"build": worker_build, "train": worker_train, "eval": worker_eval}
@@ -397,12 +400,20 @@ def summarize_training(res: dict, peak: dict) -> dict:
         ex = [w["examples"] / w["seconds"] for w in ws]
         tok = [(w["src_tokens"] + w["tgt_tokens"]) / w["seconds"] for w in ws]
         flops = [C.model_flops(groups, w["src_tokens"], w["tgt_tokens"]) / w["seconds"] for w in ws]
+        # FLOPs actually computed (padding included; peftsum's head runs on target tokens only):
+        # their ratio is the speed-up one pipeline would have over the other at equal efficiency.
+        packed = name == "peftsum"
+        work = [6.0 * (groups["encoder"] * w["padded_src"] + groups["decoder"] * w["padded_tgt"]
+                       + groups["lm_head"] * (w["tgt_tokens"] if packed else w["padded_tgt"])) for w in ws]
         dtype = "bf16" if r["ready"]["bf16"] else "fp32"
         out[name] = {
             "examples_per_s": statistics.median(ex), "tokens_per_s": statistics.median(tok),
             "step_s": statistics.median(w["seconds"] / w["steps"] for w in ws),
             "model_tflops_per_s": statistics.median(flops) / 1e12, "dtype": dtype,
             "mfu": statistics.median(flops) / (peak[dtype] * 1e9),
+            "computed_gflop_per_example": sum(work) / sum(w["examples"] for w in ws) / 1e9,
+            "computed_gflops_per_s": statistics.median(f / w["seconds"] for f, w in zip(work, ws)) / 1e9,
+            "allocator_tuned": r["ready"].get("allocator_tuned"),
             "padding_share": 1 - sum(w["src_tokens"] + w["tgt_tokens"] for w in ws)
             / sum(w["padded_src"] + w["padded_tgt"] for w in ws),
             "peak_rss_mb": r["peak_rss_mb"], "peak_gpu_mb": r["peak_gpu_mb"],
@@ -412,37 +423,49 @@ def summarize_training(res: dict, peak: dict) -> dict:
 
 
 def run_eval(args, model_dir: Path, rows_file: Path, work: Path, log) -> dict:
-    spec = dict(model_dir=str(model_dir), rows_file=str(rows_file), repeats=args.repeats, work_dir=str(work),
-                threads=args.threads, peftsum_batch=args.eval_batch)
-    w = Worker("eval", spec, work / "eval.log")
-    msg = w.recv()
-    assert msg["event"] == "ready", msg
-    windows = {"reference": [], "peftsum": []}
-    while True:
+    """Both evaluation pipelines, each in its own process, taking turns window by window (ABBA)."""
+    base = dict(model_dir=str(model_dir), rows_file=str(rows_file), work_dir=str(work), threads=args.threads,
+                peftsum_batch=args.eval_batch)
+    workers = {name: Worker("eval", dict(base, pipeline=name), work / f"eval-{name}.log")
+               for name in ("reference", "peftsum")}
+    for w in workers.values():
         msg = w.recv()
-        if msg["event"] == "done":
-            break
-        windows[msg["pipeline"]].append(msg)
-        log(f"  eval {msg['pipeline']:9s} {msg['seconds']:6.1f} s for {msg['summaries']} summaries")
-    w.close()
-    out = {"windows": windows, "identical_predictions": msg["identical_predictions"],
-           "peak_gpu_mb": msg["peak_gpu_mb"], "peak_rss_mb": msg["peak_rss_mb"]}
-    for name, ws in windows.items():
-        out[name] = {"summaries_per_s": statistics.median(m["summaries"] / m["seconds"] for m in ws)}
+        assert msg["event"] == "ready", msg
+    windows: dict[str, list] = {name: [] for name in workers}
+    same = None
+    for r in range(args.repeats):
+        order = ["reference", "peftsum"] if r % 2 == 0 else ["peftsum", "reference"]
+        preds = {}
+        for name in order:
+            workers[name].send("go")
+            msg = workers[name].recv()
+            preds[name] = msg["info"].pop("predictions")
+            windows[name].append(msg)
+            log(f"  eval {name:9s} window {r + 1}: {msg['seconds']:6.1f} s for {msg['summaries']} summaries")
+        agree = sum(a == b for a, b in zip(preds["reference"], preds["peftsum"]))
+        same = agree if same is None else min(same, agree)
+    out = {"windows": windows, "identical_predictions": same}
+    for name, w in workers.items():
+        w.send("stop")
+        done = w.recv()
+        w.close()
+        out[name] = {"summaries_per_s": statistics.median(m["summaries"] / m["seconds"] for m in windows[name]),
+                     "peak_rss_mb": done["peak_rss_mb"], "peak_gpu_mb": done["peak_gpu_mb"]}
     return out
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--json", type=Path, help="write every figure here")
+    p.add_argument("--markdown", type=Path, help="write the results as Markdown here (benchmarks/RESULTS.md)")
     p.add_argument("--repeats", type=int, default=3, help="timed windows per configuration (median taken; >= 3)")
     p.add_argument("--train-rows", type=int, default=8, help="rows per training window (one epoch)")
     p.add_argument("--batch-size", type=int, default=4, help="training batch size, both pipelines")
     p.add_argument("--warmup", type=int, default=None,
                    help="untimed optimizer steps before the first window (default: one epoch, so that every "
                         "window is exactly one epoch: the same rows for both pipelines)")
-    p.add_argument("--eval-rows", type=int, default=32,
-                   help="validation rows decoded per evaluation window (peftsum's default batch is 32)")
+    p.add_argument("--eval-rows", type=int, default=12,
+                   help="validation rows decoded per evaluation window")
     p.add_argument("--eval-batch", type=int, default=None, help="peftsum's generation batch (default: its own default)")
     p.add_argument("--threads", type=int, default=None, help="torch threads in the workers (default: torch's)")
     p.add_argument("--methods", default="full,lora", help="training methods to measure")
@@ -453,8 +476,8 @@ def main(argv=None) -> int:
                    "default $PEFTSUM_HOME/bench-mt5-small-v1)")
     p.add_argument("--keep", action="store_true", help="keep the work folder (worker logs)")
     p.add_argument("--lever", action="append", default=[], metavar="KEY=VALUE",
-                   help="development: change one thing on peftsum's side (optim=adamw_torch_fused, gelu=new|tanh, "
-                        "mallopt=1) to measure a lever; not for results")
+                   help="development: change one thing on peftsum's side (optim=adamw_torch|adamw_torch_fused, "
+                        "gelu=new|tanh, packed=0, malloc=system, mallopt=1) to measure a lever; not for results")
     p.add_argument("--reference-lever", action="append", default=[], metavar="KEY=VALUE",
                    help="development: the same switches on the reference's side")
     p.add_argument("--baseline", choices=("reference", "peftsum"), default="reference",
@@ -527,6 +550,10 @@ def main(argv=None) -> int:
     headline = headline_figures(result)
     result.update(headline)
     print(report(result), flush=True)
+    if args.markdown:
+        args.markdown.parent.mkdir(parents=True, exist_ok=True)
+        args.markdown.write_text(markdown(result, " ".join(["python", "benchmarks/pipeline.py"] + list(argv or sys.argv[1:]))))
+        log(f"wrote {args.markdown}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2, default=str) + "\n")
@@ -588,6 +615,10 @@ def report(result: dict) -> str:
         lines.append(f"  peftsum {meth}: {p['model_tflops_per_s'] * 1000:.1f} model GFLOP/s = {100 * p['mfu']:.1f}% of the "
                      f"{p['dtype']} matmul peak ({pk[p['dtype']]:,.0f}); padding {100 * p['padding_share']:.0f}% "
                      f"(reference {100 * s['reference']['padding_share']:.0f}%); optimizer {p['optim']}")
+        rw, pw = s["reference"]["computed_gflop_per_example"], p["computed_gflop_per_example"]
+        lines.append(f"  matmul work per example: reference {rw:.0f} GFLOP, peftsum {pw:.0f} GFLOP ({rw / pw:.2f}x less); "
+                     f"computed GFLOP/s: reference {s['reference']['computed_gflops_per_s']:.1f}, "
+                     f"peftsum {p['computed_gflops_per_s']:.1f}")
     if "eval" in result:
         e = result["eval"]
         a, b = e["reference"]["summaries_per_s"], e["peftsum"]["summaries_per_s"]
@@ -602,6 +633,49 @@ def report(result: dict) -> str:
     lines.append(f"elapsed {result['elapsed_s'] / 60:.1f} min")
     lines.append("=" * 100)
     return "\n".join(lines)
+
+
+def markdown(result: dict, command: str) -> str:
+    """``benchmarks/RESULTS.md``: machine, date, command, every pair with its ratio, the targets."""
+    m, pk = result["machine"], result["matmul_peak_gflops"]
+    out = ["# Pipeline benchmark: last full run", "",
+           f"Written by `{command}` on {m['date']}.", "",
+           f"- Machine: {m['cpu']}, {m['cores']} cores ({m['cpu_capability']}; native bf16: "
+           f"{'yes' if m['avx512_bf16_or_amx'] else 'no'}), {m.get('memory_gb', '?')} GB"
+           + (f", GPU {m['gpu']}" if m["gpu"] else ", no GPU"),
+           f"- Software: Python {m['python']}, torch {m['torch']}, transformers {m['transformers']}, peft {m['peft']}; "
+           f"{m['torch_threads']} torch threads; load average at start {m['load_average_at_start']}",
+           f"- Matmul peak (`torch.mm`, best of two probes): fp32 {pk['fp32']:,.0f} GFLOP/s, bf16 {pk['bf16']:,.0f} GFLOP/s",
+           f"- Settings: {json.dumps(result['settings'])}; elapsed {result['elapsed_s'] / 60:.1f} min", "",
+           "Every figure is the median of the timed windows; the two pipelines of a pair took turns (ABBA).", "",
+           "| measure | reference | peftsum | ratio |", "| --- | ---: | ---: | ---: |"]
+    for meth, t in result["train"].items():
+        s = t["summary"]
+        for key, label, fmt in (("examples_per_s", f"train {meth}: examples/s", "{:.3f}"),
+                                ("tokens_per_s", f"train {meth}: tokens/s", "{:.0f}"),
+                                ("peak_rss_mb", f"train {meth}: peak RSS (MB)", "{:,.0f}"),
+                                ("computed_gflop_per_example", f"train {meth}: matmul work per example (GFLOP)", "{:.0f}"),
+                                ("computed_gflops_per_s", f"train {meth}: computed GFLOP/s", "{:.1f}"),
+                                ("model_tflops_per_s", f"train {meth}: model TFLOP/s (6N, real tokens)", "{:.4f}")):
+            a, b = s["reference"][key], s["peftsum"][key]
+            out.append(f"| {label} | {fmt.format(a)} | {fmt.format(b)} | {b / a:.2f}x |")
+        if s["peftsum"]["peak_gpu_mb"]:
+            a, b = s["reference"]["peak_gpu_mb"], s["peftsum"]["peak_gpu_mb"]
+            out.append(f"| train {meth}: peak GPU memory (MB) | {a:,.0f} | {b:,.0f} | {b / a:.2f}x |")
+    if "eval" in result:
+        e = result["eval"]
+        a, b = e["reference"]["summaries_per_s"], e["peftsum"]["summaries_per_s"]
+        out.append(f"| evaluation: summaries/s (greedy, 127 new tokens, + scoring) | {a:.3f} | {b:.3f} | {b / a:.2f}x |")
+        out += ["", f"Identical predictions of the two evaluation pipelines (worst repeat): "
+                f"{e['identical_predictions']} of {e['windows']['peftsum'][0]['summaries']}."]
+    out += ["", "| target | value | goal | |", "| --- | ---: | --- | --- |"]
+    for k, ok in result["targets_met"].items():
+        goal = ("<= " if k == "lora_full_rss_ratio" else ">= ") + str(TARGETS[k])
+        out.append(f"| `{k}` | {result[k]:.3f} | {goal} | {'met' if ok else '**not met**'} |")
+    out += ["", "`mfu` = peftsum's full fine-tuning model FLOP/s (6 x parameters used x real tokens, the output "
+            f"head on target tokens only) / the {result['train'].get('full', {}).get('summary', {}).get('peftsum', {}).get('dtype', 'fp32')} "
+            "matmul peak. Per-window figures: the `--json` file.", ""]
+    return "\n".join(out)
 
 
 if __name__ == "__main__":

@@ -236,3 +236,131 @@ def test_bf16_training_stays_within_bf16_tolerance_of_the_reference(nodrop_dir, 
     plain = _reference_losses(nodrop_dir, tmp_path / "plain", "lora", 2, batch, init)
     assert fast != plain
     assert fast == pytest.approx(plain, rel=2e-2)
+
+
+@pytest.mark.parametrize("method", ["full", "lora", "ia3", "prefix", "prompt"])
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_packed_head_loss_is_the_models_loss(nodrop_dir, tiny_tokenizer, method, smoothing):
+    """The trainer's loss (output head on target tokens only) equals the model's own padded loss,
+    with its gradients; the logits it builds have one row per target token, not batch x length."""
+    from peft import get_peft_model
+
+    from peftsum.data.features import make_collator, tokenize_rows
+    from peftsum.modeling.load import load_model
+    from peftsum.modeling.methods import MethodHyper, build_peft_config, get_method
+    from peftsum.training.loss import packed_head_loss
+
+    torch.manual_seed(0)
+    model, _ = load_model(str(nodrop_dir))
+    m = get_method(method)
+    if m.build is not None:
+        model = get_peft_model(model, build_peft_config(m, MethodHyper(lora_dropout=0.0)))
+    model.train()
+    feats = [{k: v for k, v in f.items() if k in ("input_ids", "attention_mask", "labels")}
+             for f in tokenize_rows(rows(4), tiny_tokenizer, max_source_length=256, max_target_length=84)]
+    batch = make_collator(tiny_tokenizer, model)(feats)
+    n_targets = int((batch["labels"] != -100).sum())
+    assert n_targets < batch["labels"].numel()  # the batch has padded target positions
+    trainable = [p for p in model.parameters() if p.requires_grad]
+
+    out = model(**batch)
+    logits = out.logits
+    plain = torch.nn.functional.cross_entropy(logits.flatten(0, 1), batch["labels"].flatten(),
+                                              label_smoothing=smoothing)  # torch's definition
+    assert plain.item() == pytest.approx(out.loss.item(), rel=1e-6) or smoothing > 0
+    plain_grads = torch.autograd.grad(plain, trainable)
+
+    packed, pout = packed_head_loss(model, batch, smoothing)
+    assert pout.logits.shape == (n_targets, logits.shape[-1])
+    packed_grads = torch.autograd.grad(packed, trainable)
+    assert packed.item() == pytest.approx(plain.item(), rel=1e-5)
+    for a, b in zip(packed_grads, plain_grads):
+        assert (a - b).abs().max().item() <= 1e-5 * max(1.0, b.abs().max().item())
+    assert any(g.abs().sum() > 0 for g in packed_grads)
+
+
+def test_packed_head_is_off_where_the_model_adds_to_its_own_loss(tiny_model_dir, tmp_path):
+    """AdaLoRA's orthogonality regulariser lives in the model's loss: its trainer keeps that loss."""
+    from peftsum.modeling.methods import METHODS
+
+    assert [name for name, m in METHODS.items() if not m.packed_head] == ["adalora"]
+    for method, expected in (("lora", True), ("adalora", False)):
+        setup = build_trainer(TrainConfig(model=str(tiny_model_dir), method=method, output_dir=str(tmp_path / method),
+                                          max_steps=4, train_samples=4, val_samples=2), log=quiet)
+        assert setup.trainer.packed_head is expected
+
+
+def test_the_allocator_is_tuned_once_per_process(tmp_path):
+    """glibc keeps freed memory for reuse in every process that loads a model; PEFTSUM_SYSTEM_MALLOC=1
+    opts out. Run in fresh interpreters: the setting is process-wide."""
+    import os
+    import subprocess
+
+    code = ("from peftsum.runtime import tune_cpu_allocator as t, _STATE; a = t(); b = t(); "
+            "print(a, b, _STATE)")
+    env = dict(os.environ)
+    env.pop("PEFTSUM_SYSTEM_MALLOC", None)
+    on = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout
+    off = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env=dict(env, PEFTSUM_SYSTEM_MALLOC="1")).stdout
+    import platform
+
+    glibc = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
+    assert on.split()[:2] == ([str(glibc)] * 2)
+    assert off.split()[:2] == ["False", "False"]
+
+
+def test_bf16_auto_follows_the_hardware(tiny_model_dir, tmp_path):
+    """``bf16`` unset = auto: on with native bf16 (GPU, AMX/AVX512-BF16 CPU flags), off elsewhere;
+    an explicit value and ``--fp16`` win; the resolved config records a plain bool."""
+    from peftsum.runtime import bf16_is_fast, cpu_flags
+    from peftsum.training.trainer import resolve
+
+    assert bf16_is_fast({"avx2", "amx_bf16"}, cuda=False) and bf16_is_fast({"avx512_bf16"}, cuda=False)
+    assert not bf16_is_fast({"avx2", "fma", "avx512f"}, cuda=False)
+    assert bf16_is_fast(set(), cuda=True)
+    here = bf16_is_fast()
+    assert here == (torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+                    or bool({"amx_bf16", "avx512_bf16"} & cpu_flags()))
+    base = dict(model=str(tiny_model_dir), output_dir=str(tmp_path / "r"), max_steps=1)
+    assert resolve(TrainConfig(**base)).bf16 is here
+    assert resolve(TrainConfig(**base, bf16=False)).bf16 is False
+    assert resolve(TrainConfig(**base, bf16=True)).bf16 is True
+    assert resolve(TrainConfig(**base, fp16=True)).bf16 is False
+
+
+def test_fast_dropout_has_nn_dropouts_distribution():
+    """FastDropout keeps each element with probability 1 - p, scales survivors by exactly 1/(1-p),
+    back-propagates through the same mask, is seeded by the global generator, and is the identity in
+    evaluation. (The mask itself is another draw than nn.Dropout's: the fast path's one difference.)"""
+    from peftsum.modeling.load import fast_dropout
+
+    model = torch.nn.Sequential(torch.nn.Dropout(0.1), torch.nn.Dropout(0.0), torch.nn.Identity())
+    assert fast_dropout(model) == 2
+    drop = model[0]
+    assert isinstance(drop, torch.nn.Dropout) and type(drop) is not torch.nn.Dropout
+    x = torch.rand(1_000_000) + 0.5  # no zeros of its own
+    x.requires_grad_()
+    torch.manual_seed(0)
+    y = drop.train()(x)
+    keep = y != 0
+    # binomial: sd of the kept share = sqrt(0.9 * 0.1 / 1e6) = 3e-4, so +-0.003 is 10 sd
+    assert abs(keep.float().mean().item() - 0.9) < 3e-3
+    assert torch.allclose(y[keep], x[keep] / 0.9, rtol=1e-6, atol=0)
+    y.sum().backward()
+    assert torch.allclose(x.grad, keep.float() / 0.9, rtol=1e-6, atol=0)
+    torch.manual_seed(0)
+    assert torch.equal(drop(x.detach()), y.detach())  # same seed, same mask
+    assert torch.equal(drop.eval()(x.detach()), x.detach())
+    plain = torch.nn.Dropout(0.1).train()
+    assert abs((plain(x.detach()) != 0).float().mean().item() - 0.9) < 3e-3  # the same distribution
+
+
+def test_training_models_get_fast_dropout(tiny_model_dir, tmp_path):
+    """build_trainer swaps the model's and LoRA's dropout modules (after PEFT wrapped the model)."""
+    setup = build_trainer(TrainConfig(model=str(tiny_model_dir), method="lora", output_dir=str(tmp_path / "r"),
+                                      max_steps=1, train_samples=4, val_samples=2), log=quiet)
+    drops = [(n, type(m).__name__) for n, m in setup.trainer.model.named_modules()
+             if isinstance(m, torch.nn.Dropout)]
+    assert any("lora_dropout" in n for n, _ in drops) and any("lora" not in n for n, _ in drops)
+    assert {t for _, t in drops} == {"FastDropout"}

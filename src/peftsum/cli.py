@@ -185,7 +185,7 @@ def train_cmd(
     num_virtual_tokens: Optional[int] = typer.Option(None, help="Prefix/prompt length (default 20)."),
     language_sampling_alpha: Optional[float] = typer.Option(None, help="Multilingual sampling exponent (default 0.5)."),
     seed: Optional[int] = typer.Option(None, help="Random seed (default 42)."),
-    bf16: Optional[bool] = typer.Option(None, "--bf16/--no-bf16", help="bf16 autocast (CPU or GPU)."),
+    bf16: Optional[bool] = typer.Option(None, "--bf16/--no-bf16", help="bf16 autocast (default: auto, on for an Ampere+ GPU or a CPU with AMX/AVX512-BF16)."),
     fp16: Optional[bool] = typer.Option(None, "--fp16", help="fp16 (refused for T5/mT5: use --bf16)."),
     gradient_checkpointing: Optional[bool] = typer.Option(None, "--gradient-checkpointing", help="Save memory."),
     group_by_length: Optional[bool] = typer.Option(None, "--group-by-length/--no-group-by-length",

@@ -78,8 +78,10 @@ class TrainConfig:
     """Multilingual sampling exponent: p_i ~ n_i^alpha (XL-Sum / Conneau & Lample, 2019)."""
     seed: int = 42
     """Seeds weights of new layers, dropout and data order."""
-    bf16: bool = False
-    """bf16 autocast (CPU with AMX/AVX512-BF16, or an Ampere+ GPU). Weights stay fp32."""
+    bf16: bool | None = None
+    """bf16 autocast; weights and optimizer states stay fp32. ``None`` (the default) = auto: on
+    where the hardware runs bf16 natively (an Ampere+ GPU, a CPU with AMX/AVX512-BF16), off
+    elsewhere (``peftsum.runtime.bf16_is_fast``). The resolved run config records the choice."""
     fp16: bool = False
     """fp16 mixed precision; refused for T5/mT5 (activations overflow)."""
     gradient_checkpointing: bool = False

@@ -85,6 +85,9 @@ class Method:
             its prefixes travel in the key/value cache, which transformers drops inside
             checkpointed layers, ``transformers.modeling_layers.GradientCheckpointingLayer``).
         extra_record: ``hyper -> dict`` of derived settings for the run record (AdaLoRA's schedule).
+        packed_head: the training loss may apply the output head to target tokens only
+            (:func:`peftsum.training.loss.packed_head_loss`; AdaLoRA: no, PEFT adds its
+            orthogonality regulariser only to a loss the model computes itself).
     """
 
     name: str
@@ -99,6 +102,7 @@ class Method:
     resumable: bool = True
     gradient_checkpointing: bool = True
     extra_record: Callable[[MethodHyper], dict] | None = None
+    packed_head: bool = True
 
     @property
     def is_peft(self) -> bool:
@@ -219,7 +223,7 @@ METHODS: dict[str, Method] = {
                _lora(init_lora_weights="pissa"), _LORA_USES, r=8, convert_on_save=True),
         Method("adalora", "AdaLoRA, adaptive rank budget, init_r 1.5r pruned to r (Zhang et al., 2023)", 5e-4,
                ALL_LINEAR, _adalora, _LORA_USES, r=8, callbacks=(_adalora_callback,), resumable=False,
-               extra_record=_adalora_record),
+               extra_record=_adalora_record, packed_head=False),
         Method("ia3", "IA3, learned rescaling of k, v and the FFN activation (Liu et al., 2022)", 3e-3,
                ("k", "v", "wo"), _ia3, ("target_modules",)),
         Method("loha", "LoHa, Hadamard product of two low-rank pairs (Hyeon-Woo et al., 2022)", 5e-4, _QV,

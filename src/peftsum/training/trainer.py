@@ -66,6 +66,8 @@ def _make_trainer_class():
     from transformers import Seq2SeqTrainer
     from transformers.trainer_utils import rotate_checkpoints
 
+    from peftsum.training.loss import packed_head_loss
+
     class PeftsumTrainer(Seq2SeqTrainer):
         """``Seq2SeqTrainer`` with complete-marked checkpoints, a per-step NaN guard, token counting
         and ROUGE in ``evaluate``."""
@@ -83,6 +85,9 @@ def _make_trainer_class():
             self.smoothing = float(self.args.label_smoothing_factor)
             self.label_smoother = None
             self.model_accepts_loss_kwargs = True  # makes the Trainer count num_items_in_batch
+            # training loss from the output head applied to target tokens only (see packed_head_loss);
+            # set by build_trainer from the method registry
+            self.packed_head = False
             self.loss_is_scaled_for_ga = True
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -100,14 +105,17 @@ def _make_trainer_class():
             result is scaled by ``tokens in this micro-batch / tokens in the accumulated batch``.
             """
             labels = inputs["labels"]
-            outputs = model(**inputs)
-            loss = outputs["loss"] if isinstance(outputs, dict) else outputs[0]
-            if self.smoothing > 0 and model.training:
-                mask = labels != -100
-                logp = torch.log_softmax(outputs["logits"].float(), dim=-1)
-                nll = -logp.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)[mask].mean()
-                uniform = -logp.mean(dim=-1)[mask].mean()
-                loss = loss + self.smoothing * (uniform - nll)
+            if model.training and self.packed_head:
+                loss, outputs = packed_head_loss(model, inputs, self.smoothing)
+            else:
+                outputs = model(**inputs)
+                loss = outputs["loss"] if isinstance(outputs, dict) else outputs[0]
+                if self.smoothing > 0 and model.training:
+                    mask = labels != -100
+                    logp = torch.log_softmax(outputs["logits"].float(), dim=-1)
+                    nll = -logp.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)[mask].mean()
+                    uniform = -logp.mean(dim=-1)[mask].mean()
+                    loss = loss + self.smoothing * (uniform - nll)
             if num_items_in_batch is not None:
                 tokens = (labels != -100).sum().to(loss.device)
                 loss = loss * tokens / num_items_in_batch
@@ -295,6 +303,10 @@ def resolve(cfg: TrainConfig) -> TrainConfig:
         cfg.learning_rate = method.learning_rate
     if cfg.fp16 and cfg.bf16:
         raise ConfigError("--fp16 and --bf16 are exclusive; use --bf16 (or neither for fp32)")
+    if cfg.bf16 is None:  # auto: bf16 where the hardware runs it natively, never next to fp16
+        from peftsum.runtime import bf16_is_fast
+
+        cfg.bf16 = False if cfg.fp16 else bf16_is_fast()
     if cfg.optimizer not in ("adamw", "adafactor"):
         raise ConfigError(f"unknown optimizer {cfg.optimizer!r}; choose adamw or adafactor")
     if cfg.lr_scheduler not in ("linear", "constant", "cosine"):
@@ -443,7 +455,7 @@ def build_trainer(cfg: TrainConfig, log=print) -> TrainingSetup:
 
     from peftsum.data.features import make_collator, mix_languages, tokenize_rows
     from peftsum.io import write_json_atomic
-    from peftsum.modeling.load import load_model, load_tokenizer
+    from peftsum.modeling.load import fast_dropout, load_model, load_tokenizer
     from peftsum.modeling.methods import build_peft_config, check_target_modules, get_method, method_hyper
     from peftsum.training.callbacks import JsonlLogCallback, ProgressBarCallback
 
@@ -488,6 +500,8 @@ def build_trainer(cfg: TrainConfig, log=print) -> TrainingSetup:
             if init_adapter.exists():
                 shutil.rmtree(init_adapter)
             model.save_pretrained(str(init_adapter))
+
+    fast_dropout(model)  # after PEFT: its lora_dropout modules too
 
     if cfg.eval_steps == 0:
         eval_strategy = "no"
@@ -565,6 +579,7 @@ def build_trainer(cfg: TrainConfig, log=print) -> TrainingSetup:
         processing_class=tokenizer,
         callbacks=callbacks,
     )
+    trainer.packed_head = method.packed_head
     trainer.remove_callback(ProgressCallback)
     trainer.remove_callback(PrinterCallback)
     trainer.add_callback(ProgressBarCallback(f"{method.name} {'+'.join(cfg.languages)}"))

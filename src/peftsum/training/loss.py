@@ -1,0 +1,71 @@
+"""The training loss with the output head applied to target tokens only."""
+
+from __future__ import annotations
+
+IGNORE_INDEX = -100
+"""Label of positions that are not scored (padding), as in ``torch.nn.CrossEntropyLoss``."""
+
+
+def packed_head_loss(model, inputs: dict, smoothing: float = 0.0):
+    """Token-mean cross-entropy of a seq2seq model, computing logits only where there is a label.
+
+    A seq2seq model's own loss projects every decoder position, padding included, onto the whole
+    vocabulary (mT5: 250,112 columns) and then ignores the padded ones. Here the output head is
+    given only the ``n`` positions whose label is not -100 (a forward pre-hook on the head gathers
+    those rows), so the projection, its backward and the log-softmax shrink by the padding share
+    of the targets, and the ``batch x length x vocab`` logits are never materialised (peak memory
+    falls by the same share). The loss is the same quantity as the model's
+    ``CrossEntropyLoss(ignore_index=-100)`` mean (equal to float rounding; ``tests/test_fast_path.py``).
+
+    Works for models whose forward applies ``get_output_embeddings()`` to the decoder's hidden
+    states and then only broadcasts over the vocabulary axis (T5, mT5, BART's
+    ``final_logits_bias``, ...), with or without a PEFT wrapper. Not for losses that a PEFT method
+    adds inside the model's own loss (AdaLoRA; the method registry's ``packed_head`` flag).
+
+    Args:
+        model: a ``*ForConditionalGeneration`` model or a PEFT model around one.
+        inputs: a collated batch: ``input_ids``/``attention_mask`` (batch x source tokens),
+            ``labels`` (batch x target tokens, -100 = padding) and optionally
+            ``decoder_input_ids`` (else built from ``labels`` as the model would).
+        smoothing: label smoothing epsilon; the loss is ``(1 - eps) * NLL + eps * mean_v(-log p_v)``
+            (the definition of ``torch.nn.CrossEntropyLoss(label_smoothing=eps)``).
+
+    Returns:
+        ``(loss, outputs)``: the scalar mean loss over target tokens (nats), and the model output,
+        whose ``logits`` are ``n x vocab`` (target tokens only, in label order).
+
+    Raises:
+        ValueError: the model's logits do not line up with the labels (a model whose forward
+            reshapes the head's output).
+    """
+    import torch
+    import torch.nn.functional as F
+
+    labels = inputs["labels"]
+    mask = labels != IGNORE_INDEX
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    head = base.get_output_embeddings()
+    kwargs = {k: v for k, v in inputs.items() if k != "labels"}
+    if kwargs.get("decoder_input_ids") is None and kwargs.get("decoder_inputs_embeds") is None:
+        kwargs["decoder_input_ids"] = base.prepare_decoder_input_ids_from_labels(labels=labels)
+
+    def gather_targets(module, args):
+        return (args[0][mask],) + tuple(args[1:])
+
+    handle = head.register_forward_pre_hook(gather_targets)
+    try:
+        outputs = model(**kwargs)
+    finally:
+        handle.remove()
+    logits = outputs["logits"]
+    target = labels[mask]
+    if logits.dim() != 2 or logits.shape[0] != target.shape[0]:
+        raise ValueError(f"packed loss: logits {tuple(logits.shape)} do not match {target.shape[0]} target tokens")
+    if smoothing > 0:
+        logp = torch.log_softmax(logits.float(), dim=-1)
+        nll = -logp.gather(-1, target.unsqueeze(-1)).squeeze(-1).mean()
+        uniform = -logp.mean(dim=-1).mean()
+        loss = nll + smoothing * (uniform - nll)
+    else:
+        loss = F.cross_entropy(logits.float(), target)
+    return loss, outputs
