@@ -27,9 +27,10 @@ def tune_cpu_allocator() -> bool:
     on CPU allocates and frees the same large tensors every time (activations, gradients, the
     250,112-wide logits of mT5), so every step pays the kernel for zeroed pages again: on the
     2-core development VM writing a fresh 128 MB result takes 86 ms, a reused one 13 ms. This
-    sets ``M_MMAP_MAX=0`` (large blocks come from the heap) and a 2 GiB ``M_TRIM_THRESHOLD`` (the heap is not shrunk after each free): memory freed by one step is
-    reused by the next. Numbers are unchanged (only where the bytes live changes); the process's
-    peak RSS stays about the same, but its current RSS no longer drops between steps.
+    sets ``M_MMAP_MAX=0`` (large blocks come from the heap) and a 2 GiB ``M_TRIM_THRESHOLD``
+    (the heap is not shrunk after each free): memory freed by one step is reused by the next.
+    Numbers are unchanged (only where the bytes live changes); the process's peak RSS stays about
+    the same, but its current RSS no longer drops between steps.
 
     Same idea as the jemalloc/tcmalloc advice of PyTorch's CPU performance tuning guide
     (https://pytorch.org/tutorials/recipes/recipes/tuning_guide.html), done with glibc's own
