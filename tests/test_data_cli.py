@@ -50,9 +50,12 @@ def test_data_validate_cli_reports_drops_and_bad_lines(tmp_path):
     res = runner.invoke(app, ["data", "validate", str(good)])
     assert res.exit_code == 0 and "1 valid rows; dropped: 1 empty text" in res.output
     bad = tmp_path / "bad.jsonl"
-    bad.write_text('{"id": "1", "text": "t", "summary": "s"}\nnot json\n')
+    bad.write_text('{"id": "1", "text": "t", "summary": "s"}\nnot json\n\n[1, 2]\n{"id": "3", "text": "t", "summary": "s"}\n'
+                   '{"id": "4", "text": "t"\n')
     res = runner.invoke(app, ["data", "validate", str(bad)])
-    assert res.exit_code == 2 and "bad.jsonl: invalid JSON on line 2" in res.output
+    # every bad line is listed at once (lines 2, 4 and 6; the blank line 3 is fine), in one line
+    assert res.exit_code == 2 and "bad.jsonl: 3 malformed lines (lines 2, 4, 6); line 2: invalid JSON" in res.output
+    assert "Traceback" not in res.output and len(res.output.strip().splitlines()) == 1
 
 
 def test_unknown_language_is_one_line_with_suggestions():

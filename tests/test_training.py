@@ -411,3 +411,19 @@ def test_model_card_describes_the_run_and_its_loading_code_works(multilingual_ru
     assert type(model).__name__.startswith("PeftModel")
     out = model.generate(**tokenizer(["a short text"], return_tensors="pt"), max_new_tokens=3)
     assert out.shape[0] == 1
+
+
+def test_single_file_data_warns_that_validation_is_training_data(tiny_model_dir, tmp_path):
+    """One .jsonl serves every split (documented); training says so, because validation then measures fit."""
+    from peftsum.data.xlsum import load_split
+
+    rows = load_split("english", "train", "sample").rows[:4]
+    data = tmp_path / "rows.jsonl"
+    data.write_text("".join(json.dumps({k: r[k] for k in ("id", "url", "title", "summary", "text")},
+                                       ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    lines = []
+    build_trainer(small(tiny_model_dir, tmp_path / "one-file", data=str(data)), log=lines.append)
+    assert any("validation rows come from the training rows" in str(line) for line in lines)
+    lines.clear()
+    build_trainer(small(tiny_model_dir, tmp_path / "sample"), log=lines.append)
+    assert not any("validation rows come from" in str(line) for line in lines)

@@ -16,8 +16,8 @@ def validate_path(path: str | Path) -> list[tuple[Path, int, Counter]]:
         ``[(file, kept_rows, dropped_by_reason), ...]`` in path order.
 
     Raises:
-        DataError: path missing, no ``.jsonl`` files, malformed JSON (file:line), or a file
-            where no valid row is left.
+        DataError: path missing, no ``.jsonl`` files, malformed lines (the file, how many, the
+            first ten line numbers and the first problem), or a file where no valid row is left.
     """
     path = Path(path)
     if not path.exists():
@@ -27,9 +27,45 @@ def validate_path(path: str | Path) -> list[tuple[Path, int, Counter]]:
         raise DataError(f"{path}: no .jsonl files found")
     report = []
     for file in files:
+        bad = malformed_lines(file)
+        if bad:
+            shown = ", ".join(str(n) for n, _ in bad[:10]) + (", ..." if len(bad) > 10 else "")
+            raise DataError(f"{file}: {len(bad)} malformed line{'s' if len(bad) > 1 else ''} (lines {shown}); "
+                            f"line {bad[0][0]}: {bad[0][1]}")
         kept, dropped = validate_rows(read_jsonl(file), str(file))
         if not kept:
             reasons = ", ".join(f"{n} {r}" for r, n in dropped.items())
             raise DataError(f"{file}: no valid rows left after validation ({reasons})")
         report.append((file, len(kept), dropped))
     return report
+
+
+def malformed_lines(path: Path) -> list[tuple[int, str]]:
+    """Every line of a JSON-lines file that is not a JSON object, as ``(line number, problem)``.
+
+    Unlike the loaders (which stop at the first bad line), this reads the whole file, so that
+    ``peftsum data validate`` can report all of them at once. Blank lines are fine.
+
+    Raises:
+        DataError: the file is unreadable or not UTF-8.
+    """
+    import json
+
+    out = []
+    try:
+        with Path(path).open(encoding="utf-8-sig") as fh:
+            for lineno, line in enumerate(fh, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    out.append((lineno, f"invalid JSON at column {exc.colno}: {exc.msg}"))
+                    continue
+                if not isinstance(obj, dict):
+                    out.append((lineno, f"expected a JSON object, found {type(obj).__name__}"))
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read ({exc.strerror})") from None
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not UTF-8 text ({exc.reason})") from None
+    return out

@@ -476,6 +476,9 @@ def build_trainer(cfg: TrainConfig, log=print) -> TrainingSetup:
 
     train_by_lang, dropped = _load_rows(cfg, "train", cfg.train_samples, log)
     val_by_lang, val_dropped = _load_rows(cfg, "validation", cfg.val_samples, log)
+    if cfg.data not in ("sample", "hub") and Path(cfg.data).is_file():
+        log(f"warning: {cfg.data} is one file, so validation rows come from the training rows: validation loss and "
+            "ROUGE measure fit, not generalisation (pass a folder with train and validation files)")
     dropped.update(val_dropped)
     train_rows = mix_languages(train_by_lang, cfg.language_sampling_alpha, cfg.seed)
     rows_per_language = {lang: sum(1 for r in train_rows if r["language"] == lang) for lang in cfg.languages}
