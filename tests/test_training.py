@@ -427,3 +427,24 @@ def test_single_file_data_warns_that_validation_is_training_data(tiny_model_dir,
     lines.clear()
     build_trainer(small(tiny_model_dir, tmp_path / "sample"), log=lines.append)
     assert not any("validation rows come from" in str(line) for line in lines)
+
+
+@pytest.mark.parametrize("case", ["unknown method", "existing output"])
+def test_cheap_input_errors_come_before_the_heavy_imports(tmp_path, case):
+    """A typo or an existing run folder is reported before transformers is imported (seconds, not ~10 s)."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "run"
+    if case == "existing output":
+        out.mkdir()
+        (out / "metrics.json").write_text("{}")
+    method = "lroa" if case == "unknown method" else "lora"
+    code = ("import sys\nfrom peftsum.config import TrainConfig\nfrom peftsum.errors import PeftsumError\n"
+            "from peftsum.training.trainer import build_trainer\n"
+            f"try:\n    build_trainer(TrainConfig(model='tiny', method={method!r}, output_dir={str(out)!r}))\n"
+            "except PeftsumError as exc:\n    print('ERR', exc)\n"
+            "print('transformers loaded:', 'transformers' in sys.modules)\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "ERR" in res.stdout and ("did you mean lora" in res.stdout or "already exists" in res.stdout), res.stdout
+    assert "transformers loaded: False" in res.stdout

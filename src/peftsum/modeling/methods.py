@@ -249,11 +249,15 @@ def get_method(name: str) -> Method:
         The :class:`Method` row.
 
     Raises:
-        ConfigError: unknown name; the message lists the valid ones.
+        ConfigError: unknown name; the message suggests the closest one and lists the valid ones.
     """
     key = str(name).strip().lower()
     if key not in METHODS:
-        raise ConfigError(f"unknown method {name!r}; choose one of: {', '.join(METHODS)}")
+        import difflib
+
+        close = difflib.get_close_matches(key, list(METHODS), n=1)
+        hint = f"did you mean {close[0]}? " if close else ""
+        raise ConfigError(f"unknown method {name!r}; {hint}choose one of: {', '.join(METHODS)}")
     return METHODS[key]
 
 

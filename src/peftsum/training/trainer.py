@@ -448,6 +448,12 @@ def build_trainer(cfg: TrainConfig, log=print) -> TrainingSetup:
             changed: the message lists each difference); an unloadable model; bad data;
             target modules that match no layer (the message lists the layers that exist).
     """
+    # cheap checks first: a typo or an existing folder fails in about a second, before transformers loads
+    cfg = resolve(cfg)
+    out = Path(cfg.output_dir)
+    if not cfg.resume and not cfg.overwrite and out.exists() and (out.is_file() or any(out.iterdir())):
+        raise PeftsumError(f"{out} already exists; pass --overwrite to replace it or --resume to continue it")
+
     import torch
     from datasets import Dataset
     from transformers import EarlyStoppingCallback, Seq2SeqTrainingArguments, set_seed
@@ -459,7 +465,6 @@ def build_trainer(cfg: TrainConfig, log=print) -> TrainingSetup:
     from peftsum.modeling.methods import build_peft_config, check_target_modules, get_method, method_hyper
     from peftsum.training.callbacks import JsonlLogCallback, ProgressBarCallback
 
-    cfg = resolve(cfg)
     _refuse_fp16(cfg)
     method = get_method(cfg.method)
     hyper = method_hyper(method, cfg)
