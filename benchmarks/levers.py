@@ -17,8 +17,6 @@ the one least disturbed), so that its effect can be read without the whole pipel
 * ``logits``: the training loss over the 250k vocabulary for 84 vs 128 target positions
   (batch 4): projection, log-softmax and their backward;
 * ``matmul``: ``torch.mm`` fp32 vs bf16 (and whether this CPU has AMX / AVX512-BF16);
-* ``allocation``: an elementwise op on a 128 MB tensor writing into a fresh tensor vs into an
-  existing one (the page-fault cost of the CPU allocator handing out new memory);
 * ``threads``: a 2048-square fp32 matmul with 1 thread and with all of them;
 * ``padding``: model-free. All 225 bundled training rows (45 languages) tokenized at 512/84
   (the tiny SentencePiece tokenizer) and batched by 4 as the seed study does (every row padded
@@ -139,22 +137,11 @@ def matmul() -> dict:
     for name, dtype, n in (("fp32", torch.float32, 2048), ("bf16", torch.bfloat16, 512)):
         a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
         out[f"{name}_gflops"] = 2 * n**3 / best(lambda: torch.mm(a, b), reps=3) / 1e9
-    flags = ""
-    if Path("/proc/cpuinfo").is_file():
-        flags = next((line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")), "")
-    out["amx_bf16"] = "amx_bf16" in flags.split()
-    out["avx512_bf16"] = "avx512_bf16" in flags.split()
+    from peftsum.runtime import BF16_CPU_FLAGS, cpu_flags
+
+    flags = cpu_flags()
+    out.update({flag: flag in flags for flag in BF16_CPU_FLAGS})
     return out
-
-
-def allocation() -> dict:
-    import torch
-
-    a, b = torch.randn(2**25), torch.randn(2**25)
-    c = torch.empty_like(a)
-    fresh = best(lambda: a * b, reps=10)
-    reused = best(lambda: torch.mul(a, b, out=c), reps=10)
-    return {"fresh_ms": 1000 * fresh, "reused_ms": 1000 * reused, "ratio": fresh / reused}
 
 
 def allocator() -> dict:
@@ -273,7 +260,7 @@ def padding() -> dict:
 
 
 LEVERS = {"allocator": allocator, "optimizer": optimizer, "activation": activation, "output_head": output_head, "logits": logits,
-          "matmul": matmul, "allocation": allocation, "threads": threads, "padding": padding, "dropout": dropout,
+          "matmul": matmul, "threads": threads, "padding": padding, "dropout": dropout,
           "compile": compile_block}
 """Run in this order by default: ``allocator`` first (it changes the process's allocator for the rest)."""
 

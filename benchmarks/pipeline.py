@@ -78,12 +78,10 @@ def worker_train(spec: dict) -> None:
 def _train(spec: dict, ch) -> None:
     if spec.get("levers", {}).get("malloc") == "system":  # peftsum without its allocator tuning
         os.environ["PEFTSUM_SYSTEM_MALLOC"] = "1"
-    if spec.get("levers", {}).get("mallopt"):
-        import ctypes
+    if spec.get("levers", {}).get("mallopt"):  # peftsum's allocator setting, e.g. on the reference's side
+        from peftsum.runtime import tune_cpu_allocator
 
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-4, 0)  # M_MMAP_MAX: big blocks from the heap, not fresh mmaps
-        libc.mallopt(-1, 2**31 - 1)  # M_TRIM_THRESHOLD: keep freed memory for reuse
+        tune_cpu_allocator()
     import torch
 
     if spec.get("threads"):
@@ -321,18 +319,19 @@ def machine() -> dict:
     import torch
 
     cpu = platform.processor() or ""
+    from peftsum.runtime import BF16_CPU_FLAGS, cpu_flags
+
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break
-        flags = next((line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")), "")
     except OSError:
-        flags = ""
+        pass
     info = {
         "cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "avx512_bf16_or_amx": any(f in flags.split() for f in ("avx512_bf16", "amx_bf16")),
+        "avx512_bf16_or_amx": bool(set(BF16_CPU_FLAGS) & cpu_flags()),
         "load_average_at_start": os.getloadavg() if hasattr(os, "getloadavg") else None,
         "python": platform.python_version(), "torch": torch.__version__,
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
@@ -591,6 +590,27 @@ def headline_figures(result: dict) -> dict:
     return out
 
 
+TRAIN_MEASURES = (
+    ("examples_per_s", "examples/s", "{:.3f}"),
+    ("tokens_per_s", "tokens/s", "{:.0f}"),
+    ("peak_rss_mb", "peak RSS (MB)", "{:,.0f}"),
+    ("peak_gpu_mb", "peak GPU memory (MB)", "{:,.0f}"),
+    ("computed_gflop_per_example", "matmul work per example (GFLOP)", "{:.0f}"),
+    ("computed_gflops_per_s", "computed GFLOP/s", "{:.1f}"),
+    ("model_tflops_per_s", "model TFLOP/s (6N, real tokens)", "{:.4f}"),
+)
+"""Training measures of :func:`summarize_training` shown side by side: key, label, number format."""
+
+
+def training_pairs(summary: dict, keys):
+    """``(label, reference, peftsum, peftsum / reference)`` for each of ``keys`` in :data:`TRAIN_MEASURES`
+    order, numbers formatted; a measure one pipeline lacks (GPU memory on a CPU) is skipped."""
+    for key, label, fmt in TRAIN_MEASURES:
+        a, b = summary["reference"][key], summary["peftsum"][key]
+        if key in keys and a and b:
+            yield label, fmt.format(a), fmt.format(b), b / a
+
+
 def report(result: dict) -> str:
     lines = ["", "=" * 100]
     m = result["machine"]
@@ -599,18 +619,12 @@ def report(result: dict) -> str:
     pk = result["matmul_peak_gflops"]
     lines.append(f"matmul peak: fp32 {pk['fp32']:,.0f} GFLOP/s, bf16 {pk['bf16']:,.0f} GFLOP/s")
     lines.append("")
-    hdr = f"{'':24s}{'reference':>16s}{'peftsum':>16s}{'ratio':>9s}"
+    hdr = f"{'':34s}{'reference':>16s}{'peftsum':>16s}{'ratio':>9s}"
     lines.append(hdr)
     for meth, t in result["train"].items():
         s = t["summary"]
-        for key, label, fmt in (("examples_per_s", f"train {meth} examples/s", "{:.3f}"),
-                                ("tokens_per_s", f"train {meth} tokens/s", "{:.0f}"),
-                                ("peak_rss_mb", f"train {meth} peak RSS MB", "{:.0f}")):
-            a, b = s["reference"][key], s["peftsum"][key]
-            lines.append(f"{label:24s}{fmt.format(a):>16s}{fmt.format(b):>16s}{b / a:>8.2f}x")
-        if s["peftsum"]["peak_gpu_mb"]:
-            a, b = s["reference"]["peak_gpu_mb"], s["peftsum"]["peak_gpu_mb"]
-            lines.append(f"{'train ' + meth + ' peak GPU MB':24s}{a:>16.0f}{b:>16.0f}{b / a:>8.2f}x")
+        for label, a, b, ratio in training_pairs(s, ("examples_per_s", "tokens_per_s", "peak_rss_mb", "peak_gpu_mb")):
+            lines.append(f"{'train ' + meth + ' ' + label:34s}{a:>16s}{b:>16s}{ratio:>8.2f}x")
         p = s["peftsum"]
         lines.append(f"  peftsum {meth}: {p['model_tflops_per_s'] * 1000:.1f} model GFLOP/s = {100 * p['mfu']:.1f}% of the "
                      f"{p['dtype']} matmul peak ({pk[p['dtype']]:,.0f}); padding {100 * p['padding_share']:.0f}% "
@@ -622,7 +636,7 @@ def report(result: dict) -> str:
     if "eval" in result:
         e = result["eval"]
         a, b = e["reference"]["summaries_per_s"], e["peftsum"]["summaries_per_s"]
-        lines.append(f"{'eval summaries/s':24s}{a:>16.3f}{b:>16.3f}{b / a:>8.2f}x")
+        lines.append(f"{'eval summaries/s':34s}{a:>16.3f}{b:>16.3f}{b / a:>8.2f}x")
         lines.append(f"  identical predictions (both pipelines, worst repeat): {e['identical_predictions']} of "
                      f"{e['windows']['peftsum'][0]['summaries']}")
     lines.append("")
@@ -651,17 +665,8 @@ def markdown(result: dict, command: str) -> str:
            "| measure | reference | peftsum | ratio |", "| --- | ---: | ---: | ---: |"]
     for meth, t in result["train"].items():
         s = t["summary"]
-        for key, label, fmt in (("examples_per_s", f"train {meth}: examples/s", "{:.3f}"),
-                                ("tokens_per_s", f"train {meth}: tokens/s", "{:.0f}"),
-                                ("peak_rss_mb", f"train {meth}: peak RSS (MB)", "{:,.0f}"),
-                                ("computed_gflop_per_example", f"train {meth}: matmul work per example (GFLOP)", "{:.0f}"),
-                                ("computed_gflops_per_s", f"train {meth}: computed GFLOP/s", "{:.1f}"),
-                                ("model_tflops_per_s", f"train {meth}: model TFLOP/s (6N, real tokens)", "{:.4f}")):
-            a, b = s["reference"][key], s["peftsum"][key]
-            out.append(f"| {label} | {fmt.format(a)} | {fmt.format(b)} | {b / a:.2f}x |")
-        if s["peftsum"]["peak_gpu_mb"]:
-            a, b = s["reference"]["peak_gpu_mb"], s["peftsum"]["peak_gpu_mb"]
-            out.append(f"| train {meth}: peak GPU memory (MB) | {a:,.0f} | {b:,.0f} | {b / a:.2f}x |")
+        for label, a, b, ratio in training_pairs(s, [key for key, _, _ in TRAIN_MEASURES]):
+            out.append(f"| train {meth}: {label} | {a} | {b} | {ratio:.2f}x |")
     if "eval" in result:
         e = result["eval"]
         a, b = e["reference"]["summaries_per_s"], e["peftsum"]["summaries_per_s"]

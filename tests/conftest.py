@@ -24,3 +24,30 @@ def tiny_tokenizer(tiny_model_dir):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(str(tiny_model_dir))
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Two shared cores: one torch thread is faster than two fighting ones.
+
+    Modules that train opt in with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def no_dropout_dir(tiny_model_dir, tmp_path_factory):
+    """The tiny mT5 with dropout 0: a training step is then a deterministic function of the batch."""
+    import json
+    import shutil
+
+    out = tmp_path_factory.mktemp("nodrop") / "tiny-mt5-nodrop"
+    shutil.copytree(tiny_model_dir, out)
+    cfg = json.loads((out / "config.json").read_text())
+    cfg["dropout_rate"] = 0.0
+    (out / "config.json").write_text(json.dumps(cfg))
+    return out

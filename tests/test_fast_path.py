@@ -13,7 +13,6 @@ deterministic.
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 from pathlib import Path
 
@@ -33,23 +32,7 @@ def quiet(*_args, **_kwargs):
     """A ``log`` that drops progress lines."""
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def nodrop_dir(tiny_model_dir, tmp_path_factory):
-    """The tiny mT5 with dropout 0, so that a training step is a function of the batch alone."""
-    out = tmp_path_factory.mktemp("fastpath") / "tiny-nodrop"
-    shutil.copytree(tiny_model_dir, out)
-    cfg = json.loads((out / "config.json").read_text())
-    cfg["dropout_rate"] = 0.0
-    (out / "config.json").write_text(json.dumps(cfg))
-    return out
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def rows(n: int = 4) -> list[dict]:
@@ -213,34 +196,34 @@ def _reference_losses(model_dir, out, method: str, steps: int, batch: list[dict]
 
 @pytest.mark.slow
 @pytest.mark.parametrize("method", ["full", "lora"])
-def test_fast_training_gives_the_reference_losses(nodrop_dir, tmp_path, method):
+def test_fast_training_gives_the_reference_losses(no_dropout_dir, tmp_path, method):
     """Three optimizer steps on one batch: peftsum's fast defaults and the seed-study pipeline agree.
 
     One batch per step makes the batch order irrelevant (the loss is a mean over the batch's
     tokens), so any difference would come from padding, the optimizer or the activation.
     """
     batch = rows(4)
-    fast, init = _peftsum_losses(nodrop_dir, tmp_path / "fast", method, 3, batch)
-    plain = _reference_losses(nodrop_dir, tmp_path / "plain", method, 3, batch, init)
+    fast, init = _peftsum_losses(no_dropout_dir, tmp_path / "fast", method, 3, batch)
+    plain = _reference_losses(no_dropout_dir, tmp_path / "plain", method, 3, batch, init)
     assert len(fast) == len(plain) == 3
     assert fast == pytest.approx(plain, rel=1e-4)
     assert fast[2] < fast[0]  # training moved
 
 
 @pytest.mark.slow
-def test_bf16_training_stays_within_bf16_tolerance_of_the_reference(nodrop_dir, tmp_path):
+def test_bf16_training_stays_within_bf16_tolerance_of_the_reference(no_dropout_dir, tmp_path):
     """Where bf16 is used (``--bf16``; fast on CPUs with AMX and on recent GPUs), the loss is the
     fp32 reference's to bf16 precision (~3 significant digits)."""
     batch = rows(4)
-    fast, init = _peftsum_losses(nodrop_dir, tmp_path / "bf16", "lora", 2, batch, bf16=True)
-    plain = _reference_losses(nodrop_dir, tmp_path / "plain", "lora", 2, batch, init)
+    fast, init = _peftsum_losses(no_dropout_dir, tmp_path / "bf16", "lora", 2, batch, bf16=True)
+    plain = _reference_losses(no_dropout_dir, tmp_path / "plain", "lora", 2, batch, init)
     assert fast != plain
     assert fast == pytest.approx(plain, rel=2e-2)
 
 
 @pytest.mark.parametrize("method", ["full", "lora", "ia3", "prefix", "prompt"])
 @pytest.mark.parametrize("smoothing", [0.0, 0.1])
-def test_packed_head_loss_is_the_models_loss(nodrop_dir, tiny_tokenizer, method, smoothing):
+def test_packed_head_loss_is_the_models_loss(no_dropout_dir, tiny_tokenizer, method, smoothing):
     """The trainer's loss (output head on target tokens only) equals the model's own padded loss,
     with its gradients; the logits it builds have one row per target token, not batch x length."""
     from peft import get_peft_model
@@ -251,7 +234,7 @@ def test_packed_head_loss_is_the_models_loss(nodrop_dir, tiny_tokenizer, method,
     from peftsum.training.loss import packed_head_loss
 
     torch.manual_seed(0)
-    model, _ = load_model(str(nodrop_dir))
+    model, _ = load_model(str(no_dropout_dir))
     m = get_method(method)
     if m.build is not None:
         model = get_peft_model(model, build_peft_config(m, MethodHyper(lora_dropout=0.0)))

@@ -31,13 +31,7 @@ STEPS = 4
 LR_FACTOR = 5  # a few steps at 5x the default rate move every method visibly (AdaLoRA starts from E = 0)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Two shared cores: one torch thread is faster than two fighting ones."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_registry_lists_the_eleven_methods_once():

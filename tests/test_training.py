@@ -27,24 +27,7 @@ def quiet(*_args, **_kwargs):
     """A ``log`` that drops progress lines."""
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Two shared cores: one torch thread is faster than two fighting ones."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def no_dropout_dir(tiny_model_dir, tmp_path_factory):
-    """The tiny mT5 with dropout 0: a training step is then a deterministic function of the batch."""
-    out = tmp_path_factory.mktemp("nodrop") / "tiny-mt5-nodrop"
-    shutil.copytree(tiny_model_dir, out)
-    cfg = json.loads((out / "config.json").read_text())
-    cfg["dropout_rate"] = 0.0
-    (out / "config.json").write_text(json.dumps(cfg))
-    return out
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def small(model_dir, out, **kw) -> TrainConfig:

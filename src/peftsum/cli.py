@@ -376,10 +376,11 @@ def score_cmd(
     seed: int = typer.Option(0, help="Bootstrap seed."),
 ) -> None:
     """Score predictions against references with multilingual ROUGE (XL-Sum's tokenization)."""
+    from peftsum.io import ensure_writable_target
     from peftsum.metrics.io import render_table, score_files, write_json
 
-    if output_file is not None and output_file.exists() and not overwrite:
-        raise PeftsumError(f"{output_file} already exists; pass --overwrite to replace it")
+    if output_file is not None:
+        ensure_writable_target(output_file, overwrite, alternative=None)
 
     result = score_files(language, predictions, references, compare_predictions=compare_predictions,
                          stemmer=stemmer, normalize=normalize, n_resamples=n_resamples, seed=seed)

@@ -14,14 +14,22 @@ from typing import Any, Iterator
 from peftsum.errors import DataError, PeftsumError
 
 
-def ensure_writable_target(path: Path, overwrite: bool) -> None:
-    """Refuse to replace an existing non-empty output unless ``overwrite``.
+def ensure_writable_target(path: Path, overwrite: bool, alternative: str | None = "choose another --output-dir") -> None:
+    """Refuse to replace an existing output (a file, or a non-empty folder) unless ``overwrite``.
+
+    Args:
+        path: the output file or folder.
+        overwrite: the command's ``--overwrite``.
+        alternative: what else the user can do, shown in brackets after the ``--overwrite`` hint
+            (``None``: nothing).
 
     Raises:
         PeftsumError: ``path`` exists (and is a non-empty folder or a file) and ``overwrite`` is false.
     """
+    path = Path(path)
     if path.exists() and (path.is_file() or any(path.iterdir())) and not overwrite:
-        raise PeftsumError(f"{path} already exists; pass --overwrite to replace it (or choose another --output-dir)")
+        raise PeftsumError(f"{path} already exists; pass --overwrite to replace it"
+                           + (f" ({alternative})" if alternative else ""))
 
 
 @contextlib.contextmanager
@@ -144,15 +152,19 @@ def read_json_object(path: Path) -> dict:
     return data
 
 
-def iter_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
-    """Yield ``(line_number, object)`` for each non-blank line of a JSON-lines file.
+def scan_jsonl(path: Path) -> Iterator[tuple[int, Any, json.JSONDecodeError | None]]:
+    """Yield ``(line_number, value, error)`` for every non-blank line of a JSON-lines file.
+
+    ``value`` is the parsed JSON (any type; ``None`` with an error), ``error`` the line's
+    ``json.JSONDecodeError`` or ``None``. The whole file is read: callers decide whether a bad
+    line stops them (:func:`iter_jsonl`) or is collected (``peftsum data validate``).
 
     Raises:
-        DataError: a line is not a JSON object (file and line named) or the file is unreadable.
+        DataError: the file is unreadable or not UTF-8 (a byte-order mark is tolerated).
     """
     path = Path(path)
     try:
-        fh = path.open(encoding="utf-8-sig")  # a byte-order mark is tolerated
+        fh = path.open(encoding="utf-8-sig")
     except OSError as exc:
         raise DataError(f"{path}: cannot read ({exc.strerror})") from None
     with fh:
@@ -161,15 +173,22 @@ def iter_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
                 if not line.strip():
                     continue
                 try:
-                    obj = json.loads(line)
+                    yield lineno, json.loads(line), None
                 except json.JSONDecodeError as exc:
-                    raise DataError(
-                        f"{path}: invalid JSON on line {lineno}, column {exc.colno}: {exc.msg}"
-                    ) from None
-                if not isinstance(obj, dict):
-                    raise DataError(
-                        f"{path}: line {lineno}: expected a JSON object, found {type(obj).__name__}"
-                    )
-                yield lineno, obj
+                    yield lineno, None, exc
         except UnicodeDecodeError as exc:
             raise DataError(f"{path}: not UTF-8 text ({exc.reason})") from None
+
+
+def iter_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
+    """Yield ``(line_number, object)`` for each non-blank line of a JSON-lines file.
+
+    Raises:
+        DataError: a line is not a JSON object (file and line named) or the file is unreadable.
+    """
+    for lineno, obj, error in scan_jsonl(path):
+        if error is not None:
+            raise DataError(f"{path}: invalid JSON on line {lineno}, column {error.colno}: {error.msg}")
+        if not isinstance(obj, dict):
+            raise DataError(f"{path}: line {lineno}: expected a JSON object, found {type(obj).__name__}")
+        yield lineno, obj

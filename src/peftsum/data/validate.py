@@ -7,6 +7,7 @@ from pathlib import Path
 
 from peftsum.data.xlsum import read_jsonl, validate_rows
 from peftsum.errors import DataError
+from peftsum.io import scan_jsonl
 
 
 def validate_path(path: str | Path) -> list[tuple[Path, int, Counter]]:
@@ -49,23 +50,10 @@ def malformed_lines(path: Path) -> list[tuple[int, str]]:
     Raises:
         DataError: the file is unreadable or not UTF-8.
     """
-    import json
-
     out = []
-    try:
-        with Path(path).open(encoding="utf-8-sig") as fh:
-            for lineno, line in enumerate(fh, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    out.append((lineno, f"invalid JSON at column {exc.colno}: {exc.msg}"))
-                    continue
-                if not isinstance(obj, dict):
-                    out.append((lineno, f"expected a JSON object, found {type(obj).__name__}"))
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read ({exc.strerror})") from None
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not UTF-8 text ({exc.reason})") from None
+    for lineno, obj, error in scan_jsonl(path):
+        if error is not None:
+            out.append((lineno, f"invalid JSON at column {error.colno}: {error.msg}"))
+        elif not isinstance(obj, dict):
+            out.append((lineno, f"expected a JSON object, found {type(obj).__name__}"))
     return out

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from peftsum.errors import PeftsumError
 from peftsum.generation.decode import DEFAULT_BATCH_SIZE, GenerationSettings, iter_generate
+from peftsum.io import ensure_writable_target
 
 
 def run_config(model_path: str | Path) -> dict:
@@ -75,8 +76,7 @@ def evaluate_model(model_path: str, language: str, output_file: str | Path, spli
     from peftsum.modeling.load import load_for_inference
 
     output_file = Path(output_file)
-    if output_file.exists() and not overwrite:
-        raise PeftsumError(f"{output_file} already exists; pass --overwrite to replace it")
+    ensure_writable_target(output_file, overwrite, alternative=None)
     trained = run_config(model_path)
     max_source_length = max_source_length or trained.get("max_source_length", 512)
     source_prefix = trained.get("source_prefix", "") if source_prefix is None else source_prefix
@@ -136,8 +136,7 @@ def write_samples(model_path: str, language: str, output_file: str | Path, num_s
     from peftsum.modeling.load import load_for_inference
 
     output_file = Path(output_file)
-    if output_file.exists() and not overwrite:
-        raise PeftsumError(f"{output_file} already exists; pass --overwrite to replace it")
+    ensure_writable_target(output_file, overwrite, alternative=None)
     trained = run_config(model_path)
     split = split or eval_split(language, data)
     rows = load_split(language, split, data, num_samples).rows

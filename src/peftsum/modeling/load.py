@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -197,13 +198,8 @@ SKINNY_ROWS = 32
 projection as ``(W @ x.T).T`` on CPU."""
 
 
-_SKINNY_CLASS = None
-
-
+@functools.cache  # one class per process (torch is imported only when a model is loaded)
 def _skinny_linear_class():
-    global _SKINNY_CLASS
-    if _SKINNY_CLASS is not None:
-        return _SKINNY_CLASS
     import torch
 
     class SkinnyOutputLinear(torch.nn.Linear):
@@ -224,7 +220,6 @@ def _skinny_linear_class():
                 return out.view(*x.shape[:-1], out.shape[-1])
             return super().forward(x)
 
-    _SKINNY_CLASS = SkinnyOutputLinear
     return SkinnyOutputLinear
 
 
@@ -323,13 +318,8 @@ def load_for_inference(model_path: str):
     return model, tokenizer
 
 
-_DROPOUT_CLASS = None
-
-
+@functools.cache
 def _fast_dropout_class():
-    global _DROPOUT_CLASS
-    if _DROPOUT_CLASS is not None:
-        return _DROPOUT_CLASS
     import torch
 
     class FastDropout(torch.nn.Dropout):
@@ -348,7 +338,6 @@ def _fast_dropout_class():
             keep = torch.rand(x.shape, device=x.device) >= self.p
             return (x * keep).mul_(1.0 / (1.0 - self.p))
 
-    _DROPOUT_CLASS = FastDropout
     return FastDropout
 
 

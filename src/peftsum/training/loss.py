@@ -38,7 +38,6 @@ def packed_head_loss(model, inputs: dict, smoothing: float = 0.0):
         ValueError: the model's logits do not line up with the labels (a model whose forward
             reshapes the head's output).
     """
-    import torch
     import torch.nn.functional as F
 
     labels = inputs["labels"]
@@ -62,10 +61,27 @@ def packed_head_loss(model, inputs: dict, smoothing: float = 0.0):
     if logits.dim() != 2 or logits.shape[0] != target.shape[0]:
         raise ValueError(f"packed loss: logits {tuple(logits.shape)} do not match {target.shape[0]} target tokens")
     if smoothing > 0:
-        logp = torch.log_softmax(logits.float(), dim=-1)
-        nll = -logp.gather(-1, target.unsqueeze(-1)).squeeze(-1).mean()
-        uniform = -logp.mean(dim=-1).mean()
+        nll, uniform = smoothing_terms(logits, target)
         loss = nll + smoothing * (uniform - nll)
     else:
         loss = F.cross_entropy(logits.float(), target)
     return loss, outputs
+
+
+def smoothing_terms(logits, target):
+    """The two means that label smoothing mixes, over ``n`` scored positions.
+
+    Args:
+        logits: ``n x vocab`` (any float dtype; computed in fp32).
+        target: ``n`` label ids.
+
+    Returns:
+        ``(nll, uniform)``: the mean negative log-likelihood of the targets and the mean over
+        positions of ``mean_v(-log p_v)`` (nats). A smoothed loss is
+        ``(1 - eps) * nll + eps * uniform``, ``torch.nn.CrossEntropyLoss(label_smoothing=eps)``'s definition.
+    """
+    import torch
+
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    nll = -logp.gather(-1, target.unsqueeze(-1)).squeeze(-1).mean()
+    return nll, -logp.mean(dim=-1).mean()

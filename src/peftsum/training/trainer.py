@@ -47,6 +47,7 @@ from typing import Any
 
 from peftsum.config import TrainConfig
 from peftsum.errors import ConfigError, PeftsumError
+from peftsum.io import ensure_writable_target
 
 COMPLETE_MARKER = ".peftsum_complete"
 """File written into a checkpoint folder after all of its files are saved and synced."""
@@ -66,7 +67,7 @@ def _make_trainer_class():
     from transformers import Seq2SeqTrainer
     from transformers.trainer_utils import rotate_checkpoints
 
-    from peftsum.training.loss import packed_head_loss
+    from peftsum.training.loss import packed_head_loss, smoothing_terms
 
     class PeftsumTrainer(Seq2SeqTrainer):
         """``Seq2SeqTrainer`` with complete-marked checkpoints, a per-step NaN guard, token counting
@@ -112,9 +113,7 @@ def _make_trainer_class():
                 loss = outputs["loss"] if isinstance(outputs, dict) else outputs[0]
                 if self.smoothing > 0 and model.training:
                     mask = labels != -100
-                    logp = torch.log_softmax(outputs["logits"].float(), dim=-1)
-                    nll = -logp.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)[mask].mean()
-                    uniform = -logp.mean(dim=-1)[mask].mean()
+                    nll, uniform = smoothing_terms(outputs["logits"][mask], labels[mask])
                     loss = loss + self.smoothing * (uniform - nll)
             if num_items_in_batch is not None:
                 tokens = (labels != -100).sum().to(loss.device)
@@ -232,31 +231,51 @@ def _config_diff(old: dict, new: dict) -> list[str]:
     return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys if old.get(k) != new.get(k)]
 
 
-def _prepare_output(cfg: TrainConfig, log) -> tuple[Path, Path | None]:
+def _check_output(cfg: TrainConfig) -> Path | None:
+    """Check that ``cfg.output_dir`` can be used, touching nothing (cheap: runs before the heavy imports).
+
+    Returns:
+        The checkpoint to resume from (``--resume``), else ``None``.
+
+    Raises:
+        ConfigError: ``--resume`` with nothing to resume, a changed config, or no complete checkpoint.
+        PeftsumError: an existing output without ``--overwrite`` or ``--resume``.
+    """
     out = Path(cfg.output_dir)
-    if cfg.resume:
-        saved = out / CONFIG_FILE
-        if not saved.is_file():
-            raise ConfigError(f"{out}: nothing to resume (no {CONFIG_FILE}); run without --resume first")
-        diff = _config_diff(json.loads(saved.read_text(encoding="utf-8")), cfg.to_dict())
-        if diff:
-            raise ConfigError(f"--resume with a changed config ({'; '.join(diff)}); use the original settings "
-                              "or a new --output-dir")
-        ckpt = latest_complete_checkpoint(out / "checkpoints")
-        if ckpt is None:
-            raise ConfigError(f"{out / 'checkpoints'}: no complete checkpoint to resume from; "
-                              "start again with --overwrite")
+    if not cfg.resume:
+        ensure_writable_target(out, cfg.overwrite, alternative="or --resume to continue it")
+        return None
+    saved = out / CONFIG_FILE
+    if not saved.is_file():
+        raise ConfigError(f"{out}: nothing to resume (no {CONFIG_FILE}); run without --resume first")
+    diff = _config_diff(json.loads(saved.read_text(encoding="utf-8")), cfg.to_dict())
+    if diff:
+        raise ConfigError(f"--resume with a changed config ({'; '.join(diff)}); use the original settings "
+                          "or a new --output-dir")
+    ckpt = latest_complete_checkpoint(out / "checkpoints")
+    if ckpt is None:
+        raise ConfigError(f"{out / 'checkpoints'}: no complete checkpoint to resume from; "
+                          "start again with --overwrite")
+    return ckpt
+
+
+def _prepare_output(cfg: TrainConfig, resume_ckpt: Path | None, log) -> Path:
+    """Make ``cfg.output_dir`` ready after :func:`_check_output`: drop incomplete checkpoints of a
+    resumed run, or replace (``--overwrite``) / create the folder of a new one."""
+    out = Path(cfg.output_dir)
+    if resume_ckpt is not None:
         for stale in (out / "checkpoints").glob("checkpoint-*"):
             if stale.is_dir() and not (stale / COMPLETE_MARKER).is_file():
                 log(f"removing incomplete checkpoint {stale} (a save that was interrupted)")
                 shutil.rmtree(stale)
-        return out, ckpt
-    if out.exists() and (out.is_file() or any(out.iterdir())):
-        if not cfg.overwrite:
-            raise PeftsumError(f"{out} already exists; pass --overwrite to replace it or --resume to continue it")
-        shutil.rmtree(out)
+        return out
+    if out.exists():
+        if out.is_file():
+            out.unlink()
+        elif any(out.iterdir()):
+            shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
-    return out, None
+    return out
 
 
 def _load_rows(cfg: TrainConfig, split: str, limit: int | None, log) -> tuple[dict[str, list[dict]], dict]:
@@ -448,11 +467,9 @@ def build_trainer(cfg: TrainConfig, log=print) -> TrainingSetup:
             changed: the message lists each difference); an unloadable model; bad data;
             target modules that match no layer (the message lists the layers that exist).
     """
-    # cheap checks first: a typo or an existing folder fails in about a second, before transformers loads
+    # cheap checks first: a typo or an unusable output folder fails in about a second, before transformers loads
     cfg = resolve(cfg)
-    out = Path(cfg.output_dir)
-    if not cfg.resume and not cfg.overwrite and out.exists() and (out.is_file() or any(out.iterdir())):
-        raise PeftsumError(f"{out} already exists; pass --overwrite to replace it or --resume to continue it")
+    resume_ckpt = _check_output(cfg)
 
     import torch
     from datasets import Dataset
@@ -468,7 +485,7 @@ def build_trainer(cfg: TrainConfig, log=print) -> TrainingSetup:
     _refuse_fp16(cfg)
     method = get_method(cfg.method)
     hyper = method_hyper(method, cfg)
-    out, resume_ckpt = _prepare_output(cfg, log)
+    out = _prepare_output(cfg, resume_ckpt, log)
     write_json_atomic(out / CONFIG_FILE, cfg.to_dict())
     set_seed(cfg.seed)
 
