@@ -8,6 +8,10 @@ import pytest
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Precision: tests run in fp32 unless PEFTSUM_BF16 says otherwise, so no outcome depends on whether
+# this CPU has native bf16 (AMX/AVX512-BF16: auto would turn bf16 on). .ci/run runs the suite with
+# PEFTSUM_BF16=0 and the precision-sensitive files again with PEFTSUM_BF16=1.
+os.environ.setdefault("PEFTSUM_BF16", "0")
 
 
 @pytest.fixture(scope="session")

@@ -81,7 +81,8 @@ class TrainConfig:
     bf16: bool | None = None
     """bf16 autocast; weights and optimizer states stay fp32. ``None`` (the default) = auto: on
     where the hardware runs bf16 natively (an Ampere+ GPU, a CPU with AMX/AVX512-BF16), off
-    elsewhere (``peftsum.runtime.bf16_is_fast``). The resolved run config records the choice."""
+    elsewhere (``peftsum.runtime.bf16_is_fast``); the environment variable ``PEFTSUM_BF16=0|1|auto``
+    overrides the auto decision. The resolved run config records the choice."""
     fp16: bool = False
     """fp16 mixed precision; refused for T5/mT5 (activations overflow)."""
     gradient_checkpointing: bool = False

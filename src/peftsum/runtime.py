@@ -1,7 +1,8 @@
 """Process-level settings that make CPU training and decoding faster without changing any result.
 
-One setting today: :func:`tune_cpu_allocator`. ``benchmarks/README.md`` (the "allocator" lever)
-has the measurements behind it.
+:func:`tune_cpu_allocator` (``benchmarks/README.md``, the "allocator" lever, has the measurements),
+the precision switch (:func:`resolve_bf16`, environment variable :data:`PRECISION_ENV`) and the
+device choice for inference (:func:`inference_device`).
 """
 
 from __future__ import annotations
@@ -98,3 +99,94 @@ def bf16_is_fast(flags: set[str] | None = None, cuda: bool | None = None) -> boo
     if cuda:
         return True
     return bool(set(BF16_CPU_FLAGS) & (cpu_flags() if flags is None else flags))
+
+
+PRECISION_ENV = "PEFTSUM_BF16"
+"""Environment variable that overrides the *auto* precision decision for every command and test
+helper: ``0`` (fp32), ``1`` (bf16 autocast) or ``auto`` (:func:`bf16_is_fast`). An explicit
+``--bf16``/``--no-bf16`` (or ``bf16:`` in a config) still wins over it."""
+
+_PRECISION_WORDS = {"0": False, "false": False, "no": False, "off": False,
+                    "1": True, "true": True, "yes": True, "on": True, "auto": None, "": None}
+
+
+def bf16_from_env() -> bool | None:
+    """The precision forced by :data:`PRECISION_ENV`: ``True``/``False``, or ``None`` for auto (unset or ``auto``).
+
+    Raises:
+        ConfigError: a value other than 0/1/auto (or true/false, yes/no, on/off), naming the variable.
+    """
+    from peftsum.errors import ConfigError
+
+    raw = os.environ.get(PRECISION_ENV, "").strip().lower()
+    if raw not in _PRECISION_WORDS:
+        raise ConfigError(f"{PRECISION_ENV}={os.environ[PRECISION_ENV]!r}: use 0 (fp32), 1 (bf16) or auto")
+    return _PRECISION_WORDS[raw]
+
+
+def resolve_bf16(requested: bool | None, fp16: bool = False, cuda: bool | None = None) -> bool:
+    """Decide bf16 autocast for a run: the explicit choice, else :data:`PRECISION_ENV`, else the hardware.
+
+    Order: ``requested`` (``--bf16``/``--no-bf16`` or a config's ``bf16``) wins; then
+    ``PEFTSUM_BF16=0|1``; then auto (:func:`bf16_is_fast`). Never on next to fp16.
+
+    Args:
+        requested: ``True``/``False`` when the user chose, ``None`` for auto.
+        fp16: whether fp16 was requested (bf16 then stays off).
+        cuda: passed to :func:`bf16_is_fast` (default: ask torch).
+
+    Returns:
+        Whether bf16 autocast is used.
+
+    Raises:
+        ConfigError: an invalid :data:`PRECISION_ENV` value.
+    """
+    if requested is not None:
+        return bool(requested)
+    if fp16:
+        return False
+    forced = bf16_from_env()
+    if forced is not None:
+        return forced
+    return bf16_is_fast(cuda=cuda)
+
+
+def precision_name(bf16: bool) -> str:
+    """``"bf16"`` or ``"fp32"``: how results name a run's precision (``results.json``, model card, report)."""
+    return "bf16" if bf16 else "fp32"
+
+
+DEVICE_ENV = "PEFTSUM_DEVICE"
+"""Environment variable naming the inference device when ``--device`` is not given (``cpu``, ``cuda``, ``cuda:1``)."""
+
+
+def inference_device(requested: str | None = None, cuda_available: bool | None = None) -> str:
+    """The device to decode on: ``requested`` (``--device``), else :data:`DEVICE_ENV`, else CUDA when
+    available, else CPU (the order transformers' Trainer uses for training).
+
+    Args:
+        requested: ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"`` or ``None``/``"auto"`` for the best found.
+        cuda_available: whether a CUDA device exists (default: ask torch).
+
+    Returns:
+        A torch device string.
+
+    Raises:
+        ConfigError: an unknown device name, or CUDA asked for where there is none.
+    """
+    from peftsum.errors import ConfigError
+
+    choice = (requested or os.environ.get(DEVICE_ENV, "") or "auto").strip().lower()
+    if cuda_available is None:
+        import torch
+
+        cuda_available = bool(torch.cuda.is_available())
+    if choice == "auto":
+        return "cuda" if cuda_available else "cpu"
+    kind = choice.split(":", 1)[0]
+    if kind not in ("cpu", "cuda", "mps") or (":" in choice and not choice.split(":", 1)[1].isdigit()):
+        raise ConfigError(f"--device {requested or choice!r}: use auto, cpu, cuda or cuda:N")
+    if kind == "cuda" and not cuda_available:
+        raise ConfigError(f"--device {choice}: no CUDA device is available here (torch.cuda.is_available() is False); "
+                          "use --device cpu")
+    return choice

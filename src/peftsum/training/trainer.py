@@ -322,10 +322,10 @@ def resolve(cfg: TrainConfig) -> TrainConfig:
         cfg.learning_rate = method.learning_rate
     if cfg.fp16 and cfg.bf16:
         raise ConfigError("--fp16 and --bf16 are exclusive; use --bf16 (or neither for fp32)")
-    if cfg.bf16 is None:  # auto: bf16 where the hardware runs it natively, never next to fp16
-        from peftsum.runtime import bf16_is_fast
+    from peftsum.runtime import resolve_bf16
 
-        cfg.bf16 = False if cfg.fp16 else bf16_is_fast()
+    # explicit choice, else PEFTSUM_BF16, else auto: bf16 where the hardware runs it natively; never next to fp16
+    cfg.bf16 = resolve_bf16(cfg.bf16, fp16=cfg.fp16)
     if cfg.optimizer not in ("adamw", "adafactor"):
         raise ConfigError(f"unknown optimizer {cfg.optimizer!r}; choose adamw or adafactor")
     if cfg.lr_scheduler not in ("linear", "constant", "cosine"):
