@@ -235,6 +235,10 @@ NumBeams = typer.Option(4, help="Beam width (XL-Sum: 4; 1 = greedy).")
 LengthPenalty = typer.Option(0.6, help="Beam length_penalty (XL-Sum: 0.6).")
 NoRepeat = typer.Option(2, help="no_repeat_ngram_size (XL-Sum: 2; 0 = off).")
 MaxNew = typer.Option(84, help="Maximum new tokens per summary (XL-Sum: 84).")
+InferBf16 = typer.Option(None, "--bf16/--no-bf16", help="Decode under bf16 autocast (default: the run's training "
+                         "precision; PEFTSUM_BF16 or the hardware for a model peftsum did not train).")
+DeviceOpt = typer.Option(None, "--device", help="cpu, cuda or cuda:N (default: CUDA when available, else CPU; "
+                         "PEFTSUM_DEVICE sets it too).")
 
 
 @app.command("evaluate")
@@ -253,6 +257,8 @@ def evaluate_cmd(
     max_new_tokens: int = MaxNew,
     stemmer: Optional[bool] = typer.Option(None, "--stemmer/--no-stemmer", help="Default: XL-Sum's choice per language."),
     overwrite: bool = typer.Option(False, help="Replace existing results/predictions."),
+    bf16: Optional[bool] = InferBf16,
+    device: Optional[str] = DeviceOpt,
 ) -> None:
     """Generate summaries (batched beam search), stream them to disk and score them with multilingual ROUGE."""
     from peftsum.generation.evaluate import evaluate_model
@@ -260,7 +266,8 @@ def evaluate_cmd(
 
     result = evaluate_model(model_path, language, output_file, split, data, test_samples,
                             _settings(num_beams, length_penalty, no_repeat_ngram_size, max_new_tokens),
-                            batch_size, stemmer=stemmer, overwrite=overwrite, log=console.print)
+                            batch_size, stemmer=stemmer, overwrite=overwrite, log=console.print, bf16=bf16,
+                            device=device)
     print_scores(console, result)
     console.print(f"results: {output_file}; predictions: {output_file.parent / 'predictions.jsonl'}")
 
@@ -279,13 +286,15 @@ def generate_cmd(
     no_repeat_ngram_size: int = NoRepeat,
     max_new_tokens: int = MaxNew,
     overwrite: bool = typer.Option(False, help="Replace an existing file."),
+    bf16: Optional[bool] = InferBf16,
+    device: Optional[str] = DeviceOpt,
 ) -> None:
     """Write sample summaries side by side with the reference, for reading."""
     from peftsum.generation.evaluate import write_samples
 
     out = write_samples(model_path, language, output_file, num_samples, split, data,
                         _settings(num_beams, length_penalty, no_repeat_ngram_size, max_new_tokens),
-                        overwrite=overwrite)
+                        overwrite=overwrite, bf16=bf16, device=device)
     console.print(out.read_text(encoding="utf-8"), highlight=False, markup=False)
 
 

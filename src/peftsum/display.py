@@ -19,6 +19,11 @@ def print_scores(console, result: dict, title: str | None = None) -> None:
         ci = f"[{s['ci_low']:.2f}, {s['ci_high']:.2f}]" if s.get("ci_low") is not None else "-"
         table.add_row(ROUGE_NAMES[key], f"{s['f1']:.2f}", ci, f"{s['precision']:.2f}", f"{s['recall']:.2f}")
     console.print(table)
+    precision = result.get("precision") or {}
+    if precision.get("evaluated") or result.get("device"):
+        trained = f" (trained in {precision['trained']})" if precision.get("trained") else ""
+        console.print(f"decoded on {result.get('device') or 'unknown device'} in "
+                      f"{precision.get('evaluated') or 'unknown precision'}{trained}")
     sanity = result.get("sanity")
     if sanity:
         console.print(

@@ -190,3 +190,47 @@ def inference_device(requested: str | None = None, cuda_available: bool | None =
         raise ConfigError(f"--device {choice}: no CUDA device is available here (torch.cuda.is_available() is False); "
                           "use --device cpu")
     return choice
+
+
+def autocast_context(device: str, bf16: bool):
+    """The context a forward pass or ``generate`` runs in for a run's precision.
+
+    bf16 = ``torch.autocast(device_type, dtype=torch.bfloat16)``, the same autocast that
+    transformers' Trainer (through accelerate) wraps around training with ``bf16=True``: matmuls
+    in bf16, reductions and the weights (fp32 masters) untouched. fp32 = no context.
+
+    Args:
+        device: a torch device string (``cpu``, ``cuda``, ``cuda:1``).
+        bf16: whether to autocast to bf16.
+
+    Returns:
+        A context manager.
+    """
+    import contextlib
+
+    if not bf16:
+        return contextlib.nullcontext()
+    import torch
+
+    return torch.autocast(device_type=str(device).split(":", 1)[0], dtype=torch.bfloat16)
+
+
+def inference_bf16(requested: bool | None, trained_bf16: bool | None) -> bool:
+    """Precision for decoding: ``--bf16/--no-bf16`` if given, else the run's training precision (from its
+    ``peftsum_config.json``), else :func:`resolve_bf16`'s choice (``PEFTSUM_BF16``, then the hardware).
+
+    Args:
+        requested: the command's ``--bf16``/``--no-bf16`` (``None`` = not given).
+        trained_bf16: whether the run trained in bf16 (``None`` = not a peftsum run, e.g. a hub model).
+
+    Returns:
+        Whether generation runs under bf16 autocast.
+
+    Raises:
+        ConfigError: an invalid ``PEFTSUM_BF16`` value.
+    """
+    if requested is not None:
+        return bool(requested)
+    if trained_bf16 is not None:
+        return bool(trained_bf16)
+    return resolve_bf16(None)

@@ -59,7 +59,7 @@ def length_sorted_batches(lengths: list[int], batch_size: int) -> Iterator[list[
 
 def generate_summaries(model, tokenizer, texts: list[str], settings: GenerationSettings = GenerationSettings(),
                        max_source_length: int = 512, source_prefix: str = "", batch_size: int = DEFAULT_BATCH_SIZE,
-                       progress: bool = True) -> list[str]:
+                       progress: bool = True, bf16: bool = False) -> list[str]:
     """Summarize ``texts`` in length-sorted batches; results come back in input order.
 
     Args:
@@ -71,23 +71,30 @@ def generate_summaries(model, tokenizer, texts: list[str], settings: GenerationS
         source_prefix: task prefix (must match training).
         batch_size: articles per ``generate`` call.
         progress: show a progress bar.
+        bf16: decode under bf16 autocast (:func:`peftsum.runtime.autocast_context`) on the model's device;
+            ``False`` = the model's own dtype (fp32 for peftsum's models).
 
     Returns:
         One decoded summary per text (special tokens removed, whitespace stripped).
     """
     out: list[str | None] = [None] * len(texts)
     for idx, preds in iter_generate(model, tokenizer, texts, settings, max_source_length, source_prefix, batch_size,
-                                    progress):
+                                    progress, bf16=bf16):
         for i, p in zip(idx, preds):
             out[i] = p
     return [o or "" for o in out]
 
 
 def iter_generate(model, tokenizer, texts, settings=GenerationSettings(), max_source_length=512, source_prefix="",
-                  batch_size=DEFAULT_BATCH_SIZE, progress=True) -> Iterator[tuple[list[int], list[str]]]:
-    """Like :func:`generate_summaries` but yields ``(indices, summaries)`` per batch, for streaming to disk."""
+                  batch_size=DEFAULT_BATCH_SIZE, progress=True, bf16=False) -> Iterator[tuple[list[int], list[str]]]:
+    """Like :func:`generate_summaries` but yields ``(indices, summaries)`` per batch, for streaming to disk.
+
+    Decodes on the device of the model's weights (see :func:`peftsum.modeling.load.load_for_inference`).
+    """
     import torch
     from tqdm.auto import tqdm
+
+    from peftsum.runtime import autocast_context
 
     model.eval()
     device = next(model.parameters()).device
@@ -98,7 +105,7 @@ def iter_generate(model, tokenizer, texts, settings=GenerationSettings(), max_so
     for idx in batches:
         feats = [{"input_ids": enc["input_ids"][i], "attention_mask": enc["attention_mask"][i]} for i in idx]
         batch = tokenizer.pad(feats, return_tensors="pt").to(device)
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast_context(device.type, bf16):
             ids = model.generate(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                                  **settings.to_kwargs())
         preds = [s.strip() for s in tokenizer.batch_decode(ids, skip_special_tokens=True)]

@@ -43,7 +43,7 @@ def evaluate_model(model_path: str, language: str, output_file: str | Path, spli
                    settings: GenerationSettings = GenerationSettings(), batch_size: int = DEFAULT_BATCH_SIZE,
                    max_source_length: int | None = None, source_prefix: str | None = None,
                    stemmer: bool | None = None, n_resamples: int = 1000, seed: int = 0, overwrite: bool = False,
-                   progress: bool = True, log=print) -> dict:
+                   progress: bool = True, log=print, bf16: bool | None = None, device: str | None = None) -> dict:
     """Generate summaries for one language/split, stream them to disk, score them.
 
     Predictions go to ``predictions.jsonl`` beside ``output_file`` (``{"id", "reference",
@@ -63,9 +63,13 @@ def evaluate_model(model_path: str, language: str, output_file: str | Path, spli
         stemmer: ``None`` = the language's XL-Sum default.
         n_resamples, seed: bootstrap settings.
         overwrite: replace existing results and predictions.
+        bf16: decode under bf16 autocast; ``None`` = the run's training precision
+            (:func:`peftsum.runtime.inference_bf16`).
+        device: ``cpu``, ``cuda``, ``cuda:N``; ``None`` = CUDA when available, else CPU.
 
     Returns:
-        The results dict that was written.
+        The results dict that was written; ``precision`` (``{"trained", "evaluated"}``: ``"bf16"``,
+        ``"fp32"`` or ``None`` when unknown) and ``device`` say how it was computed.
 
     Raises:
         PeftsumError: existing results without ``overwrite``, bad language/split/data, unloadable model.
@@ -74,10 +78,16 @@ def evaluate_model(model_path: str, language: str, output_file: str | Path, spli
     from peftsum.io import write_json_atomic
     from peftsum.metrics import score_texts
     from peftsum.modeling.load import load_for_inference
+    from peftsum.runtime import inference_bf16, inference_device, precision_name
 
     output_file = Path(output_file)
     ensure_writable_target(output_file, overwrite, alternative=None)
     trained = run_config(model_path)
+    trained_bf16 = trained.get("bf16")
+    bf16 = inference_bf16(bf16, trained_bf16)
+    device = inference_device(device)
+    precision = {"trained": None if trained_bf16 is None else precision_name(trained_bf16),
+                 "evaluated": precision_name(bf16)}
     max_source_length = max_source_length or trained.get("max_source_length", 512)
     source_prefix = trained.get("source_prefix", "") if source_prefix is None else source_prefix
     split = split or eval_split(language, data)
@@ -86,7 +96,8 @@ def evaluate_model(model_path: str, language: str, output_file: str | Path, spli
     pred_file = output_file.parent / "predictions.jsonl"
     meta_file = output_file.parent / ".predictions.meta.json"
     meta = {"model_path": str(model_path), "language": loaded.language, "split": split, "data": str(data),
-            "generation": asdict(settings), "max_source_length": max_source_length, "source_prefix": source_prefix}
+            "generation": asdict(settings), "max_source_length": max_source_length, "source_prefix": source_prefix,
+            "precision": precision["evaluated"]}
     output_file.parent.mkdir(parents=True, exist_ok=True)
     done = _read_done(pred_file, meta_file, meta, overwrite)
     todo = [i for i, r in enumerate(rows) if r["id"] not in done]
@@ -94,7 +105,8 @@ def evaluate_model(model_path: str, language: str, output_file: str | Path, spli
         log(f"continuing: {len(rows) - len(todo)} of {len(rows)} predictions already in {pred_file}")
     if todo:
         meta_file.write_text(json.dumps(meta))
-        model, tokenizer = load_for_inference(model_path)
+        model, tokenizer = load_for_inference(model_path, device)
+        log(f"decoding on {device} in {precision['evaluated']}")
         # rewrite what is kept (drops a line cut by a kill), then append batch by batch
         with pred_file.open("w", encoding="utf-8") as fh:
             for r in rows:
@@ -102,7 +114,7 @@ def evaluate_model(model_path: str, language: str, output_file: str | Path, spli
                     fh.write(json.dumps({"id": r["id"], "reference": r["summary"], "prediction": done[r["id"]]},
                                         ensure_ascii=False) + "\n")
             for idx, preds in iter_generate(model, tokenizer, [rows[i]["text"] for i in todo], settings,
-                                            max_source_length, source_prefix, batch_size, progress):
+                                            max_source_length, source_prefix, batch_size, progress, bf16=bf16):
                 for j, pred in zip(idx, preds):
                     r = rows[todo[j]]
                     done[r["id"]] = pred
@@ -117,15 +129,19 @@ def evaluate_model(model_path: str, language: str, output_file: str | Path, spli
     result["paired"] = compare_to_lead1(result, rows)  # model vs LEAD-1 on the same references
     result.update({"model_path": str(model_path), "split": split, "data": str(data), "source": loaded.source,
                    "dropped_rows": dict(loaded.dropped), "generation": asdict(settings),
-                   "max_source_length": max_source_length, "ids": [r["id"] for r in rows]})
+                   "max_source_length": max_source_length, "precision": precision, "device": device,
+                   "ids": [r["id"] for r in rows]})
     write_json_atomic(output_file, result)
     return result
 
 
 def write_samples(model_path: str, language: str, output_file: str | Path, num_samples: int = 10,
                   split: str | None = None, data: str = "sample", settings: GenerationSettings = GenerationSettings(),
-                  article_chars: int = 400, overwrite: bool = False, progress: bool = True) -> Path:
+                  article_chars: int = 400, overwrite: bool = False, progress: bool = True,
+                  bf16: bool | None = None, device: str | None = None) -> Path:
     """Write a human-readable file of sample summaries: article start, reference, prediction.
+
+    ``bf16`` and ``device`` as in :func:`evaluate_model` (default: the run's precision, the best device).
 
     Raises:
         PeftsumError: output exists without ``overwrite``; bad language/split/data; unloadable model.
@@ -134,16 +150,25 @@ def write_samples(model_path: str, language: str, output_file: str | Path, num_s
     from peftsum.generation.decode import generate_summaries
     from peftsum.io import write_text_atomic
     from peftsum.modeling.load import load_for_inference
+    from peftsum.runtime import inference_bf16, inference_device, precision_name
 
     output_file = Path(output_file)
     ensure_writable_target(output_file, overwrite, alternative=None)
     trained = run_config(model_path)
+    trained_bf16 = trained.get("bf16")
+    bf16 = inference_bf16(bf16, trained_bf16)
+    device = inference_device(device)
+    precision = {"trained": None if trained_bf16 is None else precision_name(trained_bf16),
+                 "evaluated": precision_name(bf16)}
     split = split or eval_split(language, data)
     rows = load_split(language, split, data, num_samples).rows
-    model, tokenizer = load_for_inference(model_path)
+    from peftsum.runtime import inference_bf16
+
+    bf16 = inference_bf16(bf16, trained.get("bf16"))
+    model, tokenizer = load_for_inference(model_path, device)
     preds = generate_summaries(model, tokenizer, [r["text"] for r in rows], settings,
                                trained.get("max_source_length", 512), trained.get("source_prefix", ""),
-                               progress=progress)
+                               progress=progress, bf16=bf16)
     parts = []
     for i, (row, pred) in enumerate(zip(rows, preds), 1):
         article = row["text"][:article_chars] + ("..." if len(row["text"]) > article_chars else "")

@@ -284,19 +284,27 @@ def is_adapter_dir(path: str | Path) -> bool:
     return (Path(path) / "adapter_config.json").is_file()
 
 
-def load_for_inference(model_path: str):
-    """Load a fine-tuned model (full checkpoint or PEFT adapter dir) and its tokenizer, in eval mode.
+def load_for_inference(model_path: str, device: str | None = None):
+    """Load a fine-tuned model (full checkpoint or PEFT adapter dir) and its tokenizer, in eval mode, on a device.
+
+    The weights stay fp32 (how peftsum saves them); the precision of decoding is chosen per call
+    (``generate_summaries(..., bf16=...)``, :func:`peftsum.runtime.inference_bf16`).
 
     Args:
         model_path: a full checkpoint folder, an adapter folder (its base is read from
             ``adapter_config.json``), a run folder containing ``model/``, or a hub id.
+        device: where to put the model (``cpu``, ``cuda``, ``cuda:N``); ``None`` = the best found,
+            CUDA then CPU (:func:`peftsum.runtime.inference_device`).
 
     Returns:
-        ``(model, tokenizer)``.
+        ``(model, tokenizer)``; ``next(model.parameters()).device`` is the device used.
 
     Raises:
-        PeftsumError: the folder or its base model cannot be loaded.
+        PeftsumError: the folder or its base model cannot be loaded; ConfigError: an unusable device.
     """
+    from peftsum.runtime import inference_device
+
+    device = inference_device(device)
     path = Path(model_path)
     if path.is_dir() and (path / "model").is_dir():
         path = path / "model"
@@ -314,6 +322,7 @@ def load_for_inference(model_path: str):
     else:
         model, _ = load_model(str(path))
         tokenizer = load_tokenizer(str(path))
+    model.to(device)
     model.eval()
     return model, tokenizer
 

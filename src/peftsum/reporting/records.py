@@ -58,12 +58,17 @@ class EvalRecord:
         score: the parsed ``results.json``.
         predictions_path: ``predictions.jsonl`` if present, else ``None``.
         generation: the generation settings recorded in ``results.json`` (may be ``{}``).
+        precision: the precision decoding ran in (``"bf16"``/``"fp32"``), ``None`` for results written
+            before peftsum recorded it.
+        device: the device decoding ran on (``cpu``, ``cuda``, ...) or ``None`` (not recorded).
     """
 
     language: str
     score: Score
     predictions_path: Path | None
     generation: dict = field(default_factory=dict)
+    precision: str | None = None
+    device: str | None = None
 
     @property
     def split(self) -> str | None:
@@ -113,6 +118,16 @@ class RunRecord:
     def metric(self, key: str) -> Any:
         """A value from ``metrics.json`` (``None`` when missing or the file is absent)."""
         return (self.metrics or {}).get(key)
+
+    @property
+    def precision(self) -> str | None:
+        """Training precision, ``"bf16"`` or ``"fp32"`` (older runs: from ``hyperparameters.bf16``), or ``None``."""
+        if self.metrics is None:
+            return None
+        if self.metric("precision"):
+            return str(self.metric("precision"))
+        bf16 = (self.metric("hyperparameters") or {}).get("bf16")
+        return None if bf16 is None else ("bf16" if bf16 else "fp32")
 
 
 @dataclass
@@ -297,6 +312,9 @@ def load_run(run_dir: Path) -> RunRecord:
                 score=score,
                 predictions_path=pred if pred.is_file() else None,
                 generation=gen if isinstance(gen, dict) else {},
+                precision=(data.get("precision") or {}).get("evaluated") if isinstance(data.get("precision"), dict)
+                else None,
+                device=str(data["device"]) if data.get("device") else None,
             )
     log = run_dir / "training_log.jsonl"
     train_curve, val_curve = read_training_log(log) if log.is_file() else ([], [])

@@ -251,7 +251,7 @@ def _tests_table(sec: LanguageSection) -> Table | None:
 
 def _per_run_table(exp: Experiment) -> Table:
     headers = (
-        ["run", "seed", "evaluated on", "split", "examples"]
+        ["run", "seed", "evaluated on", "split", "examples", "precision (train / eval, device)"]
         + [ROUGE_LABELS[m] for m in ROUGE_KEYS]
         + ["script share", "empty preds", "sentinel preds"]
     )
@@ -271,6 +271,7 @@ def _per_run_table(exp: Experiment) -> Table:
                     fmt_count(
                         sc.num_examples if sc.num_examples is not None else len(sc.per_example[PRIMARY])
                     ),
+                    f"{r.precision or DASH} / {ev.precision or DASH}" + (f", {ev.device}" if ev.device else ""),
                 ]
                 + [fmt_score_ci(sc.f1[m], sc.ci_low[m], sc.ci_high[m]) for m in ROUGE_KEYS]
                 + [
@@ -279,7 +280,7 @@ def _per_run_table(exp: Experiment) -> Table:
                     str(san.get("sentinel_predictions", DASH)),
                 ]
             )
-    return Table(headers, rows, numeric=[False, True, False, False, True] + [True] * 7)
+    return Table(headers, rows, numeric=[False, True, False, False, True, False] + [True] * 7)
 
 
 def _efficiency_table(rows: list[EfficiencyRow]) -> Table:
@@ -354,9 +355,10 @@ def _samples(sec: LanguageSection, n: int) -> Table | None:
 
 
 def _runs_table(exp: Experiment) -> Table:
-    headers = ["run", "status", "method", "trained on", "seed", "model", "hyperparameters"]
+    headers = ["run", "status", "method", "trained on", "seed", "model", "precision", "hyperparameters"]
     rows = []
     for r in exp.runs:
+        device = r.metric("device")
         rows.append(
             [
                 r.run_id,
@@ -365,6 +367,7 @@ def _runs_table(exp: Experiment) -> Table:
                 train_label(r.train_languages) or DASH,
                 DASH if r.seed is None else str(r.seed),
                 str(r.metric("model") or DASH),
+                (r.precision or DASH) + (f" on {device}" if device else ""),
                 _hyper_summary(r),
             ]
         )

@@ -131,6 +131,14 @@ def _fmt(value, digits: int = 2) -> str:
     return str(value)
 
 
+def _precision_line(metrics: dict) -> str:
+    precision = metrics.get("precision") or ("bf16" if (metrics.get("hyperparameters") or {}).get("bf16") else "fp32")
+    where = f" on {metrics['device']}" if metrics.get("device") else ""
+    if precision == "bf16":
+        return f"bf16 autocast{where} (fp32 master weights; saved weights are fp32)"
+    return f"fp32{where}"
+
+
 def model_card(metrics: dict) -> str:
     """A model card (``README.md``) for a run folder, from its ``metrics.json`` values.
 
@@ -191,6 +199,7 @@ Trained with peftsum on XL-Sum (data: `{metrics.get("data")}`), training languag
 | {"adapter" if is_peft else "checkpoint"} size | {_fmt(metrics.get("checkpoint_size_mb"))} MB |
 | training rows / validation rows | {metrics.get("train_rows")} / {metrics.get("val_rows")} |
 | optimizer steps | {metrics.get("global_step")} |
+| precision (training) | {_precision_line(metrics)} |
 | training time | {_fmt(metrics.get("train_runtime_s"), 1)} s ({_fmt(metrics.get("tokens_per_second"), 0)} tokens/s) |
 | final training loss | {_fmt(metrics.get("train_loss"), 4)} |
 | validation loss | {_fmt(metrics.get("eval_loss"), 4)} |

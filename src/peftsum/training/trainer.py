@@ -402,7 +402,7 @@ def _rouge_evaluator(cfg: TrainConfig, rows_by_lang: dict[str, list[dict]], toke
         for lang, rows in subset.items():
             preds = generate_summaries(model, tokenizer, [r["text"] for r in rows], greedy,
                                        max_source_length=cfg.max_source_length, source_prefix=cfg.source_prefix,
-                                       batch_size=cfg.batch_size * 2, progress=False)
+                                       batch_size=cfg.batch_size * 2, progress=False, bf16=cfg.bf16)
             res = score_texts(preds, [r["summary"] for r in rows], lang, n_resamples=0)
             for key in ("rouge1", "rouge2", "rougeL", "rougeLsum"):
                 totals.setdefault(key, []).append(res[key]["f1"])
@@ -641,6 +641,7 @@ def run_training(setup: TrainingSetup, log=print) -> dict:
     """
     from peftsum.io import atomic_dir, write_json_atomic, write_text_atomic
     from peftsum.modeling.methods import describe_hyper
+    from peftsum.runtime import precision_name
     from peftsum.training.record import count_parameters, git_commit, library_versions, model_card, \
         peak_gpu_mb, peak_rss_mb, weights_size_mb
 
@@ -650,6 +651,9 @@ def run_training(setup: TrainingSetup, log=print) -> dict:
     result = trainer.train(resume_from_checkpoint=str(setup.resume_from) if setup.resume_from else None)
     runtime = time.perf_counter() - start
     eval_metrics = trainer.evaluate()
+    # With bf16, accelerate wrapped model.forward in autocast; take the wrapper off so the model in memory is the
+    # fp32 model that is saved, and evaluation after training chooses its precision explicitly (issue #10).
+    trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)
 
     model_dir = out / "model"
     save_kwargs = {}
@@ -693,6 +697,8 @@ def run_training(setup: TrainingSetup, log=print) -> dict:
         "resumed_from_step": _step_of(setup.resume_from) if setup.resume_from else None,
         "best_checkpoint_step": _step_of(Path(best)) if best else None,
         "best_metric": trainer.state.best_metric,
+        "precision": precision_name(cfg.bf16),  # "bf16" (autocast, fp32 master weights) or "fp32"
+        "device": str(trainer.args.device),
         "peak_rss_mb": peak_rss_mb(),
         "peak_gpu_mb": peak_gpu_mb(),
         "train_loss": train_loss,
