@@ -277,6 +277,11 @@ def test_report_tells_fp32_and_bf16_runs_apart(bf16_runs, tiny_model_dir, tmp_pa
     text = next(p for p in report.values() if str(p).endswith(".md")).read_text()
     assert "bf16 / bf16, cpu" in text and "fp32 / fp32, cpu" in text
     assert "bf16 on cpu" in text and "fp32 on cpu" in text
+    # the model cards list the evaluations with the precision each was decoded in
+    card = (exp / "runs" / "lora-english-s42" / "README.md").read_text()
+    assert "## Evaluations" in card and "| english | validation | 3 |" in card and "bf16 on cpu" in card
+    assert "bf16 autocast" in card
+    assert "fp32 on cpu" in (exp / "runs" / "full-english-s42" / "README.md").read_text()
 
 
 @pytest.mark.slow

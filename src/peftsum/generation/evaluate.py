@@ -132,6 +132,11 @@ def evaluate_model(model_path: str, language: str, output_file: str | Path, spli
                    "max_source_length": max_source_length, "precision": precision, "device": device,
                    "ids": [r["id"] for r in rows]})
     write_json_atomic(output_file, result)
+    run_dir = Path(model_path)
+    if output_file.resolve().is_relative_to(run_dir.resolve()):  # an evaluation of a run, stored in the run folder
+        from peftsum.training.record import refresh_model_card
+
+        refresh_model_card(run_dir)  # the card lists every evaluation with its precision and device
     return result
 
 

@@ -139,11 +139,61 @@ def _precision_line(metrics: dict) -> str:
     return f"fp32{where}"
 
 
-def model_card(metrics: dict) -> str:
+def _evaluations_section(evaluations: list[dict] | None) -> str:
+    if not evaluations:
+        return ""
+    rows = []
+    for res in evaluations:
+        prec = res.get("precision") or {}
+        rows.append(f"| {res.get('language')} | {res.get('split')} | {res.get('num_examples')} | "
+                    + " / ".join(_fmt((res.get(k) or {}).get("f1")) for k in ("rouge1", "rouge2", "rougeL"))
+                    + f" | {prec.get('evaluated') or 'n/a'} on {res.get('device') or 'n/a'} |")
+    return ("\n## Evaluations\n\nmultilingual ROUGE F1 (0-100), decoding settings as recorded in each "
+            "`eval/<language>/results.json`.\n\n| language | split | examples | ROUGE-1 / 2 / L | decoded in |\n"
+            "| --- | --- | ---: | --- | --- |\n" + "\n".join(rows) + "\n")
+
+
+def evaluations_of(run_dir: Path) -> list[dict]:
+    """The ``eval/<language>/results.json`` dicts of a run folder, by language (empty when none)."""
+    import json
+
+    out = []
+    for res in sorted(Path(run_dir).glob("eval/*/results.json")):
+        try:
+            out.append(json.loads(res.read_text(encoding="utf-8")))
+        except ValueError:
+            continue  # a corrupt file is reported by the report reader, not here
+    return out
+
+
+def refresh_model_card(run_dir: Path) -> bool:
+    """Rewrite a run's ``README.md`` with its evaluations (after ``peftsum evaluate`` wrote one).
+
+    Args:
+        run_dir: a run folder with ``metrics.json``.
+
+    Returns:
+        Whether the card was written (``False`` when the folder has no ``metrics.json``).
+    """
+    import json
+
+    from peftsum.io import write_text_atomic
+
+    metrics_path = Path(run_dir) / "metrics.json"
+    if not metrics_path.is_file():
+        return False
+    metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
+    write_text_atomic(Path(run_dir) / "README.md", model_card(metrics, evaluations_of(run_dir)))
+    return True
+
+
+def model_card(metrics: dict, evaluations: list[dict] | None = None) -> str:
     """A model card (``README.md``) for a run folder, from its ``metrics.json`` values.
 
     Args:
         metrics: the dict :func:`peftsum.training.trainer.run_training` writes to ``metrics.json``.
+        evaluations: ``results.json`` dicts of the run's evaluations (language, ROUGE, the precision and
+            device decoding ran in), shown in an "Evaluations" section; ``None`` = none yet.
 
     Returns:
         Markdown with a Hugging Face metadata header: base model, method and its
@@ -213,7 +263,7 @@ Trained with peftsum on XL-Sum (data: `{metrics.get("data")}`), training languag
 {hp_rows}
 
 The exact resolved config is in `metrics.json` (`config`) and `peftsum_config.json`.
-
+{_evaluations_section(evaluations)}
 ## How to load
 
 ```python
