@@ -293,10 +293,12 @@ def test_the_allocator_is_tuned_once_per_process(tmp_path):
     assert off.split()[:2] == ["False", "False"]
 
 
-def test_bf16_auto_follows_the_hardware(tiny_model_dir, tmp_path):
+def test_bf16_auto_follows_the_hardware(tiny_model_dir, tmp_path, monkeypatch):
     """``bf16`` unset = auto: on with native bf16 (GPU, AMX/AVX512-BF16 CPU flags), off elsewhere;
     an explicit value and ``--fp16`` win; the resolved config records a plain bool."""
-    from peftsum.runtime import bf16_is_fast, cpu_flags
+    from peftsum.runtime import PRECISION_ENV, bf16_is_fast, cpu_flags
+
+    monkeypatch.delenv(PRECISION_ENV, raising=False)  # auto itself (the suite pins fp32 through it)
     from peftsum.training.trainer import resolve
 
     assert bf16_is_fast({"avx2", "amx_bf16"}, cuda=False) and bf16_is_fast({"avx512_bf16"}, cuda=False)
