@@ -34,6 +34,14 @@ console = Console(soft_wrap=True)
 err_console = Console(stderr=True)
 
 
+_INTERRUPTED = {
+    "train_cmd": ": to continue from the last complete checkpoint, run the same command again with --resume added",
+    "experiment_cmd": ": to continue, run the same command again (finished runs are skipped; an interrupted "
+                      "run resumes from its last complete checkpoint)",
+}
+"""What to type after Ctrl-C, per command (the function name); other commands just say interrupted."""
+
+
 def _run(fn: Callable) -> Callable:
     """Decorator: run a command, printing a one-line error (exit 2) for bad input."""
 
@@ -45,7 +53,7 @@ def _run(fn: Callable) -> Callable:
             err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
-            err_console.print("[bold red]interrupted[/] (a training run continues with --resume)")
+            err_console.print(f"[bold red]interrupted[/]{_INTERRUPTED.get(fn.__name__, '')}", highlight=False)
             raise typer.Exit(130) from None
         except (typer.Exit, typer.Abort, SystemExit):
             raise
@@ -313,18 +321,22 @@ def experiment_cmd(
         None, "--set", help="Override a config key, e.g. --set train.max_steps=100 --set languages=[hindi,urdu]."
     ),
     show_config: bool = typer.Option(False, "--show-config", help="Print the resolved config and exit."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted experiment (a plain rerun does the same)."),
 ) -> None:
     """Run methods x languages x seeds with equal budgets, evaluate, score baselines and write the report.
 
     With no CONFIG this is the offline demo: a tiny mT5 pretrained on the bundled rows, then full
     fine-tuning, LoRA and IA3 on English and Russian (about 5-8 minutes on 2 CPU cores).
-    Finished runs are skipped when the same experiment is run again.
+    Finished runs are skipped when the same experiment is run again; an interrupted run resumes
+    from its last complete checkpoint.
     """
     import yaml
 
     from peftsum.experiments.config import default_config_path, load_experiment
     from peftsum.experiments.runner import run_experiment
 
+    if resume and overwrite:
+        raise PeftsumError("--resume continues the experiment in the folder and --overwrite replaces it; pass one of them")
     cfg = load_experiment(config, set_)
     if show_config:
         console.print(yaml.safe_dump(cfg.to_dict(), sort_keys=False, allow_unicode=True), markup=False)
