@@ -221,6 +221,9 @@ def train_cmd(
     overrides["overwrite"] = overwrite or None
     cfg = train_config_from(config, overrides)
     if cfg.model == "tiny":
+        from peftsum.modeling.tiny import default_tiny_dir, refuse_ambiguous_name
+
+        refuse_ambiguous_name(cfg.model, f"--model {default_tiny_dir()}")
         cfg.model = str(ensure_tiny_model())
     metrics = train(cfg, log=console.print)
     val = "n/a" if metrics["eval_loss"] is None else f"{metrics['eval_loss']:.4f}"

@@ -22,7 +22,9 @@ def resolve_base_model(cfg: ExperimentConfig, log=print) -> str:
     if cfg.model != "tiny":
         return cfg.model
     from peftsum.modeling.pretrain import ensure_pretrained_tiny
-    from peftsum.modeling.tiny import ensure_tiny_model
+    from peftsum.modeling.tiny import ensure_tiny_model, refuse_ambiguous_name
+
+    refuse_ambiguous_name(cfg.model, "rename or move that folder")
 
     if cfg.pretrain_steps > 0:
         log(f"base: tiny mT5 pretrained with span corruption for {cfg.pretrain_steps} steps (cached)")

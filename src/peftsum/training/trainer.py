@@ -693,6 +693,10 @@ def run_training(setup: TrainingSetup, log=print) -> dict:
     save_kwargs = {}
     if setup.init_adapter is not None:
         save_kwargs["path_initial_model_for_weight_conversion"] = str(setup.init_adapter)
+    if not setup.method.is_peft:  # a full checkpoint is shipped as is: plain generate() decodes as XL-Sum did
+        from peftsum.modeling.shipping import set_generation_settings
+
+        set_generation_settings(trainer.model.generation_config)
     with atomic_dir(model_dir, overwrite=True) as tmp:  # a kill while saving leaves no half-written model/
         trainer.model.save_pretrained(str(tmp), **save_kwargs)
         setup.tokenizer.save_pretrained(str(tmp))
@@ -751,6 +755,8 @@ def run_training(setup: TrainingSetup, log=print) -> dict:
     }
     write_json_atomic(out / "metrics.json", metrics)
     write_text_atomic(out / "README.md", model_card(metrics))
+    if not setup.method.is_peft:  # the checkpoint folder carries the card too (PEFT writes its own)
+        write_text_atomic(model_dir / "README.md", model_card(metrics))
     log(f"{setup.method.name}: {trainer.state.global_step} steps in {runtime:.1f} s -> {model_dir}")
     return metrics
 
