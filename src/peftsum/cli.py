@@ -124,9 +124,13 @@ def data_stats(
     from peftsum.data.languages import get_language
 
     language = get_language(language).name
+    tok_name = (f"the tokenizer of {tokenizer}" if tokenizer else
+                f"the offline tiny mT5's tokenizer ({ensure_tiny_model()}; --tokenizer picks another)")
     tok = load_tokenizer(tokenizer or str(ensure_tiny_model()))
     stats = language_stats(language, data, tok)
+    stats["tokenizer"] = tokenizer or str(ensure_tiny_model())
     print_stats(console, stats)
+    console.print(f"token counts use {tok_name}", highlight=False)
     if output_file:
         write_json_atomic(output_file, stats)
 
@@ -174,7 +178,7 @@ def train_cmd(
     max_steps: Optional[int] = typer.Option(None, help="Optimizer steps (overrides epochs)."),
     batch_size: Optional[int] = typer.Option(None, help="Examples per micro-batch."),
     gradient_accumulation_steps: Optional[int] = typer.Option(None, help="Micro-batches per optimizer step."),
-    learning_rate: Optional[float] = typer.Option(None, help="Peak learning rate (default: the method's)."),
+    learning_rate: Optional[float] = typer.Option(None, "--learning-rate", "--lr", help="Peak learning rate (default: the method's)."),
     weight_decay: Optional[float] = typer.Option(None, help="Decoupled weight decay (default 0)."),
     optimizer: Optional[str] = typer.Option(None, help="adamw or adafactor."),
     lr_scheduler: Optional[str] = typer.Option(None, help="linear, constant or cosine (after warmup)."),
@@ -220,6 +224,9 @@ def train_cmd(
     overrides["resume"] = resume or None
     overrides["overwrite"] = overwrite or None
     cfg = train_config_from(config, overrides)
+    from peftsum.training.ranges import check_train_ranges
+
+    check_train_ranges(cfg)  # before the tiny model is built or anything loads
     if cfg.model == "tiny":
         from peftsum.modeling.tiny import default_tiny_dir, refuse_ambiguous_name
 
@@ -242,10 +249,35 @@ def _settings(num_beams, length_penalty, no_repeat_ngram_size, max_new_tokens):
                               no_repeat_ngram_size=no_repeat_ngram_size, max_new_tokens=max_new_tokens)
 
 
-NumBeams = typer.Option(4, help="Beam width (XL-Sum: 4; 1 = greedy).")
+NumBeams = typer.Option(4, min=1, help="Beam width (XL-Sum: 4; 1 = greedy).")
 LengthPenalty = typer.Option(0.6, help="Beam length_penalty (XL-Sum: 0.6).")
-NoRepeat = typer.Option(2, help="no_repeat_ngram_size (XL-Sum: 2; 0 = off).")
-MaxNew = typer.Option(84, help="Maximum new tokens per summary (XL-Sum: 84).")
+NoRepeat = typer.Option(2, min=0, help="no_repeat_ngram_size (XL-Sum: 2; 0 = off).")
+MaxNew = typer.Option(84, min=1, help="Maximum new tokens per summary (XL-Sum: 84).")
+
+
+def _check_split(value: Optional[str]) -> Optional[str]:
+    """``--split`` takes what its help says: test or validation."""
+    if value is not None and value not in ("test", "validation"):
+        raise typer.BadParameter(f"{value!r} is not one of 'test', 'validation'")
+    return value
+
+
+SplitOpt = typer.Option(None, callback=_check_split,
+                        help="test or validation (default: test where present, else validation; said on the console).")
+
+
+def _eval_split(language: str, data: str, split: str | None) -> str | None:
+    """``split`` as given; when not given and the language has no test rows, say that validation is used."""
+    if split is not None:
+        return None
+    from peftsum.data.languages import get_language
+    from peftsum.data.xlsum import eval_split
+
+    chosen = eval_split(language, data)
+    if chosen != "test":
+        console.print(f"note: {get_language(language).name} has no test rows in --data {data}; "
+                      f"using the {chosen} split", highlight=False)
+    return chosen
 
 
 @app.command("evaluate")
@@ -254,10 +286,10 @@ def evaluate_cmd(
     model_path: str = typer.Option(..., help="Run folder, checkpoint, adapter folder or hub id."),
     language: str = typer.Option(..., "--language", "-l", help="Language of the evaluation rows."),
     output_file: Path = typer.Option(..., help="Results JSON; predictions.jsonl is written beside it."),
-    split: Optional[str] = typer.Option(None, help="test or validation (default: test where present)."),
+    split: Optional[str] = SplitOpt,
     data: str = DataOpt,
-    test_samples: Optional[int] = typer.Option(None, help="Evaluate the first N rows (default all)."),
-    batch_size: int = typer.Option(32, help="Articles per generate call."),
+    test_samples: Optional[int] = typer.Option(None, min=1, help="Evaluate the first N rows (default all)."),
+    batch_size: int = typer.Option(32, min=1, help="Articles per generate call."),
     num_beams: int = NumBeams,
     length_penalty: float = LengthPenalty,
     no_repeat_ngram_size: int = NoRepeat,
@@ -269,6 +301,7 @@ def evaluate_cmd(
     from peftsum.generation.evaluate import evaluate_model
     from peftsum.display import print_scores
 
+    split = split or _eval_split(language, data, split)
     result = evaluate_model(model_path, language, output_file, split, data, test_samples,
                             _settings(num_beams, length_penalty, no_repeat_ngram_size, max_new_tokens),
                             batch_size, stemmer=stemmer, overwrite=overwrite, log=console.print)
@@ -282,8 +315,8 @@ def generate_cmd(
     model_path: str = typer.Option(..., help="Run folder, checkpoint, adapter folder or hub id."),
     language: str = typer.Option(..., "--language", "-l", help="Language of the articles."),
     output_file: Path = typer.Option(..., help="Text file with article start, reference and prediction."),
-    num_samples: int = typer.Option(10, help="How many articles."),
-    split: Optional[str] = typer.Option(None, help="test or validation (default: test where present)."),
+    num_samples: int = typer.Option(10, min=1, help="How many articles."),
+    split: Optional[str] = SplitOpt,
     data: str = DataOpt,
     num_beams: int = NumBeams,
     length_penalty: float = LengthPenalty,
@@ -294,6 +327,7 @@ def generate_cmd(
     """Write sample summaries side by side with the reference, for reading."""
     from peftsum.generation.evaluate import write_samples
 
+    split = split or _eval_split(language, data, split)
     out = write_samples(model_path, language, output_file, num_samples, split, data,
                         _settings(num_beams, length_penalty, no_repeat_ngram_size, max_new_tokens),
                         overwrite=overwrite)

@@ -143,6 +143,10 @@ def load_experiment(path: str | Path | None, overrides: list[str] | None = None)
             raise ConfigError(f"{where} (train): {bad!r} is set per run by the experiment; "
                               "use the top-level methods/languages/seeds/model/data keys")
     check_keys(GenerationSettings, cfg.generation, f"{where} (generation)")
+    try:
+        GenerationSettings(**cfg.generation)
+    except ConfigError as exc:
+        raise ConfigError(f"{where} (generation): {exc}") from None
     for key, values in cfg.per_language.items():
         parse_languages(str(key).replace("+", ","))
         check_keys(TrainConfig, values or {}, f"{where} (per_language: {key})")

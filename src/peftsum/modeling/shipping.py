@@ -14,6 +14,7 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
+from peftsum.errors import PeftsumError
 from peftsum.generation.decode import GenerationSettings
 
 XLSUM_LICENCE = "CC BY-NC-SA 4.0"
@@ -68,7 +69,7 @@ def settings_evaluated_with(results: list[dict]) -> GenerationSettings:
     if len(seen) == 1:
         try:
             return GenerationSettings(**json.loads(seen.pop()))
-        except TypeError:
+        except (TypeError, PeftsumError):
             pass
     return GenerationSettings()
 
