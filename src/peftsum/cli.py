@@ -94,14 +94,21 @@ def data_languages() -> None:
 @_run
 def data_validate(
     path: Path = typer.Argument(..., help="A .jsonl file or a folder in the official or per-language layout."),
+    allow_drops: bool = typer.Option(False, "--allow-drops", help="Exit 0 even when rows are dropped (empty, null or missing text/summary)."),
 ) -> None:
-    """Check XL-Sum JSONL files: malformed lines are errors (file:line); bad rows are counted by reason."""
-    from peftsum.data.validate import validate_path
+    """Check XL-Sum JSONL files: every malformed line (file:line:column) and every dropped row (by reason, with lines).
 
-    report = validate_path(path)
-    for file, kept, dropped in report:
-        reasons = ", ".join(f"{n} {r}" for r, n in dropped.items()) or "none"
-        console.print(f"{file}: {kept} valid rows; dropped: {reasons}")
+    Exits 2 when a line is malformed or a row is dropped (--allow-drops accepts dropped rows).
+    """
+    from peftsum.data.validate import check_path, verdict
+
+    checks = check_path(path)
+    for check in checks:
+        for line in check.lines():
+            console.print(line, highlight=False, markup=False)
+    problem = verdict(checks, allow_drops)
+    if problem:
+        raise PeftsumError(problem)
 
 
 @data_app.command("stats")
