@@ -80,11 +80,10 @@ DataOpt = typer.Option(
 @_run
 def data_languages() -> None:
     """List XL-Sum's 45 languages with ISO code and script."""
-    from rich.table import Table
-
     from peftsum.data.languages import LANGUAGES
+    from peftsum.display import make_table
 
-    table = Table("language", "code", "script")
+    table = make_table("language", "code", "script")
     for lang in LANGUAGES.values():
         table.add_row(lang.name, lang.code, lang.script)
     console.print(table)
@@ -160,16 +159,18 @@ def build_tiny(
 @_run
 def methods() -> None:
     """List the fine-tuning methods with their default learning rate, rank and target modules (mT5)."""
-    from rich.table import Table
-
+    from peftsum.display import make_table
     from peftsum.modeling.methods import ALL_LINEAR, METHODS
 
-    table = Table("method", "default lr", "default r", "target_modules (mT5)", "uses", "what it is")
+    table = make_table("method", "lr", "r", "target_modules", "options it reads", numeric=("lr", "r"),
+                       title="Fine-tuning methods (defaults for mT5)")
     for m in METHODS.values():
         table.add_row(m.name, f"{m.learning_rate:g}", str(m.r) if m.r else "-", ",".join(m.target_modules) or "-",
-                      ", ".join(m.uses) or "-", m.summary)
+                      ", ".join(m.uses) or "-")
     console.print(table)
-    console.print(f"--target-modules all-linear = {','.join(ALL_LINEAR)}")
+    for m in METHODS.values():
+        console.print(f"[bold]{m.name}[/]: {m.summary}", highlight=False)
+    console.print(f"--target-modules all-linear = {','.join(ALL_LINEAR)}", highlight=False)
 
 
 @app.command("train")
@@ -389,11 +390,14 @@ def experiment_cmd(
     exp_dir = output_dir or Path("peftsum_runs") / cfg.name
     result = run_experiment(cfg, exp_dir, overwrite=overwrite, log=console.print)
     failed = [k for k, v in result["runs"].items() if v.get("status") != "done"]
-    console.print(f"experiment finished in {result['seconds']:.0f} s: {len(result['runs']) - len(failed)} runs done"
+    n_done = len(result["runs"]) - len(failed)
+    console.print(f"experiment finished in {result['seconds']:.0f} s: {n_done} run{'' if n_done == 1 else 's'} done"
                   + (f", {len(failed)} failed ({', '.join(failed)})" if failed else ""))
     if result["report"]:
-        for name, path in result["report"].items():
-            console.print(f"{name}: {path}")
+        paths = result["report"]
+        n_fig = sum(1 for key in paths if key.startswith("figures/"))
+        console.print(f"report: {paths['markdown']}, {paths['html']} and {n_fig} figure{'' if n_fig == 1 else 's'} "
+                      f"in {exp_dir / 'figures'}", highlight=False)
     if failed:
         raise typer.Exit(1)
 
