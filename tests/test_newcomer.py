@@ -40,15 +40,15 @@ def test_tiny_next_to_a_local_tiny_folder_is_an_error_that_asks_which(tmp_path, 
 
 # --------------------------------------------------------------------------- ranges
 @pytest.mark.parametrize("flag,value,message", [
-    ("--max-steps", -5, "--max-steps must be >= 1"),
-    ("--num-epochs", -1, "--num-epochs must be >= 0"),
-    ("--batch-size", 0, "--batch-size must be >= 1"),
-    ("--lr", -1e-3, "--learning-rate must be > 0"),  # --lr is --learning-rate's short name
-    ("--lora-r", 0, "--lora-r must be >= 1"),
-    ("--lora-dropout", 1.5, "--lora-dropout must be in [0, 1)"),
-    ("--max-source-length", 0, "--max-source-length must be >= 1"),
-    ("--warmup-ratio", 2, "--warmup-ratio must be in [0, 1)"),
-    ("--language-sampling-alpha", 3, "--language-sampling-alpha must be in [0, 1]"),
+    ("--max-steps", -5, "(--max-steps) must be >= 1"),
+    ("--num-epochs", -1, "(--num-epochs) must be >= 0"),
+    ("--batch-size", 0, "(--batch-size) must be >= 1"),
+    ("--lr", -1e-3, "(--learning-rate) must be > 0"),  # --lr is --learning-rate's short name
+    ("--lora-r", 0, "(--lora-r) must be >= 1"),
+    ("--lora-dropout", 1.5, "(--lora-dropout) must be in [0, 1)"),
+    ("--max-source-length", 0, "(--max-source-length) must be >= 1"),
+    ("--warmup-ratio", 2, "(--warmup-ratio) must be in [0, 1)"),
+    ("--language-sampling-alpha", 3, "(--language-sampling-alpha) must be in [0, 1]"),
 ])
 def test_training_numbers_are_range_checked_before_anything_loads(tmp_path, flag, value, message):
     res = invoke("train", "--model", tmp_path / "no-model", "--output-dir", tmp_path / "run", flag, value)
@@ -76,6 +76,13 @@ def test_experiment_generation_settings_are_checked(tmp_path):
     path.write_text("methods: [lora]\nlanguages: [english]\ngeneration: {num_beams: 0}\n")
     with pytest.raises(ConfigError, match="generation.*num_beams must be an integer >= 1"):
         load_experiment(path)
+    path.write_text("methods: [lora, {method: full, lora_dropout: 2}]\nlanguages: [english]\ntrain: {max_steps: 5}\n")
+    with pytest.raises(ConfigError, match=r"\(methods: full\): lora_dropout \(--lora-dropout\) must be in \[0, 1\), got 2"):
+        load_experiment(path)
+    path.write_text("methods: [lora]\nlanguages: [english]\ntrain: {max_steps: -5}\n")
+    with pytest.raises(ConfigError, match=r"max_steps \(--max-steps\) must be >= 1"):
+        load_experiment(path)
+    load_experiment(None)  # the embedded demo passes
 
 
 def test_option_a_method_does_not_read_is_named_as_ignored(tiny_model_dir, tmp_path):

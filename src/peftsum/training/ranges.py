@@ -107,12 +107,13 @@ def check_train_ranges(cfg) -> None:
         cfg: a :class:`~peftsum.config.TrainConfig`.
 
     Raises:
-        ConfigError: naming the option as a flag (``--max-steps``), the allowed range and the value.
+        ConfigError: naming the setting as a config key and a flag (``max_steps (--max-steps)``),
+            the allowed range and the value.
     """
     for name, allowed in RANGES.items():
         value = getattr(cfg, name, None)
         if not allowed.ok(value):
-            raise ConfigError(f"--{name.replace('_', '-')} must be {allowed.describe()}, got {value!r}")
+            raise ConfigError(f"{name} (--{name.replace('_', '-')}) must be {allowed.describe()}, got {value!r}")
 
 
 def ignored_options(cfg, method) -> list[str]:
