@@ -274,10 +274,10 @@ SplitOpt = typer.Option(None, callback=_check_split,
                         help="test or validation (default: test where present, else validation; said on the console).")
 
 
-def _eval_split(language: str, data: str, split: str | None) -> str | None:
+def _eval_split(language: str, data: str, split: str | None) -> str:
     """``split`` as given; when not given and the language has no test rows, say that validation is used."""
     if split is not None:
-        return None
+        return split
     from peftsum.data.languages import get_language
     from peftsum.data.xlsum import eval_split
 
@@ -309,7 +309,7 @@ def evaluate_cmd(
     from peftsum.generation.evaluate import evaluate_model
     from peftsum.display import print_scores
 
-    split = split or _eval_split(language, data, split)
+    split = _eval_split(language, data, split)
     result = evaluate_model(model_path, language, output_file, split, data, test_samples,
                             _settings(num_beams, length_penalty, no_repeat_ngram_size, max_new_tokens),
                             batch_size, stemmer=stemmer, overwrite=overwrite, log=console.print)
@@ -335,7 +335,7 @@ def generate_cmd(
     """Write sample summaries side by side with the reference, for reading."""
     from peftsum.generation.evaluate import write_samples
 
-    split = split or _eval_split(language, data, split)
+    split = _eval_split(language, data, split)
     out = write_samples(model_path, language, output_file, num_samples, split, data,
                         _settings(num_beams, length_penalty, no_repeat_ngram_size, max_new_tokens),
                         overwrite=overwrite)
