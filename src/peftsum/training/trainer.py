@@ -693,10 +693,11 @@ def run_training(setup: TrainingSetup, log=print) -> dict:
     save_kwargs = {}
     if setup.init_adapter is not None:
         save_kwargs["path_initial_model_for_weight_conversion"] = str(setup.init_adapter)
-    if not setup.method.is_peft:  # a full checkpoint is shipped as is: plain generate() decodes as XL-Sum did
+    if not setup.method.is_peft:  # a full checkpoint ships as is: plain generate() decodes with XL-Sum's beams,
+        from peftsum.generation.decode import GenerationSettings  # up to the configured summary length
         from peftsum.modeling.shipping import set_generation_settings
 
-        set_generation_settings(trainer.model.generation_config)
+        set_generation_settings(trainer.model.generation_config, GenerationSettings(max_new_tokens=cfg.max_target_length))
     with atomic_dir(model_dir, overwrite=True) as tmp:  # a kill while saving leaves no half-written model/
         trainer.model.save_pretrained(str(tmp), **save_kwargs)
         setup.tokenizer.save_pretrained(str(tmp))
