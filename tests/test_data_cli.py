@@ -47,15 +47,20 @@ def test_data_stats_cli_writes_json(tiny_model_dir, tmp_path):
 def test_data_validate_cli_reports_drops_and_bad_lines(tmp_path):
     good = tmp_path / "ok.jsonl"
     good.write_text('{"id": "1", "text": "t", "summary": "s"}\n{"id": "2", "text": "", "summary": "s"}\n')
-    res = runner.invoke(app, ["data", "validate", str(good)])
-    assert res.exit_code == 0 and "1 valid rows; dropped: 1 empty text" in res.output
+    res = runner.invoke(app, ["data", "validate", str(good)], env={"COLUMNS": "400"})
+    assert res.exit_code == 2 and "1 valid row, 1 dropped" in res.output
+    assert "dropped 1 row: empty text (line 2)" in res.output and "--allow-drops" in res.output
+    res = runner.invoke(app, ["data", "validate", str(good), "--allow-drops"], env={"COLUMNS": "400"})
+    assert res.exit_code == 0, res.output
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"id": "1", "text": "t", "summary": "s"}\nnot json\n\n[1, 2]\n{"id": "3", "text": "t", "summary": "s"}\n'
                    '{"id": "4", "text": "t"\n')
-    res = runner.invoke(app, ["data", "validate", str(bad)])
-    # every bad line is listed at once (lines 2, 4 and 6; the blank line 3 is fine), in one line
-    assert res.exit_code == 2 and "bad.jsonl: 3 malformed lines (lines 2, 4, 6); line 2: invalid JSON" in res.output
-    assert "Traceback" not in res.output and len(res.output.strip().splitlines()) == 1
+    res = runner.invoke(app, ["data", "validate", str(bad)], env={"COLUMNS": "400"})
+    # every bad line is listed at once (lines 2, 4 and 6; the blank line 3 is fine), with its column
+    assert res.exit_code == 2 and "2 valid rows, 0 dropped, 3 malformed lines" in res.output
+    assert f"{bad}:2:1: invalid JSON" in res.output and f"{bad}:4:1: expected a JSON object" in res.output
+    assert f"{bad}:6:24: invalid JSON" in res.output  # the cut-off end of the line, not column 1
+    assert "Traceback" not in res.output and res.output.strip().splitlines()[-1].startswith("error: 3 malformed lines")
 
 
 def test_unknown_language_is_one_line_with_suggestions():

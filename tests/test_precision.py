@@ -105,7 +105,7 @@ RELOAD = textwrap.dedent("""
     ctx = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else torch.no_grad()
     with torch.inference_mode(), ctx:
         ids = model.generate(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], max_new_tokens=12,
-                             num_beams=1, do_sample=False)
+                             num_beams=1, do_sample=False, no_repeat_ngram_size=0)
     print(json.dumps([s.strip() for s in tok.batch_decode(ids, skip_special_tokens=True)]))
 """)
 

@@ -183,3 +183,32 @@ def test_resume_without_a_run_or_a_checkpoint(tiny_model_dir, tmp_path):
     (tmp_path / "run" / CONFIG_FILE).write_text(json.dumps(resolve(cfg).to_dict()))
     with pytest.raises(ConfigError, match="no complete checkpoint to resume from"):
         build_trainer(cfg)
+
+
+def test_resume_of_a_finished_run_changes_nothing(runs, tiny_model_dir):
+    from typer.testing import CliRunner
+
+    from peftsum.cli import app
+
+    run = runs["ref"]["lora"]
+    files = {name: (run / name).read_bytes() for name in ("metrics.json", "README.md", "training_log.jsonl")}
+    args = command(tiny_model_dir, "lora", run, "--resume")[3:]
+    res = CliRunner().invoke(app, args, env={"COLUMNS": "400"})
+    assert res.exit_code == 0, res.output
+    assert "is finished" in res.output and "nothing to resume" in res.output
+    assert {name: (run / name).read_bytes() for name in files} == files
+
+
+def test_resume_and_overwrite_together_is_one_line_error(runs, tiny_model_dir):
+    from typer.testing import CliRunner
+
+    from peftsum.cli import app
+
+    run = runs["ref"]["lora"]
+    before = (run / "metrics.json").read_bytes()
+    res = CliRunner().invoke(app, [*command(tiny_model_dir, "lora", run, "--resume", "--overwrite")[3:]],
+                             env={"COLUMNS": "400"})
+    assert res.exit_code == 2
+    assert "--resume continues" in res.output and "--overwrite replaces" in res.output
+    assert len(res.output.strip().splitlines()) == 1
+    assert (run / "metrics.json").read_bytes() == before

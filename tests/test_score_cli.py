@@ -45,7 +45,7 @@ def test_score_writes_the_score_json(files, tmp_path):
     result = score("--language", "french", "--predictions", str(preds), "--references", str(refs),
                    "--output-file", str(out), "--n-resamples", "100")
     assert result.exit_code == 0, result.output
-    assert "rougeLsum" in result.output and "in Latin script" in result.output
+    assert "ROUGE-Lsum" in result.output and "in Latin script" in result.output
     data = json.loads(out.read_text(encoding="utf-8"))
     for key in ("rouge1", "rouge2", "rougeL", "rougeLsum"):
         assert set(data[key]) == {"f1", "precision", "recall", "ci_low", "ci_high"}

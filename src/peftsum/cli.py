@@ -34,6 +34,14 @@ console = Console(soft_wrap=True)
 err_console = Console(stderr=True)
 
 
+_INTERRUPTED = {
+    "train_cmd": ": to continue from the last complete checkpoint, run the same command again with --resume added",
+    "experiment_cmd": ": to continue, run the same command again (finished runs are skipped; an interrupted "
+                      "run resumes from its last complete checkpoint)",
+}
+"""What to type after Ctrl-C, per command (the function name); other commands just say interrupted."""
+
+
 def _run(fn: Callable) -> Callable:
     """Decorator: run a command, printing a one-line error (exit 2) for bad input."""
 
@@ -45,7 +53,7 @@ def _run(fn: Callable) -> Callable:
             err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
-            err_console.print("[bold red]interrupted[/] (a training run continues with --resume)")
+            err_console.print(f"[bold red]interrupted[/]{_INTERRUPTED.get(fn.__name__, '')}", highlight=False)
             raise typer.Exit(130) from None
         except (typer.Exit, typer.Abort, SystemExit):
             raise
@@ -72,11 +80,10 @@ DataOpt = typer.Option(
 @_run
 def data_languages() -> None:
     """List XL-Sum's 45 languages with ISO code and script."""
-    from rich.table import Table
-
     from peftsum.data.languages import LANGUAGES
+    from peftsum.display import make_table
 
-    table = Table("language", "code", "script")
+    table = make_table("language", "code", "script")
     for lang in LANGUAGES.values():
         table.add_row(lang.name, lang.code, lang.script)
     console.print(table)
@@ -86,14 +93,21 @@ def data_languages() -> None:
 @_run
 def data_validate(
     path: Path = typer.Argument(..., help="A .jsonl file or a folder in the official or per-language layout."),
+    allow_drops: bool = typer.Option(False, "--allow-drops", help="Exit 0 even when rows are dropped (empty, null or missing text/summary)."),
 ) -> None:
-    """Check XL-Sum JSONL files: malformed lines are errors (file:line); bad rows are counted by reason."""
-    from peftsum.data.validate import validate_path
+    """Check XL-Sum JSONL files: every malformed line (file:line:column) and every dropped row (by reason, with lines).
 
-    report = validate_path(path)
-    for file, kept, dropped in report:
-        reasons = ", ".join(f"{n} {r}" for r, n in dropped.items()) or "none"
-        console.print(f"{file}: {kept} valid rows; dropped: {reasons}")
+    Exits 2 when a line is malformed or a row is dropped (--allow-drops accepts dropped rows).
+    """
+    from peftsum.data.validate import check_path, verdict
+
+    checks = check_path(path)
+    for check in checks:
+        for line in check.lines():
+            console.print(line, highlight=False, markup=False)
+    problem = verdict(checks, allow_drops)
+    if problem:
+        raise PeftsumError(problem)
 
 
 @data_app.command("stats")
@@ -116,9 +130,13 @@ def data_stats(
     from peftsum.data.languages import get_language
 
     language = get_language(language).name
+    tok_name = (f"the tokenizer of {tokenizer}" if tokenizer else
+                f"the offline tiny mT5's tokenizer ({ensure_tiny_model()}; --tokenizer picks another)")
     tok = load_tokenizer(tokenizer or str(ensure_tiny_model()))
     stats = language_stats(language, data, tok)
+    stats["tokenizer"] = tokenizer or str(ensure_tiny_model())
     print_stats(console, stats)
+    console.print(f"token counts use {tok_name}", highlight=False)
     if output_file:
         write_json_atomic(output_file, stats)
 
@@ -141,16 +159,18 @@ def build_tiny(
 @_run
 def methods() -> None:
     """List the fine-tuning methods with their default learning rate, rank and target modules (mT5)."""
-    from rich.table import Table
-
+    from peftsum.display import make_table
     from peftsum.modeling.methods import ALL_LINEAR, METHODS
 
-    table = Table("method", "default lr", "default r", "target_modules (mT5)", "uses", "what it is")
+    table = make_table("method", "lr", "r", "target_modules", "options it reads", numeric=("lr", "r"),
+                       title="Fine-tuning methods (defaults for mT5)")
     for m in METHODS.values():
         table.add_row(m.name, f"{m.learning_rate:g}", str(m.r) if m.r else "-", ",".join(m.target_modules) or "-",
-                      ", ".join(m.uses) or "-", m.summary)
+                      ", ".join(m.uses) or "-")
     console.print(table)
-    console.print(f"--target-modules all-linear = {','.join(ALL_LINEAR)}")
+    for m in METHODS.values():
+        console.print(f"[bold]{m.name}[/]: {m.summary}", highlight=False)
+    console.print(f"--target-modules all-linear = {','.join(ALL_LINEAR)}", highlight=False)
 
 
 @app.command("train")
@@ -166,7 +186,7 @@ def train_cmd(
     max_steps: Optional[int] = typer.Option(None, help="Optimizer steps (overrides epochs)."),
     batch_size: Optional[int] = typer.Option(None, help="Examples per micro-batch."),
     gradient_accumulation_steps: Optional[int] = typer.Option(None, help="Micro-batches per optimizer step."),
-    learning_rate: Optional[float] = typer.Option(None, help="Peak learning rate (default: the method's)."),
+    learning_rate: Optional[float] = typer.Option(None, "--learning-rate", "--lr", help="Peak learning rate (default: the method's)."),
     weight_decay: Optional[float] = typer.Option(None, help="Decoupled weight decay (default 0)."),
     optimizer: Optional[str] = typer.Option(None, help="adamw or adafactor."),
     lr_scheduler: Optional[str] = typer.Option(None, help="linear, constant or cosine (after warmup)."),
@@ -212,7 +232,13 @@ def train_cmd(
     overrides["resume"] = resume or None
     overrides["overwrite"] = overwrite or None
     cfg = train_config_from(config, overrides)
+    from peftsum.training.ranges import check_train_ranges
+
+    check_train_ranges(cfg)  # before the tiny model is built or anything loads
     if cfg.model == "tiny":
+        from peftsum.modeling.tiny import default_tiny_dir, refuse_ambiguous_name
+
+        refuse_ambiguous_name(cfg.model, f"--model {default_tiny_dir()}")
         cfg.model = str(ensure_tiny_model())
     metrics = train(cfg, log=console.print)
     val = "n/a" if metrics["eval_loss"] is None else f"{metrics['eval_loss']:.4f}"
@@ -231,14 +257,39 @@ def _settings(num_beams, length_penalty, no_repeat_ngram_size, max_new_tokens):
                               no_repeat_ngram_size=no_repeat_ngram_size, max_new_tokens=max_new_tokens)
 
 
-NumBeams = typer.Option(4, help="Beam width (XL-Sum: 4; 1 = greedy).")
+NumBeams = typer.Option(4, min=1, help="Beam width (XL-Sum: 4; 1 = greedy).")
 LengthPenalty = typer.Option(0.6, help="Beam length_penalty (XL-Sum: 0.6).")
-NoRepeat = typer.Option(2, help="no_repeat_ngram_size (XL-Sum: 2; 0 = off).")
-MaxNew = typer.Option(84, help="Maximum new tokens per summary (XL-Sum: 84).")
+NoRepeat = typer.Option(2, min=0, help="no_repeat_ngram_size (XL-Sum: 2; 0 = off).")
+MaxNew = typer.Option(84, min=1, help="Maximum new tokens per summary (XL-Sum: 84).")
 InferBf16 = typer.Option(None, "--bf16/--no-bf16", help="Decode under bf16 autocast (default: the run's training "
                          "precision; PEFTSUM_BF16 or the hardware for a model peftsum did not train).")
 DeviceOpt = typer.Option(None, "--device", help="cpu, cuda or cuda:N (default: CUDA when available, else CPU; "
                          "PEFTSUM_DEVICE sets it too).")
+
+
+def _check_split(value: Optional[str]) -> Optional[str]:
+    """``--split`` takes what its help says: test or validation."""
+    if value is not None and value not in ("test", "validation"):
+        raise typer.BadParameter(f"{value!r} is not one of 'test', 'validation'")
+    return value
+
+
+SplitOpt = typer.Option(None, callback=_check_split,
+                        help="test or validation (default: test where present, else validation; said on the console).")
+
+
+def _eval_split(language: str, data: str, split: str | None) -> str:
+    """``split`` as given; when not given and the language has no test rows, say that validation is used."""
+    if split is not None:
+        return split
+    from peftsum.data.languages import get_language
+    from peftsum.data.xlsum import eval_split
+
+    chosen = eval_split(language, data)
+    if chosen != "test":
+        console.print(f"note: {get_language(language).name} has no test rows in --data {data}; "
+                      f"using the {chosen} split", highlight=False)
+    return chosen
 
 
 @app.command("evaluate")
@@ -247,10 +298,10 @@ def evaluate_cmd(
     model_path: str = typer.Option(..., help="Run folder, checkpoint, adapter folder or hub id."),
     language: str = typer.Option(..., "--language", "-l", help="Language of the evaluation rows."),
     output_file: Path = typer.Option(..., help="Results JSON; predictions.jsonl is written beside it."),
-    split: Optional[str] = typer.Option(None, help="test or validation (default: test where present)."),
+    split: Optional[str] = SplitOpt,
     data: str = DataOpt,
-    test_samples: Optional[int] = typer.Option(None, help="Evaluate the first N rows (default all)."),
-    batch_size: int = typer.Option(32, help="Articles per generate call."),
+    test_samples: Optional[int] = typer.Option(None, min=1, help="Evaluate the first N rows (default all)."),
+    batch_size: int = typer.Option(32, min=1, help="Articles per generate call."),
     num_beams: int = NumBeams,
     length_penalty: float = LengthPenalty,
     no_repeat_ngram_size: int = NoRepeat,
@@ -264,6 +315,7 @@ def evaluate_cmd(
     from peftsum.generation.evaluate import evaluate_model
     from peftsum.display import print_scores
 
+    split = _eval_split(language, data, split)
     result = evaluate_model(model_path, language, output_file, split, data, test_samples,
                             _settings(num_beams, length_penalty, no_repeat_ngram_size, max_new_tokens),
                             batch_size, stemmer=stemmer, overwrite=overwrite, log=console.print, bf16=bf16,
@@ -278,8 +330,8 @@ def generate_cmd(
     model_path: str = typer.Option(..., help="Run folder, checkpoint, adapter folder or hub id."),
     language: str = typer.Option(..., "--language", "-l", help="Language of the articles."),
     output_file: Path = typer.Option(..., help="Text file with article start, reference and prediction."),
-    num_samples: int = typer.Option(10, help="How many articles."),
-    split: Optional[str] = typer.Option(None, help="test or validation (default: test where present)."),
+    num_samples: int = typer.Option(10, min=1, help="How many articles."),
+    split: Optional[str] = SplitOpt,
     data: str = DataOpt,
     num_beams: int = NumBeams,
     length_penalty: float = LengthPenalty,
@@ -292,6 +344,7 @@ def generate_cmd(
     """Write sample summaries side by side with the reference, for reading."""
     from peftsum.generation.evaluate import write_samples
 
+    split = _eval_split(language, data, split)
     out = write_samples(model_path, language, output_file, num_samples, split, data,
                         _settings(num_beams, length_penalty, no_repeat_ngram_size, max_new_tokens),
                         overwrite=overwrite, bf16=bf16, device=device)
@@ -322,18 +375,22 @@ def experiment_cmd(
         None, "--set", help="Override a config key, e.g. --set train.max_steps=100 --set languages=[hindi,urdu]."
     ),
     show_config: bool = typer.Option(False, "--show-config", help="Print the resolved config and exit."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted experiment (a plain rerun does the same)."),
 ) -> None:
     """Run methods x languages x seeds with equal budgets, evaluate, score baselines and write the report.
 
     With no CONFIG this is the offline demo: a tiny mT5 pretrained on the bundled rows, then full
     fine-tuning, LoRA and IA3 on English and Russian (about 5-8 minutes on 2 CPU cores).
-    Finished runs are skipped when the same experiment is run again.
+    Finished runs are skipped when the same experiment is run again; an interrupted run resumes
+    from its last complete checkpoint.
     """
     import yaml
 
     from peftsum.experiments.config import default_config_path, load_experiment
     from peftsum.experiments.runner import run_experiment
 
+    if resume and overwrite:
+        raise PeftsumError("--resume continues the experiment in the folder and --overwrite replaces it; pass one of them")
     cfg = load_experiment(config, set_)
     if show_config:
         console.print(yaml.safe_dump(cfg.to_dict(), sort_keys=False, allow_unicode=True), markup=False)
@@ -342,11 +399,14 @@ def experiment_cmd(
     exp_dir = output_dir or Path("peftsum_runs") / cfg.name
     result = run_experiment(cfg, exp_dir, overwrite=overwrite, log=console.print)
     failed = [k for k, v in result["runs"].items() if v.get("status") != "done"]
-    console.print(f"experiment finished in {result['seconds']:.0f} s: {len(result['runs']) - len(failed)} runs done"
+    n_done = len(result["runs"]) - len(failed)
+    console.print(f"experiment finished in {result['seconds']:.0f} s: {n_done} run{'' if n_done == 1 else 's'} done"
                   + (f", {len(failed)} failed ({', '.join(failed)})" if failed else ""))
     if result["report"]:
-        for name, path in result["report"].items():
-            console.print(f"{name}: {path}")
+        paths = result["report"]
+        n_fig = sum(1 for key in paths if key.startswith("figures/"))
+        console.print(f"report: {paths['markdown']}, {paths['html']} and {n_fig} figure{'' if n_fig == 1 else 's'} "
+                      f"in {exp_dir / 'figures'}", highlight=False)
     if failed:
         raise typer.Exit(1)
 

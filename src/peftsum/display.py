@@ -1,4 +1,9 @@
-"""Rich tables for the terminal: score summaries and data statistics."""
+"""Rich tables for the terminal, all made by :func:`make_table` so they look alike and fit 80 columns.
+
+Every column wraps (``overflow="fold"``): a value that does not fit goes on to the next line and
+is never cut with an ellipsis. One renderer for score JSONs (:func:`score_table`) serves
+``peftsum evaluate`` and ``peftsum score``.
+"""
 
 from __future__ import annotations
 
@@ -8,38 +13,75 @@ ROUGE_KEYS = ("rouge1", "rouge2", "rougeL", "rougeLsum")
 ROUGE_NAMES = {"rouge1": "ROUGE-1", "rouge2": "ROUGE-2", "rougeL": "ROUGE-L", "rougeLsum": "ROUGE-Lsum"}
 
 
-def print_scores(console, result: dict, title: str | None = None) -> None:
-    """Print a score JSON (see ``docs/run_format.md``) as a table: F1 [95% CI], P, R on 0-100."""
-    table = Table(title=title or f"{result.get('language')} ({result.get('num_examples')} examples, "
-                                 f"stemmer: {result.get('stemmer')})")
-    for col in ("metric", "F1", "95% CI", "precision", "recall"):
-        table.add_column(col, justify="right" if col != "metric" else "left")
+def make_table(*columns: str, title: str | None = None, caption: str | None = None, numeric: tuple[str, ...] = ()) -> Table:
+    """A table in peftsum's one terminal style.
+
+    Args:
+        *columns: column headers, left to right.
+        title: shown above (wraps like the cells).
+        caption: shown below.
+        numeric: headers of right-aligned (number) columns.
+
+    Returns:
+        A ``rich.table.Table`` whose cells wrap instead of being cut (``overflow="fold"``).
+    """
+    table = Table(title=title, caption=caption)
+    for name in columns:
+        table.add_column(name, justify="right" if name in numeric else "left", overflow="fold")
+    return table
+
+
+def score_table(result: dict) -> Table:
+    """A score JSON (``docs/run_format.md``) as a table: F1 [95% CI], precision and recall on 0-100.
+
+    With ``result["paired"]`` (``peftsum evaluate``: against LEAD-1; ``peftsum score
+    --compare-predictions``: against the other file) two columns add the paired bootstrap's
+    mean F1 difference and p-value. The caption holds the script check.
+    """
+    paired = result.get("paired")
+    norm = result.get("normalization")
+    title = (f"ROUGE, {result.get('language')} ({result.get('num_examples')} examples; stemmer "
+             f"{result.get('stemmer')}" + (f"; normalization {norm}" if "normalization" in result else "") + ")")
+    columns = ["metric", "F1", "95% CI", "precision", "recall"]
+    if paired:
+        columns += ["ΔF1", "p"]
+    caption = None
+    sanity = result.get("sanity")
+    if sanity:
+        caption = (f"{100 * sanity.get('script_share', 0):.0f}% of predictions mostly in {sanity.get('expected_script')} "
+                   f"script; empty: {sanity.get('empty_predictions')}; with <extra_id_*> sentinels: "
+                   f"{sanity.get('sentinel_predictions')}")
+    if paired:
+        against = "LEAD-1" if paired.get("against") == "lead1" else "the other predictions"
+        caption = (caption + "\n" if caption else "") + f"ΔF1: F1 minus that of {against}; p: paired bootstrap p-value"
+    table = make_table(*columns, title=title, caption=caption, numeric=tuple(columns[1:]))
     for key in ROUGE_KEYS:
         s = result[key]
         ci = f"[{s['ci_low']:.2f}, {s['ci_high']:.2f}]" if s.get("ci_low") is not None else "-"
-        table.add_row(ROUGE_NAMES[key], f"{s['f1']:.2f}", ci, f"{s['precision']:.2f}", f"{s['recall']:.2f}")
+        row = [ROUGE_NAMES[key], f"{s['f1']:.2f}", ci, f"{s['precision']:.2f}", f"{s['recall']:.2f}"]
+        if paired:
+            row += [f"{paired[key]['mean_diff']:+.2f}", f"{paired[key]['p_value']:.3f}"]
+        table.add_row(*row)
+    return table
+
+
+def print_scores(console, result: dict, title: str | None = None) -> None:
+    """Print a score JSON with :func:`score_table` (``title`` replaces the default one)."""
+    table = score_table(result)
+    if title:
+        table.title = title
     console.print(table)
     precision = result.get("precision") or {}
     if precision.get("evaluated") or result.get("device"):
         trained = f" (trained in {precision['trained']})" if precision.get("trained") else ""
         console.print(f"decoded on {result.get('device') or 'unknown device'} in "
                       f"{precision.get('evaluated') or 'unknown precision'}{trained}")
-    sanity = result.get("sanity")
-    if sanity:
-        console.print(
-            f"script check: {100 * sanity.get('script_share', 0):.0f}% of predictions mostly in "
-            f"{sanity.get('expected_script')}; empty: {sanity.get('empty_predictions')}; "
-            f"with <extra_id_*> sentinels: {sanity.get('sentinel_predictions')}"
-        )
 
 
 def print_stats(console, stats: dict) -> None:
     """Print ``peftsum.data.stats.language_stats`` output as one table per measure."""
     splits = list(stats["splits"])
-    table = Table(title=f"XL-Sum {stats['language']} ({stats['data']})")
-    table.add_column("measure")
-    for split in splits:
-        table.add_column(split, justify="right")
+    table = make_table("measure", *splits, title=f"XL-Sum {stats['language']} ({stats['data']})", numeric=tuple(splits))
     table.add_row("rows", *[str(stats["splits"][s]["rows"]) for s in splits])
     table.add_row("dropped", *[str(sum(stats["dropped"][s].values())) for s in splits])
     for key in ("article_chars", "summary_chars", "article_tokens", "summary_tokens"):

@@ -180,6 +180,16 @@ def scan_jsonl(path: Path) -> Iterator[tuple[int, Any, json.JSONDecodeError | No
             raise DataError(f"{path}: not UTF-8 text ({exc.reason})") from None
 
 
+def json_error_column(error: json.JSONDecodeError) -> int:
+    """The 1-based column of a JSON error in a one-line document (one JSON-lines line).
+
+    ``error.colno`` restarts at 1 after the line's trailing newline, where the parser stops on
+    a cut-off object; this counts from the line start and stops at the line's end instead.
+    """
+    doc = error.doc if isinstance(error.doc, str) else ""
+    return min(error.pos, len(doc.rstrip("\r\n"))) + 1
+
+
 def iter_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
     """Yield ``(line_number, object)`` for each non-blank line of a JSON-lines file.
 
@@ -188,7 +198,7 @@ def iter_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
     """
     for lineno, obj, error in scan_jsonl(path):
         if error is not None:
-            raise DataError(f"{path}: invalid JSON on line {lineno}, column {error.colno}: {error.msg}")
+            raise DataError(f"{path}: invalid JSON on line {lineno}, column {json_error_column(error)}: {error.msg}")
         if not isinstance(obj, dict):
             raise DataError(f"{path}: line {lineno}: expected a JSON object, found {type(obj).__name__}")
         yield lineno, obj

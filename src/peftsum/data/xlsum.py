@@ -80,11 +80,31 @@ def read_jsonl(path: Path) -> list[dict]:
     return rows
 
 
+def drop_reason(row: dict) -> str | None:
+    """Why :func:`validate_rows` drops ``row``, or ``None`` when it is kept.
+
+    Returns:
+        ``missing field '<name>'`` (no such key), ``null <name>`` (JSON ``null``),
+        ``non-string <name>``, ``empty <name>`` (empty or whitespace only), checked for
+        ``summary`` then ``text``; ``None`` for a usable row.
+    """
+    for name in REQUIRED:
+        if name not in row:
+            return f"missing field '{name}'"
+        if row[name] is None:
+            return f"null {name}"
+        if not isinstance(row[name], str):
+            return f"non-string {name}"
+        if not row[name].strip():
+            return f"empty {name}"
+    return None
+
+
 def validate_rows(rows: list[dict], source: str = "") -> tuple[list[dict], Counter]:
     """Keep rows with non-blank ``text`` and ``summary``; count the rest by reason.
 
-    Reasons: ``missing field '<name>'``, ``empty text``, ``empty summary`` (empty or
-    whitespace-only counts as empty), ``non-string <name>``.
+    Reasons (:func:`drop_reason`): ``missing field '<name>'``, ``null <name>``, ``empty text``,
+    ``empty summary`` (empty or whitespace-only counts as empty), ``non-string <name>``.
 
     Args:
         rows: dicts as read by :func:`read_jsonl` or from the hub.
@@ -96,16 +116,7 @@ def validate_rows(rows: list[dict], source: str = "") -> tuple[list[dict], Count
     """
     kept, dropped = [], Counter()
     for index, row in enumerate(rows):
-        reason = None
-        for name in REQUIRED:
-            if name not in row or row[name] is None:
-                reason = f"missing field '{name}'"
-            elif not isinstance(row[name], str):
-                reason = f"non-string {name}"
-            elif not row[name].strip():
-                reason = f"empty {name}"
-            if reason:
-                break
+        reason = drop_reason(row)
         if reason:
             dropped[reason] += 1
             continue

@@ -143,6 +143,10 @@ def load_experiment(path: str | Path | None, overrides: list[str] | None = None)
             raise ConfigError(f"{where} (train): {bad!r} is set per run by the experiment; "
                               "use the top-level methods/languages/seeds/model/data keys")
     check_keys(GenerationSettings, cfg.generation, f"{where} (generation)")
+    try:
+        GenerationSettings(**cfg.generation)
+    except ConfigError as exc:
+        raise ConfigError(f"{where} (generation): {exc}") from None
     for key, values in cfg.per_language.items():
         parse_languages(str(key).replace("+", ","))
         check_keys(TrainConfig, values or {}, f"{where} (per_language: {key})")
@@ -155,6 +159,13 @@ def load_experiment(path: str | Path | None, overrides: list[str] | None = None)
         extra = {k: v for k, v in spec.items() if k not in ("method", "name")}
         check_keys(TrainConfig, extra, f"{where} (methods: {spec.get('name', spec['method'])})")
         get_method(spec["method"])
+        _check_ranges({**cfg.train, **extra}, f"{where} (methods: {spec.get('name', spec['method'])})")
+    for key, values in cfg.per_language.items():
+        _check_ranges({**cfg.train, **(values or {})}, f"{where} (per_language: {key})")
+    for name, low in (("pretrain_steps", 0), ("eval_samples", 1), ("eval_batch_size", 1)):
+        value = getattr(cfg, name)
+        if value is not None and value < low:
+            raise ConfigError(f"{where}: {name} must be >= {low}, got {value}")
     cfg.languages = parse_languages(cfg.languages) if cfg.languages else []
     for pair in cfg.cross_lingual:
         if not isinstance(pair, dict) or set(pair) - {"train", "eval"} or "train" not in pair or "eval" not in pair:
@@ -164,6 +175,17 @@ def load_experiment(path: str | Path | None, overrides: list[str] | None = None)
     if not cfg.languages and not cfg.cross_lingual:
         raise ConfigError(f"{where}: no runs: set languages or cross_lingual")
     return cfg
+
+
+def _check_ranges(values: dict, where: str) -> None:
+    """Range-check training settings of an experiment before any run starts (:mod:`peftsum.training.ranges`)."""
+    from peftsum.training.ranges import check_train_ranges
+
+    train_cfg = make_config(TrainConfig, values, where)
+    try:
+        check_train_ranges(train_cfg)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
 
 
 def expand_runs(cfg: ExperimentConfig, exp_dir: Path, model_path: str) -> list[RunSpec]:

@@ -22,7 +22,9 @@ def resolve_base_model(cfg: ExperimentConfig, log=print) -> str:
     if cfg.model != "tiny":
         return cfg.model
     from peftsum.modeling.pretrain import ensure_pretrained_tiny
-    from peftsum.modeling.tiny import ensure_tiny_model
+    from peftsum.modeling.tiny import ensure_tiny_model, refuse_ambiguous_name
+
+    refuse_ambiguous_name(cfg.model, "rename or move that folder")
 
     if cfg.pretrain_steps > 0:
         log(f"base: tiny mT5 pretrained with span corruption for {cfg.pretrain_steps} steps (cached)")
@@ -47,6 +49,22 @@ def run_is_done(run: RunSpec) -> bool:
     return done and all(_eval_file(run_dir, lang).is_file() for lang in run.eval_languages)
 
 
+def resumable_checkpoint(run: RunSpec) -> Path | None:
+    """The checkpoint an interrupted run continues from, or ``None`` when it must start over.
+
+    A run resumes when its folder holds its saved config and a complete checkpoint
+    (``peftsum.training.trainer.latest_complete_checkpoint``) and its method can resume
+    (AdaLoRA cannot: its importance scores are not checkpointed).
+    """
+    from peftsum.modeling.methods import get_method
+    from peftsum.training.trainer import CONFIG_FILE, latest_complete_checkpoint
+
+    run_dir = Path(run.train.output_dir)
+    if not (run_dir / CONFIG_FILE).is_file() or not get_method(run.train.method).resumable:
+        return None
+    return latest_complete_checkpoint(run_dir / "checkpoints")
+
+
 def execute_run(run: RunSpec, cfg: ExperimentConfig, log=print) -> dict:
     """Train one run and evaluate it on each of its languages; write ``status.json``.
 
@@ -61,7 +79,12 @@ def execute_run(run: RunSpec, cfg: ExperimentConfig, log=print) -> dict:
     start = time.perf_counter()
     try:
         if not (run_dir / "metrics.json").is_file():
-            run.train.overwrite = True  # a half-finished earlier attempt is redone from scratch
+            ckpt = resumable_checkpoint(run)
+            if ckpt is not None:  # an interrupted earlier attempt continues from its last complete checkpoint
+                log(f"{run.run_id}: resuming from {ckpt.name}")
+                run.train.resume, run.train.overwrite = True, False
+            else:  # nothing usable from an earlier attempt: start from scratch
+                run.train.resume, run.train.overwrite = False, True
             train(run.train, log=log)
         for lang in run.eval_languages:
             out = _eval_file(run_dir, lang)

@@ -31,6 +31,26 @@ class GenerationSettings:
     max_new_tokens: int = 84
     min_new_tokens: int = 0
 
+    def __post_init__(self):
+        """Refuse settings ``generate`` cannot use (an experiment's ``generation:`` section lands here).
+
+        Raises:
+            ConfigError: num_beams or max_new_tokens below 1, a negative no_repeat_ngram_size or
+                min_new_tokens, min_new_tokens above max_new_tokens, a non-finite length_penalty.
+        """
+        import math
+
+        from peftsum.errors import ConfigError
+
+        for name, low in (("num_beams", 1), ("max_new_tokens", 1), ("no_repeat_ngram_size", 0), ("min_new_tokens", 0)):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise ConfigError(f"{name} must be an integer >= {low}, got {value!r}")
+        if self.min_new_tokens > self.max_new_tokens:
+            raise ConfigError(f"min_new_tokens ({self.min_new_tokens}) is above max_new_tokens ({self.max_new_tokens})")
+        if not isinstance(self.length_penalty, (int, float)) or not math.isfinite(self.length_penalty):
+            raise ConfigError(f"length_penalty must be a finite number, got {self.length_penalty!r}")
+
     def to_kwargs(self) -> dict:
         """Keyword arguments for ``model.generate``."""
         kw = asdict(self)

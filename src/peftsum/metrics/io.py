@@ -108,31 +108,10 @@ def score_files(
 
 
 def render_table(result: dict):
-    """A rich ``Table`` of a score JSON: one row per variant, plus a sanity caption."""
-    from rich.table import Table
+    """A rich ``Table`` of a score JSON: the same renderer as ``peftsum evaluate`` (:func:`peftsum.display.score_table`)."""
+    from peftsum.display import score_table
 
-    paired = result.get("paired")
-    title = (
-        f"ROUGE, {result['language']} ({result['num_examples']} examples; stemmer {result['stemmer']}; "
-        f"normalization {result['normalization'] or 'none'})"
-    )
-    table = Table("variant", "F1", "95% CI", "precision", "recall", title=title)
-    if paired:
-        table.add_column("ΔF1 vs other")
-        table.add_column("p")
-    for variant in VARIANTS:
-        s = result[variant]
-        ci = f"{s['ci_low']:.1f}-{s['ci_high']:.1f}"
-        row = [variant, f"{s['f1']:.2f}", ci, f"{s['precision']:.2f}", f"{s['recall']:.2f}"]
-        if paired:
-            row += [f"{paired[variant]['mean_diff']:+.2f}", f"{paired[variant]['p_value']:.3f}"]
-        table.add_row(*row)
-    san = result["sanity"]
-    table.caption = (
-        f"in {san['expected_script']} script: {san['script_share']:.1%}; empty: {san['empty_predictions']}; "
-        f"with <extra_id_: {san['sentinel_predictions']}"
-    )
-    return table
+    return score_table(result)
 
 
 def write_json(result: dict, path: Path) -> None:

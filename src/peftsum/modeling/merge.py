@@ -13,7 +13,10 @@ LoRA covers DoRA, rsLoRA and peftsum's PiSSA adapters (saved converted to a plai
 
 
 def merge_adapter(adapter_dir: str | Path, output_dir: str | Path, overwrite: bool = False) -> Path:
-    """Merge a PEFT adapter into its base model (``merge_and_unload``) and save it with the tokenizer.
+    """Merge a PEFT adapter into its base model (``merge_and_unload``) and save it with the tokenizer,
+    a ``generation_config.json`` holding the decoding settings it was evaluated with (XL-Sum's when
+    it has no scores) and a model card (``README.md``: base, adapter, method, training data and
+    licence, scores; :mod:`peftsum.modeling.shipping`).
 
     Args:
         adapter_dir: a PEFT adapter folder (or a run folder holding ``model/``).
@@ -45,9 +48,38 @@ def merge_adapter(adapter_dir: str | Path, output_dir: str | Path, overwrite: bo
     if peft_type not in MERGEABLE:  # checked before loading anything
         raise PeftsumError(f"{adapter_dir}: {peft_type} adapters cannot be merged into the weights "
                            "(prefix/prompt tuning add virtual tokens); serve them with the base model instead")
+    from peftsum.modeling.shipping import evaluation_results, merged_model_card, set_generation_settings, \
+        settings_evaluated_with
+
+    from peftsum.io import ensure_writable_target
+
+    ensure_writable_target(Path(output_dir), overwrite)  # before the model loads
+    run_dir = adapter_dir.parent if (adapter_dir.parent / "peftsum_config.json").is_file() else None
+    metrics = _read_optional(run_dir / "metrics.json") if run_dir else None
+    trained = _read_optional(run_dir / "peftsum_config.json") if run_dir else None
+    results = evaluation_results(run_dir)
+    settings = settings_evaluated_with(results)
     model, tokenizer = load_for_inference(str(adapter_dir))
+    base = str(model.peft_config[model.active_adapter].base_model_name_or_path)
     merged = model.merge_and_unload()
+    set_generation_settings(merged.generation_config, settings)
+    card = merged_model_card(base=base, adapter=str(adapter_dir), method=(metrics or {}).get("method", peft_type.lower()),
+                             metrics=metrics, results=results, settings=settings,
+                             max_source_length=(trained or {}).get("max_source_length", 512),
+                             source_prefix=(trained or {}).get("source_prefix", ""))
     with atomic_dir(Path(output_dir), overwrite=overwrite) as tmp:
         merged.save_pretrained(str(tmp))
         tokenizer.save_pretrained(str(tmp))
+        (tmp / "README.md").write_text(card, encoding="utf-8")
     return Path(output_dir)
+
+
+def _read_optional(path: Path) -> dict | None:
+    """A JSON object from ``path``, or ``None`` when it is missing or unreadable (the card then says less)."""
+    import json
+
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None

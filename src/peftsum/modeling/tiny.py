@@ -205,3 +205,28 @@ def ensure_tiny_model(path: str | Path | None = None, spec: TinyModelSpec = Tiny
     if not is_model_dir(path):
         build_tiny_model(path, spec, overwrite=path.exists())
     return path
+
+
+BUILTIN_NAME = "tiny"
+"""The name ``--model`` and an experiment's ``model:`` accept for the built-in offline tiny mT5."""
+
+
+def refuse_ambiguous_name(name: str, builtin: str) -> None:
+    """Refuse ``tiny`` when a local folder (or file) of that name exists in the working directory.
+
+    ``peftsum build-tiny-model --output-dir tiny/`` makes such a folder, and ``--model tiny``
+    used to load the cached built-in model in silence instead of it.
+
+    Args:
+        name: the model name as given.
+        builtin: how to ask for the built-in model unambiguously (put in the message), e.g.
+            ``"--model /home/me/.cache/peftsum/tiny-mt5"``.
+
+    Raises:
+        ConfigError: ``name`` is :data:`BUILTIN_NAME` and ``./tiny`` exists.
+    """
+    from peftsum.errors import ConfigError
+
+    if name == BUILTIN_NAME and Path(name).exists():
+        raise ConfigError(f"'{name}' is both the built-in offline tiny mT5 and the local folder ./{name}; "
+                          f"which one is meant? Use ./{name} for the folder, or {builtin} for the built-in model")

@@ -111,17 +111,42 @@ def _hyper_summary(run: RunRecord) -> str:
 
 
 # --------------------------------------------------------------------------- sections
+def run_counts(total: int, done: int, failed: int, unrecorded: int) -> str:
+    """The overview's run line, as a person would write it.
+
+    ``"Runs: 4, all done."``, ``"Runs: 3 (2 done, 1 failed)."``, ``"Run: 1, trained (it has
+    metrics.json but no status.json)."``: zero counts are left out.
+
+    Args:
+        total: runs found.
+        done: runs whose status.json says done.
+        failed: failed runs.
+        unrecorded: runs with metrics.json but no status.json (a single ``peftsum train`` run).
+    """
+    noun = "Run" if total == 1 else "Runs"
+    if total == 0:
+        return "Runs: none."
+    if done == total:
+        return f"{noun}: {total}, {'done' if total == 1 else 'all done'}."
+    if failed == total:
+        return f"{noun}: {total}, {'failed' if total == 1 else 'all failed'}."
+    if unrecorded == total:
+        what = "a single training run (metrics.json, no experiment status.json)" if total == 1 else \
+            "training runs (metrics.json, no experiment status.json)"
+        return f"{noun}: {total}, {what}."
+    parts = [f"{n} {label}" for n, label in ((done, "done"), (failed, "failed"),
+                                             (unrecorded, "trained outside an experiment (no status.json)")) if n]
+    return f"{noun}: {total} ({', '.join(parts)})."
+
+
 def _overview(exp: Experiment, sections: list[LanguageSection]) -> list[Block]:
     ok, failed = exp.ok_runs, exp.failed_runs
     done = sum(1 for r in ok if r.status == "done")
     unknown = len(ok) - done
     models = sorted({str(r.metric("model")) for r in ok if r.metric("model")})
     methods = sorted({r.method for r in ok}, key=method_sort_key)
-    runs = f"Runs: {len(exp.runs)} ({done} done, {len(failed)} failed"
-    if unknown:
-        runs += f", {unknown} with metrics.json but no status.json (reported)"
     items = [
-        runs + ").",
+        run_counts(len(exp.runs), done, len(failed), unknown),
         "Methods: " + (", ".join(f"{method_label(m)} ({m})" for m in methods) or DASH) + ".",
         "Base model: " + (", ".join(models) or DASH) + ".",
         "Evaluated: "

@@ -58,12 +58,18 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     return a / b
 
 
-def _bigger_smaller(ratio: float | None, more: str, less: str, same: str) -> str | None:
-    """``ratio`` = method / full. Phrase it as "N× <less>", "N× <more>" or ``same``."""
+def _bigger_smaller(ratio: float | None, more: str, less: str, same: str, tolerance: float = 0.05) -> str | None:
+    """``ratio`` = method / full. Phrase it as "N× <less>", "N× <more>" or ``same``.
+
+    Within ``tolerance`` of 1 (where a ratio would read "1.0× slower") it is ``same``, with
+    "about " in front unless the two are equal to 0.5%.
+    """
     if ratio is None:
         return None
     if abs(ratio - 1) < 0.005:
         return same
+    if 1 / (1 + tolerance) < ratio < 1 + tolerance:
+        return f"about {same}"
     if ratio < 1:
         return f"{fmt_ratio(1 / ratio)} {less}"
     return f"{fmt_ratio(ratio)} {more}"
@@ -146,17 +152,16 @@ def efficiency_sentence(row: EfficiencyRow, full: EfficiencyRow) -> str | None:
         )
     t = _ratio(row.mean("train_runtime_s"), full.mean("train_runtime_s"))
     if t is not None:
-        speed = (
-            "the same training time"
-            if abs(t - 1) < 0.005
-            else (f"{fmt_ratio(1 / t)} faster to train" if t < 1 else f"{fmt_ratio(t)} slower to train")
-        )
+        # timings on a shared machine vary by several percent: within 10% reads "about as fast"
+        speed = _bigger_smaller(t, "slower to train", "faster to train", "as fast to train", tolerance=0.10)
+        speed = "about as fast to train" if speed == "as fast to train" else speed
         bits.append(
             f"{speed} ({fmt_seconds(row.mean('train_runtime_s'))} vs {fmt_seconds(full.mean('train_runtime_s'))})"
         )
     tok = _ratio(row.mean("tokens_per_second"), full.mean("tokens_per_second"))
     if tok is not None:
-        bits.append(f"{fmt_ratio(tok)} the tokens per second of full fine-tuning")
+        bits.append("about the tokens per second of full fine-tuning" if abs(tok - 1) < 0.10
+                    else f"{fmt_ratio(tok)} the tokens per second of full fine-tuning")
     for key, name in (("peak_gpu_mb", "peak GPU memory"), ("peak_rss_mb", "peak process memory")):
         a, b = row.mean(key), full.mean(key)
         if a is not None and b is not None:

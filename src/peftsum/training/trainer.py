@@ -259,6 +259,34 @@ def _check_output(cfg: TrainConfig) -> Path | None:
     return ckpt
 
 
+def finished_run(cfg: TrainConfig) -> dict | None:
+    """The record of a finished run that ``--resume`` was asked to continue, else ``None``.
+
+    A run is finished when its ``metrics.json`` exists (it is written after the final model).
+    Resuming it would train zero steps and rewrite its record with a fraction of a second of
+    runtime, so :func:`train` returns this record unchanged instead.
+
+    Args:
+        cfg: the resolved config (``cfg.resume`` true).
+
+    Returns:
+        The run's ``metrics.json`` as a dict, or ``None`` (not resuming, or not finished).
+
+    Raises:
+        ConfigError: the finished run was made with a different config (each difference listed).
+    """
+    from peftsum.io import read_json_object
+
+    out = Path(cfg.output_dir)
+    if not cfg.resume or not (out / "metrics.json").is_file() or not (out / CONFIG_FILE).is_file():
+        return None
+    diff = _config_diff(json.loads((out / CONFIG_FILE).read_text(encoding="utf-8")), cfg.to_dict())
+    if diff:
+        raise ConfigError(f"--resume with a changed config ({'; '.join(diff)}); use the original settings "
+                          "or a new --output-dir")
+    return read_json_object(out / "metrics.json")
+
+
 def _prepare_output(cfg: TrainConfig, resume_ckpt: Path | None, log) -> Path:
     """Make ``cfg.output_dir`` ready after :func:`_check_output`: drop incomplete checkpoints of a
     resumed run, or replace (``--overwrite``) / create the folder of a new one."""
@@ -322,6 +350,11 @@ def resolve(cfg: TrainConfig) -> TrainConfig:
         cfg.learning_rate = method.learning_rate
     if cfg.fp16 and cfg.bf16:
         raise ConfigError("--fp16 and --bf16 are exclusive; use --bf16 (or neither for fp32)")
+    if cfg.resume and cfg.overwrite:
+        raise ConfigError("--resume continues the run in --output-dir and --overwrite replaces it; pass one of them")
+    from peftsum.training.ranges import check_train_ranges
+
+    check_train_ranges(cfg)
     from peftsum.runtime import resolve_bf16
 
     # explicit choice, else PEFTSUM_BF16, else auto: bf16 where the hardware runs it natively; never next to fp16
@@ -470,6 +503,11 @@ def build_trainer(cfg: TrainConfig, log=print) -> TrainingSetup:
     # cheap checks first: a typo or an unusable output folder fails in about a second, before transformers loads
     cfg = resolve(cfg)
     resume_ckpt = _check_output(cfg)
+    from peftsum.modeling.methods import get_method as _get_method
+    from peftsum.training.ranges import ignored_options
+
+    for line in ignored_options(cfg, _get_method(cfg.method)):
+        log(line)
 
     import torch
     from datasets import Dataset
@@ -659,6 +697,11 @@ def run_training(setup: TrainingSetup, log=print) -> dict:
     save_kwargs = {}
     if setup.init_adapter is not None:
         save_kwargs["path_initial_model_for_weight_conversion"] = str(setup.init_adapter)
+    if not setup.method.is_peft:  # a full checkpoint ships as is: plain generate() decodes with XL-Sum's beams,
+        from peftsum.generation.decode import GenerationSettings  # up to the configured summary length
+        from peftsum.modeling.shipping import set_generation_settings
+
+        set_generation_settings(trainer.model.generation_config, GenerationSettings(max_new_tokens=cfg.max_target_length))
     with atomic_dir(model_dir, overwrite=True) as tmp:  # a kill while saving leaves no half-written model/
         trainer.model.save_pretrained(str(tmp), **save_kwargs)
         setup.tokenizer.save_pretrained(str(tmp))
@@ -719,6 +762,8 @@ def run_training(setup: TrainingSetup, log=print) -> dict:
     }
     write_json_atomic(out / "metrics.json", metrics)
     write_text_atomic(out / "README.md", model_card(metrics))
+    if not setup.method.is_peft:  # the checkpoint folder carries the card too (PEFT writes its own)
+        write_text_atomic(model_dir / "README.md", model_card(metrics))
     log(f"{setup.method.name}: {trainer.state.global_step} steps in {runtime:.1f} s -> {model_dir}")
     return metrics
 
@@ -741,6 +786,11 @@ def train(cfg: TrainConfig, log=print) -> dict:
 
     out = Path(cfg.output_dir)
     fresh = not cfg.resume and not (out.is_dir() and any(out.iterdir()))
+    if cfg.resume:
+        done = finished_run(resolve(cfg))
+        if done is not None:
+            log(f"{out} is finished ({done.get('global_step')} steps): nothing to resume; its files are unchanged")
+            return done
     reset_peak_rss()  # several runs in one process (experiments) each get their own peak
     try:
         return run_training(build_trainer(cfg, log), log)
