@@ -8,7 +8,7 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass, field
 
-from peftsum.reporting.formatting import method_sort_key
+from peftsum.reporting.formatting import variant_label, variant_sort_key
 from peftsum.reporting.records import (
     ROUGE_KEYS,
     Baseline,
@@ -62,11 +62,18 @@ class Group:
     language: str
     split: str | None
     runs: list[RunRecord] = field(default_factory=list)
+    label: str = ""
 
     @property
     def key(self) -> tuple[str, tuple[str, ...]]:
-        """``(method, train_languages)``, which identifies the group within a language."""
-        return (self.method, self.train_languages)
+        """``(label, train_languages)``, which identifies the group within a language (label = the
+        experiment's variant name, ``lora-r16``, or the method)."""
+        return (self.label or self.method, self.train_languages)
+
+    @property
+    def name(self) -> str:
+        """Display name: ``"LoRA"``, or ``"lora-r16 (LoRA)"`` for a named variant."""
+        return variant_label(self.method, self.label)
 
     @property
     def zero_shot(self) -> bool:
@@ -194,6 +201,12 @@ class EfficiencyRow:
     train_languages: tuple[str, ...]
     runs: list[RunRecord]
     values: dict[str, list[float]]
+    label: str = ""
+
+    @property
+    def name(self) -> str:
+        """Display name, as :attr:`Group.name`."""
+        return variant_label(self.method, self.label)
 
     def mean(self, key: str) -> float | None:
         """Mean over runs of a ``metrics.json`` number, or ``None`` if no run has it."""
@@ -268,7 +281,17 @@ def paired_tests(group: Group, ref: Group) -> list[PairedTest]:
 
 
 def _group_sort_key(g: Group):
-    return (g.zero_shot, len(g.train_languages) > 1, g.train_languages, method_sort_key(g.method))
+    return (g.zero_shot, len(g.train_languages) > 1, g.train_languages, variant_sort_key(g.method, g.label))
+
+
+def _full_reference(groups: dict[tuple, Group], train_languages: tuple[str, ...]) -> Group | None:
+    """The full fine-tuning group every other variant is compared with: the one labelled ``full``, else the
+    first full fine-tuning variant in report order."""
+    if ("full", train_languages) in groups:
+        return groups[("full", train_languages)]
+    fulls = sorted((g for g in groups.values() if g.method == "full" and g.train_languages == train_languages),
+                   key=_group_sort_key)
+    return fulls[0] if fulls else None
 
 
 def build_sections(exp: Experiment) -> list[LanguageSection]:
@@ -282,8 +305,8 @@ def build_sections(exp: Experiment) -> list[LanguageSection]:
     for run in exp.ok_runs:
         for lang, ev in run.evals.items():
             sec = buckets.setdefault((lang, ev.split or ""), {})
-            key = (run.method, run.train_languages)
-            g = sec.setdefault(key, Group(run.method, run.train_languages, lang, ev.split))
+            key = (run.label or run.method, run.train_languages)  # a sweep's variants are groups of their own
+            g = sec.setdefault(key, Group(run.method, run.train_languages, lang, ev.split, label=run.label or run.method))
             g.runs.append(run)
     sections: list[LanguageSection] = []
     for (lang, split), groups in sorted(buckets.items()):
@@ -301,7 +324,7 @@ def build_sections(exp: Experiment) -> list[LanguageSection]:
         for g in ordered:
             if g.method == "full":
                 continue
-            ref = groups.get(("full", g.train_languages))
+            ref = _full_reference(groups, g.train_languages)
             if ref is not None:
                 sec.reference[g.key] = ref
                 sec.tests[g.key] = paired_tests(g, ref)
@@ -314,8 +337,8 @@ def build_efficiency(exp: Experiment) -> list[EfficiencyRow]:
     full fine-tuning first within each training-language set."""
     rows: dict[tuple, EfficiencyRow] = {}
     for run in exp.ok_runs:
-        key = (run.method, run.train_languages)
-        row = rows.setdefault(key, EfficiencyRow(run.method, run.train_languages, [], {}))
+        key = (run.label or run.method, run.train_languages)
+        row = rows.setdefault(key, EfficiencyRow(run.method, run.train_languages, [], {}, label=run.label or run.method))
         row.runs.append(run)
         for k in EFFICIENCY_KEYS:
             v = run.metric(k)
@@ -330,10 +353,10 @@ def build_efficiency(exp: Experiment) -> list[EfficiencyRow]:
                 row.values.setdefault(k, []).append(float(v))
     return sorted(
         rows.values(),
-        key=lambda r: (len(r.train_languages) > 1, r.train_languages, method_sort_key(r.method)),
+        key=lambda r: (len(r.train_languages) > 1, r.train_languages, variant_sort_key(r.method, r.label)),
     )
 
 
 def efficiency_lookup(rows: list[EfficiencyRow]) -> dict[tuple, EfficiencyRow]:
-    """Index efficiency rows by ``(method, train_languages)``."""
-    return {(r.method, r.train_languages): r for r in rows}
+    """Index efficiency rows by ``(label, train_languages)`` (label = variant name or method)."""
+    return {(r.label or r.method, r.train_languages): r for r in rows}

@@ -34,7 +34,7 @@ def _save(fig, path: Path) -> Path:
 
 
 def method_colors(methods: list[str]) -> dict[str, str]:
-    """A fixed colour per method (tab10 order, full fine-tuning first)."""
+    """A fixed colour per method or variant label (tab10 order, full fine-tuning first)."""
     palette = [
         "#1f77b4",
         "#ff7f0e",
@@ -80,12 +80,12 @@ def plot_loss_curves(
     fig = _new_figure(6.4, 3.6)
     ax = fig.add_subplot()
     for run, train, val in curves:
-        c = colors.get(run.method, "#888888")
+        c = colors.get(run.label or run.method, "#888888")
         if train:
             ax.plot([s for s, _ in train], [v for _, v in train], color=c, lw=1.2, alpha=0.85)
         if val:
             ax.plot([s for s, _ in val], [v for _, v in val], color=c, lw=1.2, ls="--", marker="o", ms=3)
-    methods = sorted({run.method for run, _, _ in curves}, key=method_sort_key)
+    methods = sorted({run.label or run.method for run, _, _ in curves}, key=method_sort_key)
     handles = [Line2D([], [], color=colors.get(m, "#888888"), lw=2, label=method_label(m)) for m in methods]
     handles += [
         Line2D([], [], color="#444444", lw=1.2, label="training loss"),
@@ -94,7 +94,7 @@ def plot_loss_curves(
     ax.legend(handles=handles, fontsize=7.5, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
-    n_seeds = max(sum(1 for r, _, _ in curves if r.method == m) for m in methods)
+    n_seeds = max(sum(1 for r, _, _ in curves if (r.label or r.method) == m) for m in methods)
     ax.set_title(title + (f" (one line per seed, {n_seeds} seeds)" if n_seeds > 1 else ""), fontsize=10)
     ax.grid(alpha=0.3)
     return _save(fig, path), missing
@@ -140,7 +140,7 @@ def plot_rouge_bars(section: LanguageSection, path: Path, colors: dict[str, str]
             width * 0.92,
             yerr=[lo, hi],
             capsize=3,
-            color=colors.get(g.method, "#888888"),
+            color=colors.get(g.label or g.method, "#888888"),
             hatch="//" if g.zero_shot else None,
             edgecolor="white" if not g.zero_shot else "#333333",
             label=f"{group_label(g)} ({err})",
@@ -210,7 +210,7 @@ def plot_frontier(
             if not x or x <= 0:
                 continue
             y = g.mean(PRIMARY)
-            c = colors.get(g.method, "#888888")
+            c = colors.get(g.label or g.method, "#888888")
             ax.scatter(
                 [x],
                 [y],
@@ -224,7 +224,7 @@ def plot_frontier(
             if len(g.runs) > 1 and g.std(PRIMARY):
                 ax.errorbar([x], [y], yerr=[g.std(PRIMARY)], color=c, lw=1, capsize=2, zorder=2)
             ax.annotate(
-                method_label(g.method),
+                g.name,
                 (x, y),
                 textcoords="offset points",
                 xytext=(5, 4),

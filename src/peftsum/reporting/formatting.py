@@ -42,6 +42,22 @@ def method_label(method: str) -> str:
     return METHOD_LABELS.get(method, method)
 
 
+def variant_label(method: str, label: str | None = None) -> str:
+    """Display name of a run variant: the method's (``"LoRA"``), or an experiment's own label with the
+    method beside it (``"lora-r16 (LoRA)"``) when the config named the variant (``name:``)."""
+    if not label or label == method:
+        return method_label(method)
+    return f"{label} ({method_label(method)})"
+
+
+def variant_sort_key(method: str, label: str | None = None) -> tuple:
+    """Sort key: :func:`method_sort_key`, then labels in natural order (``lora-r4`` before ``lora-r16``)."""
+    import re
+
+    natural = tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", label or method))
+    return (*method_sort_key(method), (label or method) != method, natural)
+
+
 def method_sort_key(method: str) -> tuple[int, str]:
     """Sort key putting ``full`` first, then the known PEFT methods, then the rest by name."""
     try:

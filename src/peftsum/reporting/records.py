@@ -90,6 +90,8 @@ class RunRecord:
         method: PEFT registry name (``full``, ``lora``, ...), from ``metrics.json`` or the run id.
         train_languages: training languages, from ``metrics.json`` or the run id.
         seed: training seed (``metrics.json`` config, else the ``-s<seed>`` suffix), or ``None``.
+        label: the experiment's name for this variant (``lora-r16``; ``status.json``'s ``label``),
+            else the method. Runs are grouped, pooled over seeds and reported per label.
         evals: evaluation records keyed by language.
         log_path: ``training_log.jsonl`` if present, else ``None``.
         train_curve, val_curve: ``(step, loss)`` rows of the training log (training ``loss``
@@ -107,6 +109,7 @@ class RunRecord:
     seed: int | None
     evals: dict[str, EvalRecord] = field(default_factory=dict)
     log_path: Path | None = None
+    label: str = ""
     train_curve: list[tuple[int, float]] = field(default_factory=list)
     val_curve: list[tuple[int, float]] = field(default_factory=list)
 
@@ -248,6 +251,12 @@ def _seed_from(metrics: dict, run_id: str) -> int | None:
     return int(match.group("seed")) if match else None
 
 
+def _method_names() -> set[str]:
+    from peftsum.modeling.methods import METHODS
+
+    return set(METHODS)
+
+
 def load_run(run_dir: Path) -> RunRecord:
     """Read one run folder.
 
@@ -265,9 +274,10 @@ def load_run(run_dir: Path) -> RunRecord:
     run_id = run_dir.name
     status_path = run_dir / "status.json"
     metrics_path = run_dir / "metrics.json"
-    status, error, seconds = "unknown", None, None
+    status, error, seconds, label = "unknown", None, None, None
     if status_path.is_file():
         st = read_json_object(status_path)
+        label = st.get("label") if isinstance(st.get("label"), str) and st.get("label") else None
         status = str(st.get("status", "unknown"))
         if status not in ("done", "failed"):
             raise DataError(f'{status_path}: \'status\' must be "done" or "failed", found {status!r}')
@@ -281,7 +291,8 @@ def load_run(run_dir: Path) -> RunRecord:
         raise DataError(f"{metrics_path}: file not found (the run's status is {status!r})")
 
     match = _RUN_ID.match(run_id)
-    method = (metrics or {}).get("method") or (match.group("method") if match else run_id)
+    method = (metrics or {}).get("method") or (label if label and label in _method_names() else None) \
+        or (match.group("method") if match else run_id)
     langs = (metrics or {}).get("train_languages")
     if metrics is not None:
         if not isinstance(langs, list) or not all(isinstance(x, str) for x in langs) or not langs:
@@ -330,6 +341,7 @@ def load_run(run_dir: Path) -> RunRecord:
         seed=seed,
         evals=evals,
         log_path=log if log.is_file() else None,
+        label=str(label or method),
         train_curve=train_curve,
         val_curve=val_curve,
     )

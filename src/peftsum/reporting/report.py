@@ -39,6 +39,7 @@ from peftsum.reporting.formatting import (
     fmt_share_pct,
     method_label,
     method_sort_key,
+    variant_label,
 )
 from peftsum.reporting.records import (
     ROUGE_KEYS,
@@ -233,7 +234,7 @@ def _results_table(sec: LanguageSection) -> Table:
             p = f"{sum(1 for t in tests if t.significant)}/{len(tests)} seeds p<{ALPHA:g}"
         else:
             diff, p = DASH, DASH
-        rows.append([method_label(g.method), _trained_on(g), seeds] + cells + [rel, diff, p])
+        rows.append([g.name, _trained_on(g), seeds] + cells + [rel, diff, p])
     return Table(headers, rows, numeric=[False, False, False] + [True] * (len(headers) - 3))
 
 
@@ -243,7 +244,7 @@ def _tests_table(sec: LanguageSection) -> Table | None:
         if g.key not in sec.reference:
             continue
         for seed in g.seeds:
-            row = [method_label(g.method), _trained_on(g), DASH if seed is None else str(seed)]
+            row = [g.name, _trained_on(g), DASH if seed is None else str(seed)]
             reason = None
             for m in ROUGE_KEYS:
                 t = next((t for t in sec.tests_for(g, m) if t.seed == seed), None)
@@ -329,7 +330,7 @@ def _efficiency_table(rows: list[EfficiencyRow]) -> Table:
     for r in rows:
         out.append(
             [
-                method_label(r.method),
+                r.name,
                 train_label(r.train_languages),
                 str(len(r.runs)),
                 fmt_count(r.mean("trainable_params")),
@@ -388,7 +389,7 @@ def _runs_table(exp: Experiment) -> Table:
             [
                 r.run_id,
                 r.status,
-                method_label(r.method),
+                variant_label(r.method, r.label),
                 train_label(r.train_languages) or DASH,
                 DASH if r.seed is None else str(r.seed),
                 str(r.metric("model") or DASH),
@@ -422,7 +423,7 @@ def build_report(
 
     sections = build_sections(exp)
     efficiency = build_efficiency(exp)
-    colors = method_colors([r.method for r in exp.ok_runs])
+    colors = method_colors([r.label or r.method for r in exp.ok_runs])
     blocks: list[Block] = _overview(exp, sections)
 
     # when to use which

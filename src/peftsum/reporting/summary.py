@@ -20,7 +20,6 @@ from peftsum.reporting.formatting import (
     fmt_ratio,
     fmt_score,
     fmt_seconds,
-    method_label,
 )
 
 
@@ -31,7 +30,7 @@ def train_label(train_languages: tuple[str, ...]) -> str:
 
 def group_label(g: Group) -> str:
     """``"LoRA"`` for an in-language run, ``"LoRA (trained on english, zero-shot)"`` otherwise."""
-    name = method_label(g.method)
+    name = g.name
     if g.train_languages == (g.language,):
         return name
     extra = ", zero-shot" if g.zero_shot else ""
@@ -170,7 +169,7 @@ def efficiency_sentence(row: EfficiencyRow, full: EfficiencyRow) -> str | None:
     if not bits:
         return None
     langs = train_label(row.train_languages)
-    return f"{method_label(row.method)} (trained on {langs}) vs full fine-tuning: " + "; ".join(bits) + "."
+    return f"{row.name} (trained on {langs}) vs full fine-tuning: " + "; ".join(bits) + "."
 
 
 def when_to_use(
@@ -186,9 +185,12 @@ def when_to_use(
     """
     quality = [language_sentence(s) for s in sections]
     cost = []
-    full_rows = {r.train_languages: r for r in efficiency if r.method == "full"}
+    full_rows: dict = {}
+    for r in efficiency:  # sorted: the variant labelled "full" (or the first full one) is the reference
+        if r.method == "full":
+            full_rows.setdefault(r.train_languages, r)
     for row in efficiency:
-        if row.method == "full" or row.train_languages not in full_rows:
+        if row.train_languages not in full_rows or row is full_rows[row.train_languages]:
             continue
         sent = efficiency_sentence(row, full_rows[row.train_languages])
         if sent:
