@@ -91,7 +91,7 @@ def registry(tiny_model_dir, experiment):
 
 @pytest.fixture(scope="module")
 def url(registry):
-    with running(registry, window_ms=250) as base_url:
+    with running(registry, window_ms=100) as base_url:
         yield base_url
 
 

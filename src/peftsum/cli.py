@@ -317,11 +317,12 @@ def serve_cmd(
     max_queue: int = typer.Option(256, min=1, help="Requests waiting or decoding at most (503 beyond)."),
     max_resident_mb: float = typer.Option(2048.0, min=0.0, help="Cap on resident adapters (MB); least recently used are evicted and reloaded on demand."),
     max_input_chars: int = typer.Option(50000, min=1, help="Longest article accepted, characters (413 beyond)."),
+    device: Optional[str] = typer.Option(None, help="auto (default: CUDA when available), cpu, cuda or cuda:N."),
 ) -> None:
     """Serve one base model and many adapters over HTTP (POST /generate, /generate_stream, GET /info, /metrics, /)."""
     from peftsum.serving.app import load_registry, serve
 
-    registry = load_registry(model, adapter, adapters_from, max_resident_mb, include_full, log=console.print)
+    registry = load_registry(model, adapter, adapters_from, max_resident_mb, include_full, device, log=console.print)
     console.print(f"serving {registry.base_name} + {len(registry.entries)} adapter(s) on http://{host}:{port}/",
                   highlight=False)
     serve(registry, host, port, window_ms=window_ms, max_batch=max_batch, max_queue=max_queue,

@@ -341,7 +341,8 @@ def create_app(registry: AdapterRegistry, *, window_ms: float = DEFAULT_WINDOW_M
 
 
 def load_registry(model: str, adapters: list[str] | None = None, adapters_from: list[str] | None = None,
-                  max_resident_mb: float = 2048.0, include_full: bool = False, log=print) -> AdapterRegistry:
+                  max_resident_mb: float = 2048.0, include_full: bool = False, device: str | None = None,
+                  log=print) -> AdapterRegistry:
     """Load the base and every adapter named on the command line.
 
     Args:
@@ -350,6 +351,7 @@ def load_registry(model: str, adapters: list[str] | None = None, adapters_from: 
         adapters_from: experiment folders whose PEFT runs are all served, named by run id.
         max_resident_mb: resident cap (:class:`AdapterRegistry`).
         include_full: with ``adapters_from``, also serve full fine-tuning runs.
+        device: where to decode (``None`` = auto: ``$PEFTSUM_DEVICE``, else CUDA when available, else CPU).
         log: progress lines.
 
     Returns:
@@ -374,7 +376,7 @@ def load_registry(model: str, adapters: list[str] | None = None, adapters_from: 
         from peftsum.modeling.tiny import ensure_tiny_model
 
         model = str(ensure_tiny_model())
-    registry = AdapterRegistry(model, max_resident_mb)
+    registry = AdapterRegistry(model, max_resident_mb, device)
     for name, path in items:
         entry = registry.add(name, path)
         log(f"adapter {name}: {entry.method} ({entry.kind}), {entry.size_mb:.2f} MB, from {entry.path}")

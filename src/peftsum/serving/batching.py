@@ -263,12 +263,20 @@ class MicroBatcher:
         import torch
         from transformers import StoppingCriteriaList
 
-        started = time.perf_counter()
         settings = jobs[0].settings
-        names = [j.adapter for j in jobs]
         with self.registry.lock:
+            names = [j.adapter for j in jobs]
             loads_before = {n: self.registry.entries[n].loads for n in set(names) if n in self.registry.entries}
             slot = self.registry.acquire(names)
+            if slot.failed:  # removed meanwhile or not reloadable: those requests fail, the others run
+                for job in jobs:
+                    if job.adapter in slot.failed:
+                        job.fail(slot.failed[job.adapter])
+                jobs = [j for j in jobs if j.adapter not in slot.failed]
+                names = [j.adapter for j in jobs]
+            if not jobs:
+                return
+            started = time.perf_counter()
             for name, before in loads_before.items():
                 entry = self.registry.entries.get(name)
                 if entry is not None and entry.loads > before:

@@ -242,11 +242,13 @@ class Slot:
         model: the model to call ``generate`` on.
         tokenizer: its tokenizer.
         mixed: pass ``adapter_names`` (one per row) to ``generate``.
+        failed: ``{adapter_id: error}`` for adapters of the group that could not be made resident.
     """
 
     model: Any
     tokenizer: Any
     mixed: bool
+    failed: dict = field(default_factory=dict)
 
 
 class AdapterRegistry:
@@ -257,17 +259,22 @@ class AdapterRegistry:
         max_resident_mb: cap on the summed ``size_mb`` of resident adapters and full checkpoints;
             the least recently used are evicted and reloaded on demand. Adapters needed by the
             batch in progress are never evicted (the cap may then be exceeded for that batch).
+        device: where to decode (:func:`peftsum.runtime.inference_device`: ``None`` = ``$PEFTSUM_DEVICE``,
+            else CUDA when available, else CPU).
 
     Raises:
         PeftsumError: the base cannot be loaded.
+        ConfigError: an unknown device.
     """
 
-    def __init__(self, base: str, max_resident_mb: float = 2048.0):
+    def __init__(self, base: str, max_resident_mb: float = 2048.0, device: str | None = None):
         from peftsum.modeling.load import load_model, load_tokenizer
+        from peftsum.runtime import inference_device
 
         self.base_name = str(base)
+        self.device = inference_device(device)
         self.base_model, _ = load_model(self.base_name)
-        self.base_model.eval()
+        self.base_model.to(self.device).eval()
         self.tokenizer = load_tokenizer(self.base_name)
         self.base_config = self.base_model.config.to_dict()
         self.max_resident_mb = float(max_resident_mb)
@@ -371,7 +378,275 @@ class AdapterRegistry:
                 from peftsum.modeling.load import load_model, load_tokenizer
 
                 entry.model, _ = load_model(str(entry.path))
-                entry.model.eval()
+                entry.model.to(self.device).eval()
+                entry.tokenizer = load_tokenizer(str(entry.path))
+            else:
+                from peft import PeftModel
+
+                if entry.kind == "single":
+                    entry.model = PeftModel.from_pretrained(share_weights(self.base_model), str(entry.path),
+                                                            is_trainable=False)
+                    entry.model.eval()
+                elif self._mixed is None:
+                    self._mixed = PeftModel.from_pretrained(share_weights(self.base_model), str(entry.path),
+                                                            adapter_name=entry.name, is_trainable=False)
+                    self._mixed.eval()
+                else:
+                    self._mixed.load_adapter(str(entry.path), adapter_name=entry.name, is_trainable=False)
+                    self._mixed.eval()
+        except PeftsumError:
+            raise
+        except Exception as exc:
+            raise PeftsumError(f"adapter {entry.name}: could not load {entry.path} ({_one_line(exc)})") from None
+        entry.resident = True
+        entry.loads += 1
+
+    def _unload(self, entry: Entry) -> None:
+        if not entry.resident:
+            return
+        if entry.kind == "mixed":
+            others = [e for e in self.entries.values() if e.kind == "mixed" and e.resident and e is not entry]
+            if others:
+                self._mixed.delete_adapter(entry.name)
+            else:
+                self._mixed = None
+        entry.model = entry.tokenizer = None
+        entry.resident = False
+        gc.collect()
+
+    # ------------------------------------------------------------------ serving
+    def group_key(self, name: str) -> str:
+        """Requests with the same key (and decoding settings) can share a batch.
+
+        Raises:
+            UnknownAdapter: ``name`` is not held.
+        """
+        if name == BASE:
+            return "mixed"
+        entry = self.get(name)
+        return "mixed" if entry.kind == "mixed" else f"{entry.kind}:{name}"
+
+    def input_settings(self, name: str) -> tuple[int, str]:
+        """``(max_source_length, source_prefix)`` the adapter was trained with (base: 512, "")."""
+        if name == BASE:
+            return 512, ""
+        entry = self.get(name)
+        return entry.max_source_length, entry.source_prefix
+
+    def acquire(self, names: list[str]) -> Slot:
+        """Make the adapters of one group resident (evicting others, LRU) and return what to run them on.
+
+        Call with :attr:`lock` held, and keep it for the ``generate`` call. An adapter that was
+        removed meanwhile or cannot be reloaded is left out and reported in ``Slot.failed``; the
+        other rows of the group still run.
+
+        Args:
+            names: the group's ``adapter_id`` per row (all with the same :meth:`group_key`).
+
+        Returns:
+            The :class:`Slot` (``model`` is ``None`` when every named adapter failed).
+        """
+        wanted = [n for n in dict.fromkeys(names) if n != BASE]
+        failed: dict[str, PeftsumError] = {}
+        entries = []
+        for name in wanted:
+            try:
+                entry = self.get(name)
+                if not entry.resident:
+                    self._make_room(entry.size_mb, set(wanted))
+                    self._load(entry)
+            except PeftsumError as exc:
+                failed[name] = exc
+                continue
+            entry.last_used = time.monotonic()
+            self.entries.move_to_end(entry.name)
+            entries.append(entry)
+        if not entries:
+            if wanted and len(failed) == len(wanted) and BASE not in names:
+                return Slot(None, self.tokenizer, False, failed)
+            if self._mixed is not None:
+                return Slot(self._mixed, self.tokenizer, True, failed)
+            return Slot(self.base_model, self.tokenizer, False, failed)
+        entry = entries[0]
+        if entry.kind == "mixed":
+            return Slot(self._mixed, self.tokenizer, True, failed)
+        return Slot(entry.model, entry.tokenizer or self.tokenizer, False, failed)
+
+    def info(self) -> dict:
+        """What ``GET /info`` shows for this entry."""
+        return {"name": self.name, "kind": self.kind, "method": self.method, "language": self.language,
+                "rank": self.rank, "size_mb": round(self.size_mb, 3), "trainable_params": self.trainable_params,
+                "resident": self.resident, "loads": self.loads, "path": str(self.path),
+                "max_source_length": self.max_source_length, "source_prefix": self.source_prefix}
+
+
+def _weights_mb(path: Path) -> float:
+    return sum(f.stat().st_size for f in path.glob("*") if f.suffix in (".safetensors", ".bin")) / 1e6
+
+
+def _count_params(path: Path) -> int | None:
+    files = list(path.glob("*.safetensors"))
+    if not files:
+        return None
+    from safetensors import safe_open
+
+    total = 0
+    for file in files:
+        with safe_open(str(file), "pt") as fh:
+            for key in fh.keys():
+                shape = fh.get_slice(key).get_shape()
+                n = 1
+                for d in shape:
+                    n *= d
+                total += n
+    return total
+
+
+@dataclass
+class Slot:
+    """What a batch of one group runs on (returned by :meth:`AdapterRegistry.acquire`).
+
+    Attributes:
+        model: the model to call ``generate`` on.
+        tokenizer: its tokenizer.
+        mixed: pass ``adapter_names`` (one per row) to ``generate``.
+        failed: ``{adapter_id: error}`` for adapters of the group that could not be made resident.
+    """
+
+    model: Any
+    tokenizer: Any
+    mixed: bool
+    failed: dict = field(default_factory=dict)
+
+
+class AdapterRegistry:
+    """The base model and every adapter of one server (thread-safe through :attr:`lock`).
+
+    Args:
+        base: hub id or folder of the base model (loaded once, float32, eval mode).
+        max_resident_mb: cap on the summed ``size_mb`` of resident adapters and full checkpoints;
+            the least recently used are evicted and reloaded on demand. Adapters needed by the
+            batch in progress are never evicted (the cap may then be exceeded for that batch).
+        device: where to decode (:func:`peftsum.runtime.inference_device`: ``None`` = ``$PEFTSUM_DEVICE``,
+            else CUDA when available, else CPU).
+
+    Raises:
+        PeftsumError: the base cannot be loaded.
+        ConfigError: an unknown device.
+    """
+
+    def __init__(self, base: str, max_resident_mb: float = 2048.0, device: str | None = None):
+        from peftsum.modeling.load import load_model, load_tokenizer
+        from peftsum.runtime import inference_device
+
+        self.base_name = str(base)
+        self.device = inference_device(device)
+        self.base_model, _ = load_model(self.base_name)
+        self.base_model.to(self.device).eval()
+        self.tokenizer = load_tokenizer(self.base_name)
+        self.base_config = self.base_model.config.to_dict()
+        self.max_resident_mb = float(max_resident_mb)
+        self.entries: OrderedDict[str, Entry] = OrderedDict()  # least recently used first
+        self.lock = threading.RLock()
+        self.evictions = 0
+        self._mixed = None  # one PeftModel holding every resident ``mixed`` adapter
+
+    # ------------------------------------------------------------------ adding and removing
+    def add(self, name: str, path: str | Path) -> Entry:
+        """Check, register and load an adapter folder, a run folder or a full checkpoint.
+
+        Args:
+            name: its ``adapter_id`` (letters, digits, ``._+=-``; not ``__base__``).
+            path: a run folder (``model/`` inside), an adapter folder or a full checkpoint folder.
+
+        Returns:
+            The new :class:`Entry` (resident).
+
+        Raises:
+            ConfigError: a bad name, a missing folder, a folder that holds no model.
+            AdapterConflict: the name is taken, or the adapter was trained on another base.
+            PeftsumError: the weights cannot be loaded.
+        """
+        if not isinstance(name, str) or not NAME_RE.match(name) or name == BASE:
+            raise ConfigError(f"name: {name!r} is not a valid adapter name (letters, digits and ._+=-, "
+                              "at most 128 characters, not __base__)")
+        src = Path(path).expanduser()
+        if not src.is_dir():
+            raise ConfigError(f"path: {src} is not a folder")
+        with self.lock:
+            if name in self.entries:
+                raise AdapterConflict(f"an adapter named {name} is already loaded (DELETE /adapters/{name} first)")
+            entry = self._describe(name, model_dir(src))
+            self._make_room(entry.size_mb, pinned=set())
+            self._load(entry)
+            self.entries[name] = entry
+            return entry
+
+    def remove(self, name: str) -> None:
+        """Unload and forget an adapter.
+
+        Raises:
+            UnknownAdapter: no adapter of that name.
+        """
+        with self.lock:
+            entry = self.get(name)
+            self._unload(entry)
+            del self.entries[name]
+
+    def get(self, name: str) -> Entry:
+        """The entry for ``name``.
+
+        Raises:
+            UnknownAdapter: not held; the message lists the loaded ones.
+        """
+        entry = self.entries.get(name)
+        if entry is None:
+            held = ", ".join([BASE, *sorted(self.entries)])
+            raise UnknownAdapter(f"unknown adapter_id {name!r}; loaded: {held}")
+        return entry
+
+    def _describe(self, name: str, path: Path) -> Entry:
+        from peftsum.modeling.load import is_adapter_dir
+
+        run_cfg, metrics = _run_files(path)
+        langs = run_cfg.get("languages") or metrics.get("train_languages")
+        language = "+".join(langs) if isinstance(langs, list) else (str(langs) if langs else None)
+        common = {"language": language, "max_source_length": int(run_cfg.get("max_source_length") or 512),
+                  "source_prefix": str(run_cfg.get("source_prefix") or "")}
+        if is_adapter_dir(path):
+            acfg = _read_json(path / "adapter_config.json")
+            check_adapter_base(acfg, self.base_name, self.base_config, name)
+            method = adapter_method(acfg, run_cfg)
+            rank = acfg.get("target_r") if acfg.get("peft_type") == "ADALORA" else acfg.get("r")
+            return Entry(name, path, "mixed" if can_mix(method, acfg) else "single", method, rank=rank,
+                         size_mb=_weights_mb(path), trainable_params=metrics.get("trainable_params")
+                         or _count_params(path), **common)
+        if (path / "config.json").is_file():
+            return Entry(name, path, "full", str(run_cfg.get("method") or "full"), rank=None,
+                         size_mb=_weights_mb(path), trainable_params=metrics.get("trainable_params")
+                         or _count_params(path), **common)
+        raise ConfigError(f"path: {path} holds neither a PEFT adapter (adapter_config.json) nor a model (config.json)")
+
+    # ------------------------------------------------------------------ residency
+    def resident_mb(self) -> float:
+        """Summed ``size_mb`` of the resident entries."""
+        return sum(e.size_mb for e in self.entries.values() if e.resident)
+
+    def _make_room(self, need_mb: float, pinned: set[str]) -> None:
+        for entry in list(self.entries.values()):  # least recently used first
+            if self.resident_mb() + need_mb <= self.max_resident_mb:
+                return
+            if entry.resident and entry.name not in pinned:
+                self._unload(entry)
+                self.evictions += 1
+
+    def _load(self, entry: Entry) -> None:
+        try:
+            if entry.kind == "full":
+                from peftsum.modeling.load import load_model, load_tokenizer
+
+                entry.model, _ = load_model(str(entry.path))
+                entry.model.to(self.device).eval()
                 entry.tokenizer = load_tokenizer(str(entry.path))
             else:
                 from peft import PeftModel
@@ -463,14 +738,14 @@ class AdapterRegistry:
         """``GET /info``: the base, every entry, the cap and what is resident."""
         params = sum(p.numel() for p in self.base_model.parameters())
         size = sum(p.numel() * p.element_size() for p in self.base_model.parameters()) / 1e6
-        with self.lock:
-            return {
-                "base": {"name": self.base_name, "model_type": self.base_config.get("model_type"),
-                         "parameters": params, "size_mb": round(size, 3)},
-                "adapters": [e.info() for e in sorted(self.entries.values(), key=lambda e: e.name)],
-                "max_resident_mb": self.max_resident_mb, "resident_mb": round(self.resident_mb(), 3),
-                "evictions": self.evictions,
-            }
+        entries = list(self.entries.values())  # no lock: /info must answer while a batch decodes
+        return {
+            "base": {"name": self.base_name, "model_type": self.base_config.get("model_type"),
+                     "parameters": params, "size_mb": round(size, 3), "device": str(self.device)},
+            "adapters": [e.info() for e in sorted(entries, key=lambda e: e.name)],
+            "max_resident_mb": self.max_resident_mb,
+            "resident_mb": round(sum(e.size_mb for e in entries if e.resident), 3), "evictions": self.evictions,
+        }
 
 
 def experiment_adapters(exp_dir: str | Path, include_full: bool = False) -> list[tuple[str, Path]]:
