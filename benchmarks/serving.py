@@ -13,12 +13,15 @@ What it does:
    one per XL-Sum language, as run folders of an experiment (``runs/<name>/model``).
 2. Starts one ``peftsum serve`` process with no adapter, warms it up and reads its resident
    memory (RSS), then hot-loads adapters (``POST /adapters``) up to each k and reads RSS again.
-3. Sends ``--requests`` requests of real bundled articles (each in its adapter's language) from
-   ``--concurrency`` client threads and reports p50/p95 latency and summaries/s for
-   (a) one adapter and (b) requests spread evenly over k adapters.
-4. (c) Merges the first k adapters into standalone models (``merge_and_unload``) and starts one
+3. (c) Merges the first k adapters into standalone models (``merge_and_unload``) and starts one
    ``peftsum serve`` per merged model, where k <= ``--merged-max`` and the free memory allows;
-   the same traffic goes to the process of each request's adapter; RSS is summed.
+   their RSS is summed.
+4. Sends ``--requests`` requests of real bundled articles (each in its adapter's language) per
+   setup from ``--concurrency`` client threads: (a) one adapter, (b) requests spread evenly over
+   k adapters of the one server, (c) the same spread over the k merged processes (each request
+   to the process of its adapter). The setups take turns in ``--rounds`` rounds (rotated) so a
+   shared machine's load falls on all of them alike. Reports p50/p95 latency, summaries/s (over
+   the summed wall time of the rounds) and the mean batch size the server formed.
 
 Every request decodes exactly ``--max-new-tokens`` tokens (``min_new_tokens`` = the same), so the
 work per request is the same in every setup. Nothing here is product code: the server is the
@@ -156,16 +159,16 @@ class Server:
 
 
 def load_test(targets: list[tuple[str, str, str]], articles: dict[str, list[str]], n: int, concurrency: int,
-              params: dict) -> dict:
+              params: dict, offset: int = 0) -> dict:
     """Send ``n`` requests round-robin over ``targets`` = ``[(url, adapter_id, language)]`` from ``concurrency`` threads.
 
     Returns:
-        ``{"requests", "concurrency", "p50_ms", "p95_ms", "summaries_per_s", "errors", "mean_batch"}``.
+        ``{"latencies": [s], "batches": [batch size per request], "errors": int, "wall_s": float}``.
     """
     import httpx
 
     lock = threading.Lock()
-    todo = list(range(n))
+    todo = list(range(offset, offset + n))
     latencies: list[float] = []
     batches: list[int] = []
     errors = [0]
@@ -196,18 +199,26 @@ def load_test(targets: list[tuple[str, str, str]], articles: dict[str, list[str]
         t.start()
     for t in threads:
         t.join()
-    wall = time.perf_counter() - start
-    lat = sorted(latencies)
-    pick = (lambda q: lat[min(int(q * len(lat)), len(lat) - 1)] * 1000) if lat else (lambda q: float("nan"))
-    return {"requests": n, "concurrency": concurrency, "p50_ms": round(statistics.median(lat) * 1000, 1) if lat else None,
-            "p95_ms": round(pick(0.95), 1), "summaries_per_s": round(len(lat) / wall, 2), "errors": errors[0],
+    return {"latencies": latencies, "batches": batches, "errors": errors[0], "wall_s": time.perf_counter() - start}
+
+
+def summarize(runs: list[dict], concurrency: int) -> dict:
+    """p50/p95 latency (ms), summaries/s (successes over summed wall time), mean batch, errors of several rounds."""
+    lat = sorted(x for r in runs for x in r["latencies"])
+    batches = [b for r in runs for b in r["batches"]]
+    wall = sum(r["wall_s"] for r in runs)
+    q = (lambda p: round(lat[min(int(p * len(lat)), len(lat) - 1)] * 1000, 1)) if lat else (lambda p: None)
+    return {"requests": len(lat) + sum(r["errors"] for r in runs), "concurrency": concurrency,
+            "p50_ms": round(statistics.median(lat) * 1000, 1) if lat else None, "p95_ms": q(0.95),
+            "summaries_per_s": round(len(lat) / wall, 2) if wall else None, "errors": sum(r["errors"] for r in runs),
             "mean_batch": round(statistics.mean(batches), 2) if batches else None}
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="tiny", help="tiny, bench-mt5-small or a model folder")
-    ap.add_argument("--requests", type=int, default=400)
+    ap.add_argument("--requests", type=int, default=400, help="requests per setup and concurrency")
+    ap.add_argument("--rounds", type=int, default=4, help="the setups take turns in this many rounds")
     ap.add_argument("--concurrency", type=_ints, default=[1, 8, 32])
     ap.add_argument("--adapters", type=_ints, default=[2, 8, 45])
     ap.add_argument("--merged-max", type=int, default=8, help="largest k run as k merged processes (0 = none)")
@@ -241,16 +252,18 @@ def main(argv=None) -> int:
     params = {"num_beams": args.num_beams, "max_new_tokens": args.max_new_tokens,
               "min_new_tokens": args.max_new_tokens}
     results = {"model": str(base), "params": params, "memory": [], "load": [], "machine": {
-        "cpus": os.cpu_count(), "torch_threads": args.threads or "default"}}
+        "cpus": os.cpu_count(), "torch_threads": args.threads or "default",
+        "load_average_start": [round(x, 2) for x in os.getloadavg()]}}
 
     import httpx
 
-    server = Server(base, args.threads, ["--max-batch", str(args.max_batch), "--window-ms", str(args.window_ms)]).wait()
+    warm = {**params, "max_new_tokens": 4, "min_new_tokens": 4}
+    first_lang = adapters[0][1]
+    servers: list[Server] = []
     try:
-        first_lang = adapters[0][1]
-        httpx.post(server.url + "/generate", timeout=600, json={"inputs": articles[first_lang][0],
-                                                                "parameters": {**params, "max_new_tokens": 4,
-                                                                               "min_new_tokens": 4}})
+        server = Server(base, args.threads, ["--max-batch", str(args.max_batch), "--window-ms", str(args.window_ms)])
+        servers.append(server.wait())
+        httpx.post(server.url + "/generate", timeout=600, json={"inputs": articles[first_lang][0], "parameters": warm})
         base_rss = server.rss_mb()
         results["memory"].append({"setup": "base alone", "k": 0, "rss_mb": round(base_rss, 1), "ratio": 1.0})
         loaded = 0
@@ -260,55 +273,53 @@ def main(argv=None) -> int:
                 res.raise_for_status()
             loaded = k
             httpx.post(server.url + "/generate", timeout=600, json={
-                "inputs": articles[first_lang][0],
-                "parameters": {**params, "adapter_id": adapters[0][0], "max_new_tokens": 4, "min_new_tokens": 4}})
+                "inputs": articles[first_lang][0], "parameters": {**warm, "adapter_id": adapters[0][0]}})
             rss = server.rss_mb()
-            results["memory"].append({"setup": f"base + {k} adapters", "k": k, "rss_mb": round(rss, 1),
+            results["memory"].append({"setup": f"base + {k} adapters, 1 process", "k": k, "rss_mb": round(rss, 1),
                                       "ratio": round(rss / base_rss, 3)})
             print(results["memory"][-1], flush=True)
+        setups = [] if args.memory_only else [("(a) one adapter", 1, [(server.url, adapters[0][0], first_lang)])]
         if not args.memory_only:
-            for c in args.concurrency:
-                row = load_test([(server.url, adapters[0][0], adapters[0][1])], articles, args.requests, c, params)
-                results["load"].append({"setup": "(a) one adapter", "k": 1, **row})
-                print(results["load"][-1], flush=True)
-                for k in ks:
-                    targets = [(server.url, name, lang) for name, lang, _ in adapters[:k]]
-                    row = load_test(targets, articles, args.requests, c, params)
-                    results["load"].append({"setup": f"(b) mixed over {k} adapters", "k": k, **row})
-                    print(results["load"][-1], flush=True)
-    finally:
-        server.stop()
-
-    merged_ks = [k for k in ks if k <= args.merged_max]
-    if merged_ks and not args.memory_only:
-        kmax = max(merged_ks)
-        need = kmax * base_rss * 1.2
-        if need > psutil.virtual_memory().available * 0.8:
-            print(f"(c) skipped: {kmax} merged processes need ~{need:.0f} MB", flush=True)
-        else:
-            merged = [merge_adapter(base, run, work / "merged" / name) for name, _, run in adapters[:kmax]]
-            for k in merged_ks:
-                servers = [Server(m, args.threads, ["--max-batch", str(args.max_batch), "--window-ms",
-                                                    str(args.window_ms)]) for m in merged[:k]]
-                try:
-                    for s in servers:
-                        s.wait()
-                    for s in servers:
-                        httpx.post(s.url + "/generate", timeout=600, json={
-                            "inputs": articles[first_lang][0],
-                            "parameters": {**params, "max_new_tokens": 4, "min_new_tokens": 4}})
-                    rss = sum(s.rss_mb() for s in servers)
+            setups += [(f"(b) mixed over {k} adapters", k, [(server.url, n, lang) for n, lang, _ in adapters[:k]])
+                       for k in ks]
+        merged_ks = [k for k in ks if k <= args.merged_max]
+        if merged_ks:
+            kmax = max(merged_ks)
+            need = kmax * base_rss * 1.2
+            if need > psutil.virtual_memory().available * 0.8:
+                print(f"(c) skipped: {kmax} merged processes need ~{need:.0f} MB", flush=True)
+            else:
+                merged_dirs = [merge_adapter(base, run, work / "merged" / name) for name, _, run in adapters[:kmax]]
+                merged = [Server(m, args.threads, ["--max-batch", str(args.max_batch), "--window-ms",
+                                                   str(args.window_ms)]) for m in merged_dirs]
+                servers += merged
+                for s in merged:
+                    s.wait()
+                    httpx.post(s.url + "/generate", timeout=600, json={"inputs": articles[first_lang][0],
+                                                                       "parameters": warm})
+                for k in merged_ks:
+                    rss = sum(s.rss_mb() for s in merged[:k])
                     results["memory"].append({"setup": f"{k} merged models, {k} processes", "k": k,
                                               "rss_mb": round(rss, 1), "ratio": round(rss / base_rss, 3)})
                     print(results["memory"][-1], flush=True)
-                    targets = [(s.url, "__base__", lang) for s, (_, lang, _) in zip(servers, adapters[:k])]
-                    for c in args.concurrency:
-                        row = load_test(targets, articles, args.requests, c, params)
-                        results["load"].append({"setup": f"(c) {k} merged models", "k": k, **row})
-                        print(results["load"][-1], flush=True)
-                finally:
-                    for s in servers:
-                        s.stop()
+                    if not args.memory_only:
+                        setups.append((f"(c) {k} merged models", k,
+                                       [(s.url, "__base__", lang) for s, (_, lang, _) in zip(merged, adapters[:k])]))
+        # the setups take turns, round by round (rotated), so that a shared machine's noise hits all alike
+        per_round = max(args.requests // args.rounds, 1)
+        for c in args.concurrency:
+            collected: dict[str, list] = {label: [] for label, _, _ in setups}
+            for r in range(args.rounds):
+                order = setups[r % len(setups):] + setups[:r % len(setups)] if setups else []
+                for label, _, targets in order:
+                    collected[label].append(load_test(targets, articles, per_round, c, params, offset=r * per_round))
+            for label, k, _ in setups:
+                results["load"].append({"setup": label, "k": k, **summarize(collected[label], c)})
+                print(results["load"][-1], flush=True)
+    finally:
+        for s in servers:
+            s.stop()
+    results["machine"]["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
 
     text = render(results)
     print(text)
@@ -323,7 +334,7 @@ def main(argv=None) -> int:
 
 def render(results: dict) -> str:
     """The result tables in Markdown."""
-    lines = [f"model: `{results['model']}`; decoding: {results['params']}", "",
+    lines = [f"model: `{results['model']}`; decoding: {results['params']}; machine: {results['machine']}", "",
              "| memory setup | RSS (MB) | x base alone |", "| --- | ---: | ---: |"]
     lines += [f"| {m['setup']} | {m['rss_mb']:.0f} | {m['ratio']:.3f} |" for m in results["memory"]]
     if results["load"]:
