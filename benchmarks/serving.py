@@ -158,9 +158,12 @@ class Server:
             self.proc.kill()
 
 
-def load_test(targets: list[tuple[str, str, str]], articles: dict[str, list[str]], n: int, concurrency: int,
+def load_test(targets: list[tuple[str, str, str]], articles: list[str], n: int, concurrency: int,
               params: dict, offset: int = 0) -> dict:
     """Send ``n`` requests round-robin over ``targets`` = ``[(url, adapter_id, language)]`` from ``concurrency`` threads.
+
+    Request ``i`` carries ``articles[i % len(articles)]`` whatever its target, so every setup decodes
+    the same articles in the same order (only the adapter changes).
 
     Returns:
         ``{"latencies": [s], "batches": [batch size per request], "errors": int, "wall_s": float}``.
@@ -180,9 +183,8 @@ def load_test(targets: list[tuple[str, str, str]], articles: dict[str, list[str]
                     if not todo:
                         return
                     i = todo.pop(0)
-                url, adapter, lang = targets[i % len(targets)]
-                texts = articles[lang]
-                body = {"inputs": texts[i % len(texts)], "parameters": {"adapter_id": adapter, **params}}
+                url, adapter, _ = targets[i % len(targets)]
+                body = {"inputs": articles[i % len(articles)], "parameters": {"adapter_id": adapter, **params}}
                 t0 = time.perf_counter()
                 res = client.post(url + "/generate", json=body)
                 dt = time.perf_counter() - t0
@@ -244,11 +246,14 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     adapters = write_adapters(base, max(ks), work / "exp")
     print(f"{len(adapters)} adapters written in {time.perf_counter() - t0:.0f} s ({work})", flush=True)
-    articles = {}
+    by_lang = {}
     for _, lang, _ in adapters:
-        if lang not in articles:
+        if lang not in by_lang:
             rows = load_split(lang, "validation", "sample").rows + load_split(lang, "train", "sample").rows
-            articles[lang] = [r["text"] for r in rows]
+            by_lang[lang] = [r["text"] for r in rows]
+    # one article per language in turn: real bundled articles of every adapter's language
+    articles = [texts[j] for j in range(max(len(t) for t in by_lang.values()))
+                for texts in by_lang.values() if j < len(texts)]
     params = {"num_beams": args.num_beams, "max_new_tokens": args.max_new_tokens,
               "min_new_tokens": args.max_new_tokens}
     results = {"model": str(base), "params": params, "memory": [], "load": [], "machine": {
@@ -263,7 +268,7 @@ def main(argv=None) -> int:
     try:
         server = Server(base, args.threads, ["--max-batch", str(args.max_batch), "--window-ms", str(args.window_ms)])
         servers.append(server.wait())
-        httpx.post(server.url + "/generate", timeout=600, json={"inputs": articles[first_lang][0], "parameters": warm})
+        httpx.post(server.url + "/generate", timeout=600, json={"inputs": articles[0], "parameters": warm})
         base_rss = server.rss_mb()
         results["memory"].append({"setup": "base alone", "k": 0, "rss_mb": round(base_rss, 1), "ratio": 1.0})
         loaded = 0
@@ -273,7 +278,7 @@ def main(argv=None) -> int:
                 res.raise_for_status()
             loaded = k
             httpx.post(server.url + "/generate", timeout=600, json={
-                "inputs": articles[first_lang][0], "parameters": {**warm, "adapter_id": adapters[0][0]}})
+                "inputs": articles[0], "parameters": {**warm, "adapter_id": adapters[0][0]}})
             rss = server.rss_mb()
             results["memory"].append({"setup": f"base + {k} adapters, 1 process", "k": k, "rss_mb": round(rss, 1),
                                       "ratio": round(rss / base_rss, 3)})
@@ -295,8 +300,7 @@ def main(argv=None) -> int:
                 servers += merged
                 for s in merged:
                     s.wait()
-                    httpx.post(s.url + "/generate", timeout=600, json={"inputs": articles[first_lang][0],
-                                                                       "parameters": warm})
+                    httpx.post(s.url + "/generate", timeout=600, json={"inputs": articles[0], "parameters": warm})
                 for k in merged_ks:
                     rss = sum(s.rss_mb() for s in merged[:k])
                     results["memory"].append({"setup": f"{k} merged models, {k} processes", "k": k,
