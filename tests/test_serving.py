@@ -379,7 +379,7 @@ def test_lru_evicts_by_megabytes_and_reloads(tiny_model_dir, experiment, tmp_pat
     for name, path in (("en", runs / "lora-english-s42"), ("ru", gone), ("do", runs / "dora-english-s42")):
         registry.add(name, path)
     text = _articles("english", 1)[0]
-    with running(registry, window_ms=0) as base_url, httpx.Client(base_url=base_url, timeout=60) as c:
+    with running(registry, window_ms=150) as base_url, httpx.Client(base_url=base_url, timeout=60) as c:
         resident = {a["name"]: a["resident"] for a in c.get("/info").json()["adapters"]}
         assert resident == {"en": False, "ru": True, "do": True}  # en was the least recently used
         first = _gen(c, text, "en", **BEAM)["generated_text"]  # reloaded on demand, evicting ru
@@ -390,9 +390,22 @@ def test_lru_evicts_by_megabytes_and_reloads(tiny_model_dir, experiment, tmp_pat
         _gen(c, text, "do", **BEAM)
         assert _gen(c, text, "en", **BEAM)["generated_text"] == first
         # a server error: ru's files vanished while it was evicted -> 500, one line, counted, still up
+        # in the same window as a request for en: only ru's request fails, en's decodes as before
         shutil.rmtree(gone)
-        res = c.post("/generate", json={"inputs": text, "parameters": {"adapter_id": "ru"}})
+        barrier, out = threading.Barrier(2), {}
+
+        def call(name):
+            barrier.wait()
+            out[name] = c.post("/generate", json={"inputs": text, "parameters": {"adapter_id": name, **BEAM}})
+
+        threads = [threading.Thread(target=call, args=(n,)) for n in ("ru", "en")]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        res = out["ru"]
         assert res.status_code == 500 and "\n" not in res.json()["error"] and "ru" in res.json()["error"]
+        assert out["en"].status_code == 200 and out["en"].json()["generated_text"] == first, out["en"].text
         assert 'peftsum_errors_total{code="500"} 1.0' in c.get("/metrics").text
         assert _gen(c, text, "do", max_new_tokens=3) and c.get("/health").status_code == 200
         loads = c.get("/metrics").text
