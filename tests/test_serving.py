@@ -546,3 +546,21 @@ def test_serving_cost_from_run_folders(experiment, tiny_model_dir):
     assert lora["disk_ratio"] == pytest.approx(2 * base_mb / (base_mb + adapters), abs=1e-2)
     assert cost["full"]["runs"] == 1 and cost["full"]["merged_disk_mb"] > base_mb * 0.9
     assert set(cost["methods"]) == {"lora", "rslora", "dora"}
+
+
+def test_command_line_mistakes_are_one_line_errors(tmp_path):
+    from typer.testing import CliRunner
+
+    from peftsum.cli import app
+    from peftsum.errors import ConfigError
+    from peftsum.serving.cost import serving_cost
+
+    runner = CliRunner()
+    for args, needle in ((["--adapter", "no-equals-sign"], "expected NAME=DIR"),
+                         (["--adapters-from", str(tmp_path / "missing")], "is not a folder"),
+                         (["--adapters-from", str(tmp_path)], "no trained PEFT run")):
+        res = runner.invoke(app, ["serve", "--model", "tiny", *args], env={"COLUMNS": "400"})
+        lines = [line for line in res.output.splitlines() if line.strip()]
+        assert res.exit_code == 2 and len(lines) == 1 and needle in lines[0], res.output
+    with pytest.raises(ConfigError, match="no finished run"):
+        serving_cost(tmp_path)
