@@ -365,6 +365,32 @@ def merge_cmd(
     console.print(f"merged model written to {out}")
 
 
+@app.command("serve")
+@_run
+def serve_cmd(
+    model: str = typer.Option(..., help="Base model every adapter was trained on (hub id or folder; 'tiny' = offline tiny model)."),
+    adapter: Optional[list[str]] = typer.Option(None, "--adapter", help="NAME=DIR: a run folder, adapter folder or full checkpoint (repeat)."),
+    adapters_from: Optional[list[str]] = typer.Option(None, "--adapters-from", help="Experiment folder: serve every PEFT run, named by run id (repeat)."),
+    include_full: bool = typer.Option(False, "--include-full", help="With --adapters-from, also serve full fine-tuning runs (each a whole model)."),
+    host: str = typer.Option("127.0.0.1", help="Address to listen on."),
+    port: int = typer.Option(8080, min=0, max=65535, help="Port to listen on."),
+    window_ms: float = typer.Option(5.0, min=0.0, help="Micro-batching window after the first waiting request (ms)."),
+    max_batch: int = typer.Option(16, min=1, help="Requests per generate call at most."),
+    max_queue: int = typer.Option(256, min=1, help="Requests waiting or decoding at most (503 beyond)."),
+    max_resident_mb: float = typer.Option(2048.0, min=0.0, help="Cap on resident adapters (MB); least recently used are evicted and reloaded on demand."),
+    max_input_chars: int = typer.Option(50000, min=1, help="Longest article accepted, characters (413 beyond)."),
+    device: Optional[str] = typer.Option(None, help="auto (default: CUDA when available), cpu, cuda or cuda:N."),
+) -> None:
+    """Serve one base model and many adapters over HTTP (POST /generate, /generate_stream, GET /info, /metrics, /)."""
+    from peftsum.serving.app import load_registry, serve
+
+    registry = load_registry(model, adapter, adapters_from, max_resident_mb, include_full, device, log=console.print)
+    console.print(f"serving {registry.base_name} + {len(registry.entries)} adapter(s) on http://{host}:{port}/",
+                  highlight=False)
+    serve(registry, host, port, window_ms=window_ms, max_batch=max_batch, max_queue=max_queue,
+          max_input_chars=max_input_chars)
+
+
 @app.command("experiment")
 @_run
 def experiment_cmd(

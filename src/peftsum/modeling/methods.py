@@ -88,6 +88,11 @@ class Method:
         packed_head: the training loss may apply the output head to target tokens only
             (:func:`peftsum.training.loss.packed_head_loss`; AdaLoRA: no, PEFT adds its
             orthogonality regulariser only to a loss the model computes itself).
+        mixed_batch: PEFT can decode a batch whose rows use different adapters of this method
+            (``generate(..., adapter_names=[...])``, PEFT's ``_mixed_batch_forward``): plain LoRA
+            layers only. DoRA is refused by PEFT; AdaLoRA's ``SVDLinear``, IA3, LoHa, VeRA and the
+            prompt-learning methods ignore ``adapter_names`` (peft 0.21.2), so ``peftsum serve``
+            batches their requests per adapter.
     """
 
     name: str
@@ -103,6 +108,7 @@ class Method:
     gradient_checkpointing: bool = True
     extra_record: Callable[[MethodHyper], dict] | None = None
     packed_head: bool = True
+    mixed_batch: bool = False
 
     @property
     def is_peft(self) -> bool:
@@ -214,13 +220,15 @@ METHODS: dict[str, Method] = {
     m.name: m
     for m in (
         Method("full", "full fine-tuning: every weight trains", 5e-5, (), None),
-        Method("lora", "LoRA, low-rank update B@A (Hu et al., 2021)", 5e-4, _QV, _lora(), _LORA_USES, r=8),
+        Method("lora", "LoRA, low-rank update B@A (Hu et al., 2021)", 5e-4, _QV, _lora(), _LORA_USES, r=8,
+               mixed_batch=True),
         Method("dora", "DoRA, weight-decomposed LoRA (Liu et al., 2024)", 5e-4, _QV, _lora(use_dora=True),
                _LORA_USES, r=8),
         Method("rslora", "rank-stabilised LoRA, scale alpha/sqrt(r) (Kalajdzievski, 2023)", 5e-4, _QV,
-               _lora(use_rslora=True), _LORA_USES, r=8),
+               _lora(use_rslora=True), _LORA_USES, r=8, mixed_batch=True),
         Method("pissa", "LoRA initialised from principal singular vectors (Meng et al., 2024)", 5e-4, _QV,
-               _lora(init_lora_weights="pissa"), _LORA_USES, r=8, convert_on_save=True),
+               _lora(init_lora_weights="pissa"), _LORA_USES, r=8, convert_on_save=True,
+               mixed_batch=True),
         Method("adalora", "AdaLoRA, adaptive rank budget, init_r 1.5r pruned to r (Zhang et al., 2023)", 5e-4,
                ALL_LINEAR, _adalora, _LORA_USES, r=8, callbacks=(_adalora_callback,), resumable=False,
                extra_record=_adalora_record, packed_head=False),
