@@ -228,6 +228,9 @@ def test_generate_stream_sends_tokens_then_the_summary(client, num_beams):
 def test_info_health_and_metrics(client, tiny_model_dir):
     info = client.get("/info").json()
     assert info["base"]["name"] == str(tiny_model_dir) and info["base"]["model_type"] == "mt5"
+    # decoding precision follows the switch the suite pins (PEFTSUM_BF16=0 unless CI's bf16 pass sets 1)
+    assert info["base"]["precision"] == ("bf16" if os.environ.get("PEFTSUM_BF16") == "1" else "fp32")
+    assert info["base"]["device"] == ("cuda" if __import__("torch").cuda.is_available() else "cpu")
     adapters = {a["name"]: a for a in info["adapters"]}
     assert set(adapters) == {*MIXABLE, "dora-english-s42", "full-english"}  # --adapters-from skips full runs
     lora = adapters["lora-english-s42"]

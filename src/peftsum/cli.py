@@ -380,13 +380,16 @@ def serve_cmd(
     max_resident_mb: float = typer.Option(2048.0, min=0.0, help="Cap on resident adapters (MB); least recently used are evicted and reloaded on demand."),
     max_input_chars: int = typer.Option(50000, min=1, help="Longest article accepted, characters (413 beyond)."),
     device: Optional[str] = typer.Option(None, help="auto (default: CUDA when available), cpu, cuda or cuda:N."),
+    bf16: Optional[bool] = typer.Option(None, "--bf16/--no-bf16", help="Decode under bf16 autocast (default: "
+                                        "PEFTSUM_BF16, else where the hardware runs bf16 natively)."),
 ) -> None:
     """Serve one base model and many adapters over HTTP (POST /generate, /generate_stream, GET /info, /metrics, /)."""
     from peftsum.serving.app import load_registry, serve
 
-    registry = load_registry(model, adapter, adapters_from, max_resident_mb, include_full, device, log=console.print)
-    console.print(f"serving {registry.base_name} + {len(registry.entries)} adapter(s) on http://{host}:{port}/",
-                  highlight=False)
+    registry = load_registry(model, adapter, adapters_from, max_resident_mb, include_full, device, log=console.print,
+                             bf16=bf16)
+    console.print(f"serving {registry.base_name} + {len(registry.entries)} adapter(s) on http://{host}:{port}/ "
+                  f"({registry.device}, {'bf16' if registry.bf16 else 'fp32'})", highlight=False)
     serve(registry, host, port, window_ms=window_ms, max_batch=max_batch, max_queue=max_queue,
           max_input_chars=max_input_chars)
 

@@ -342,7 +342,7 @@ def create_app(registry: AdapterRegistry, *, window_ms: float = DEFAULT_WINDOW_M
 
 def load_registry(model: str, adapters: list[str] | None = None, adapters_from: list[str] | None = None,
                   max_resident_mb: float = 2048.0, include_full: bool = False, device: str | None = None,
-                  log=print) -> AdapterRegistry:
+                  log=print, bf16: bool | None = None) -> AdapterRegistry:
     """Load the base and every adapter named on the command line.
 
     Args:
@@ -376,7 +376,7 @@ def load_registry(model: str, adapters: list[str] | None = None, adapters_from: 
         from peftsum.modeling.tiny import ensure_tiny_model
 
         model = str(ensure_tiny_model())
-    registry = AdapterRegistry(model, max_resident_mb, device)
+    registry = AdapterRegistry(model, max_resident_mb, device, bf16=bf16)
     for name, path in items:
         entry = registry.add(name, path)
         log(f"adapter {name}: {entry.method} ({entry.kind}), {entry.size_mb:.2f} MB, from {entry.path}")

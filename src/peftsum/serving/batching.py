@@ -301,7 +301,9 @@ class MicroBatcher:
                 job.started, job.batch_size = started, len(jobs)
             self.metrics.batch_size.observe(len(jobs))
             self.metrics.batch_adapters.observe(len(set(names)))
-            with torch.inference_mode():
+            from peftsum.runtime import autocast_context
+
+            with torch.inference_mode(), autocast_context(device.type, self.registry.bf16):
                 ids = slot.model.generate(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                                           stopping_criteria=StoppingCriteriaList([_stopping_class()(jobs)]),
                                           **kwargs)

@@ -261,18 +261,22 @@ class AdapterRegistry:
             batch in progress are never evicted (the cap may then be exceeded for that batch).
         device: where to decode (:func:`peftsum.runtime.inference_device`: ``None`` = ``$PEFTSUM_DEVICE``,
             else CUDA when available, else CPU).
+        bf16: decode under bf16 autocast; ``None`` = ``PEFTSUM_BF16``, else where the hardware runs bf16
+            natively (:func:`peftsum.runtime.resolve_bf16`). Weights stay fp32.
 
     Raises:
         PeftsumError: the base cannot be loaded.
         ConfigError: an unknown device.
     """
 
-    def __init__(self, base: str, max_resident_mb: float = 2048.0, device: str | None = None):
+    def __init__(self, base: str, max_resident_mb: float = 2048.0, device: str | None = None,
+                 bf16: bool | None = None):
         from peftsum.modeling.load import load_model, load_tokenizer
-        from peftsum.runtime import inference_device
+        from peftsum.runtime import inference_device, resolve_bf16
 
         self.base_name = str(base)
         self.device = inference_device(device)
+        self.bf16 = resolve_bf16(bf16)
         self.base_model, _ = load_model(self.base_name)
         self.base_model.to(self.device).eval()
         self.tokenizer = load_tokenizer(self.base_name)
@@ -479,7 +483,8 @@ class AdapterRegistry:
         entries = list(self.entries.values())  # no lock: /info must answer while a batch decodes
         return {
             "base": {"name": self.base_name, "model_type": self.base_config.get("model_type"),
-                     "parameters": params, "size_mb": round(size, 3), "device": str(self.device)},
+                     "parameters": params, "size_mb": round(size, 3), "device": str(self.device),
+                     "precision": "bf16" if self.bf16 else "fp32"},
             "adapters": [e.info() for e in sorted(entries, key=lambda e: e.name)],
             "max_resident_mb": self.max_resident_mb,
             "resident_mb": round(sum(e.size_mb for e in entries if e.resident), 3), "evictions": self.evictions,
