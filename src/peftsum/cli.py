@@ -395,6 +395,9 @@ def main() -> None:
     # deprecation notices from inside transformers/peft tell users nothing they can act on
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", message=".*embeddings are no longer tied.*")
+    from peftsum.distributed import is_main
+
+    console.quiet = not is_main()  # torchrun / accelerate launch: one copy of the output (errors still show)
     app()
 
 

@@ -6,6 +6,7 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
+from peftsum.distributed import broadcast, is_distributed, is_main
 from peftsum.errors import PeftsumError
 from peftsum.generation.decode import DEFAULT_BATCH_SIZE, GenerationSettings, iter_generate
 from peftsum.io import ensure_writable_target
@@ -88,9 +89,15 @@ def evaluate_model(model_path: str, language: str, output_file: str | Path, spli
     meta = {"model_path": str(model_path), "language": loaded.language, "split": split, "data": str(data),
             "generation": asdict(settings), "max_source_length": max_source_length, "source_prefix": source_prefix}
     output_file.parent.mkdir(parents=True, exist_ok=True)
-    done = _read_done(pred_file, meta_file, meta, overwrite)
+    if is_distributed():  # torchrun/accelerate launch: each rank decodes a share, rank 0 writes (sharded.py)
+        from peftsum.generation.sharded import sharded_predictions
+
+        done = sharded_predictions(str(model_path), rows, pred_file, meta_file, meta, overwrite, settings,
+                                   max_source_length, source_prefix, batch_size, progress, log)
+    else:
+        done = _read_done(pred_file, meta_file, meta, overwrite)
     todo = [i for i, r in enumerate(rows) if r["id"] not in done]
-    if done:
+    if done and not is_distributed():
         log(f"continuing: {len(rows) - len(todo)} of {len(rows)} predictions already in {pred_file}")
     if todo:
         meta_file.write_text(json.dumps(meta))
@@ -109,6 +116,8 @@ def evaluate_model(model_path: str, language: str, output_file: str | Path, spli
                     fh.write(json.dumps({"id": r["id"], "reference": r["summary"], "prediction": pred},
                                         ensure_ascii=False) + "\n")
                 fh.flush()
+    if not is_main():  # rank 0 scores and writes; the others get its result
+        return broadcast(None)
     predictions = [done[r["id"]] for r in rows]
     result = score_texts(predictions, [r["summary"] for r in rows], loaded.language, stemmer=stemmer,
                          n_resamples=n_resamples, seed=seed)
@@ -119,7 +128,7 @@ def evaluate_model(model_path: str, language: str, output_file: str | Path, spli
                    "dropped_rows": dict(loaded.dropped), "generation": asdict(settings),
                    "max_source_length": max_source_length, "ids": [r["id"] for r in rows]})
     write_json_atomic(output_file, result)
-    return result
+    return broadcast(result)
 
 
 def write_samples(model_path: str, language: str, output_file: str | Path, num_samples: int = 10,
