@@ -201,9 +201,10 @@ def train_cmd(
     tensorboard: Optional[bool] = typer.Option(None, "--tensorboard", help="Log to TensorBoard (<output-dir>/tensorboard)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the latest complete checkpoint in --output-dir."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run folder."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the memory per device (per world size) and exit; loads no weights."),
 ) -> None:
     """Fine-tune a seq2seq model on XL-Sum (full or PEFT) and write metrics.json, training_log.jsonl and a model card."""
-    overrides = {k: v for k, v in locals().items() if k != "config"}
+    overrides = {k: v for k, v in locals().items() if k not in ("config", "dry_run")}
     from peftsum.config import train_config_from
     from peftsum.modeling.tiny import ensure_tiny_model
     from peftsum.training.trainer import train
@@ -214,6 +215,11 @@ def train_cmd(
     cfg = train_config_from(config, overrides)
     if cfg.model == "tiny":
         cfg.model = str(ensure_tiny_model())
+    if dry_run:
+        from peftsum.training.memory import dry_run as memory_dry_run
+
+        console.print(memory_dry_run([cfg])[1], markup=False, highlight=False)
+        return
     metrics = train(cfg, log=console.print)
     val = "n/a" if metrics["eval_loss"] is None else f"{metrics['eval_loss']:.4f}"
     console.print(
@@ -313,6 +319,7 @@ def experiment_cmd(
         None, "--set", help="Override a config key, e.g. --set train.max_steps=100 --set languages=[hindi,urdu]."
     ),
     show_config: bool = typer.Option(False, "--show-config", help="Print the resolved config and exit."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print each method's memory per device (per world size) and exit."),
 ) -> None:
     """Run methods x languages x seeds with equal budgets, evaluate, score baselines and write the report.
 
@@ -331,6 +338,15 @@ def experiment_cmd(
         console.print(f"(from {config or default_config_path()})")
         return
     exp_dir = output_dir or Path("peftsum_runs") / cfg.name
+    if dry_run:
+        from peftsum.experiments.config import expand_runs
+        from peftsum.modeling.tiny import ensure_tiny_model
+        from peftsum.training.memory import dry_run as memory_dry_run
+
+        base = str(ensure_tiny_model()) if cfg.model == "tiny" else cfg.model  # same architecture, no pretraining
+        console.print(memory_dry_run([r.train for r in expand_runs(cfg, exp_dir, base)])[1], markup=False,
+                      highlight=False)
+        return
     result = run_experiment(cfg, exp_dir, overwrite=overwrite, log=console.print)
     failed = [k for k, v in result["runs"].items() if v.get("status") != "done"]
     console.print(f"experiment finished in {result['seconds']:.0f} s: {len(result['runs']) - len(failed)} runs done"

@@ -221,6 +221,13 @@ def estimate(cfg, world_size: int = 1, fsdp: bool = False, model_config=None, ca
             raise ConfigError(f"{cfg.model}: cannot read the model's config ({str(exc).splitlines()[0][:200]})") from None
     method = get_method(cfg.method)
     counts = count_parameters(model_config, method, method_hyper(method, cfg))
+    if getattr(model_config, "tie_word_embeddings", False) and _stores_separate_head(cfg.model):
+        # transformers loads the head untied when the checkpoint stores it: one more vocab x d matrix
+        n = model_config.vocab_size * model_config.d_model
+        full = method.name == "full"
+        counts = ModelCounts(counts.total + n, counts.trainable + (n if full else 0), counts.linear + n,
+                             counts.adafactor_state + (model_config.vocab_size + model_config.d_model if full else 0),
+                             counts.root + n, full)
     shards = world_size if fsdp else 1
     params = counts.total * 4 / shards
     if fsdp:
@@ -266,15 +273,154 @@ def device_capacity(world_size: int = 1) -> tuple[str, float | None]:
 
 
 def format_estimates(estimates: list[MemoryEstimate]) -> str:
-    """A plain-text table of estimates (GB = 10^9 bytes), one row per method and world size."""
-    head = f"{'method':<8} {'procs':>5} {'mode':<5} {'params':>8} {'grads':>8} {'optim':>8} {'activ':>8} " \
-           f"{'peak':>8}  device"
+    """A plain-text table of estimates (MB/GB = 10^6/10^9 bytes), one row per method and world size."""
+    def size(b: float) -> str:
+        return f"{b / GB:.2f} GB" if b >= 0.995 * GB else f"{b / 1e6:.1f} MB"
+
+    head = f"{'method':<8} {'procs':>5} {'mode':<5} {'params':>10} {'grads':>10} {'optimizer':>10} " \
+           f"{'activations':>11} {'peak':>10}  device"
     rows = [head]
     for e in estimates:
-        mode = "FSDP" if e.fsdp else ("DDP" if e.world_size > 1 else "1")
-        cap = "unknown capacity" if e.capacity is None else f"{e.capacity / GB:.1f} GB per process"
+        mode = "FSDP" if e.fsdp else ("DDP" if e.world_size > 1 else "-")
+        cap = "capacity unknown" if e.capacity is None else f"{size(e.capacity)} per process"
         verdict = {True: "fits", False: "DOES NOT FIT", None: "?"}[e.fits]
-        rows.append(f"{e.method:<8} {e.world_size:>5} {mode:<5} {e.params / GB:>7.3f}G {e.gradients / GB:>7.3f}G "
-                    f"{e.optimizer / GB:>7.3f}G {e.activations / GB:>7.3f}G {e.peak / GB:>7.3f}G  "
-                    f"{verdict} ({e.device}, {cap})")
+        rows.append(f"{e.method:<8} {e.world_size:>5} {mode:<5} {size(e.params):>10} {size(e.gradients):>10} "
+                    f"{size(e.optimizer):>10} {size(e.activations):>11} {size(e.peak):>10}  {verdict} ({e.device}, {cap})")
     return "\n".join(rows)
+
+
+def _stores_separate_head(model: str) -> bool:
+    """True when a local checkpoint stores ``lm_head.weight`` next to the embedding (read from the
+    safetensors header only): transformers then loads the head untied whatever the config says."""
+    from pathlib import Path
+
+    files = sorted(Path(model).glob("*.safetensors")) if Path(model).is_dir() else []
+    if not files:
+        return False
+    from safetensors import safe_open
+
+    for f in files:
+        with safe_open(str(f), "pt") as fh:
+            if "lm_head.weight" in fh.keys():
+                return True
+    return False
+
+
+def measure_peak(fn) -> int:
+    """Peak bytes of live CPU tensors while ``fn()`` runs (tensors that exist before and are used count).
+
+    Uses ``torch.profiler``'s memory timeline (``profile_memory``, ``record_shapes``, ``with_stack``):
+    tensors touched by ``fn`` that existed before (parameters, optimizer states) are counted from
+    the start, then every allocation and free in order. This is the quantity :func:`estimate`
+    predicts on CPU, where peak RSS is dominated by the runtime for small models.
+
+    Args:
+        fn: a callable running one training step.
+
+    Returns:
+        The peak, bytes.
+    """
+    from torch.profiler import ProfilerActivity, profile
+    from torch.profiler._memory_profiler import Action
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True, with_stack=True) as prof:
+        fn()
+    current = peak = 0
+    for _, action, _, size in prof._memory_profile().timeline:
+        if action in (Action.PREEXISTING, Action.CREATE):
+            current += size
+        elif action == Action.DESTROY:
+            current -= size
+        peak = max(peak, current)
+    return peak
+
+
+def measure_training_step(cfg, log=None) -> tuple[int, MemoryEstimate]:
+    """Measure one steady-state training step of ``cfg`` on CPU and estimate it, for comparison.
+
+    Builds the run with peftsum's own :func:`~peftsum.training.trainer.build_trainer` (so the loss,
+    optimizer and model are the ones training uses; ``cfg.output_dir`` is written), takes the first
+    training batch, runs one step so the optimizer states exist, then measures the next step with
+    :func:`measure_peak`. fp32 only (bf16 autocast is not applied outside the Trainer's loop).
+
+    Args:
+        cfg: a :class:`~peftsum.config.TrainConfig` (``bf16`` False); pick lengths that every row
+            reaches so the batch is at the configured lengths, which the estimate assumes.
+        log: progress lines (default: none).
+
+    Returns:
+        ``(measured peak bytes, estimate)``.
+    """
+    from peftsum.training.trainer import build_trainer
+
+    setup = build_trainer(cfg, log=log or (lambda *a, **k: None))
+    trainer = setup.trainer
+    trainer.create_optimizer()
+    batch = next(iter(trainer.get_train_dataloader()))
+    model, opt = trainer.model, trainer.optimizer
+    model.train()
+
+    def step():
+        loss = trainer.compute_loss(model, batch, num_items_in_batch=(batch["labels"] != -100).sum())
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    step()
+    measured = measure_peak(step)
+    return measured, estimate(setup.cfg)
+
+
+DRY_RUN_WORLD_SIZES = (1, 2, 4, 8)
+"""World sizes ``--dry-run`` shows next to the launcher's own."""
+
+
+def dry_run(cfgs, world_size: int | None = None) -> tuple[list[MemoryEstimate], str]:
+    """Estimates for each distinct method of ``cfgs`` at several world sizes, and the table to print.
+
+    Rows: data-parallel at 1, 2, 4, 8 processes and the launcher's world size; FSDP (full sharding)
+    at every size above 1 for the methods FSDP runs (``peftsum.training.parallel.FSDP_METHODS``).
+    Reads each model's config.json only (the weights are not loaded).
+
+    Args:
+        cfgs: :class:`~peftsum.config.TrainConfig` objects (one ``peftsum train``, or an experiment's runs).
+        world_size: the launcher's world size (default: :func:`peftsum.distributed.world`).
+
+    Returns:
+        ``(estimates, text)``: the rows and a table with a header line per model and settings.
+
+    Raises:
+        PeftsumError: a config that :func:`peftsum.training.trainer.resolve` refuses, or an
+            unreadable model config.
+    """
+    from transformers import AutoConfig
+
+    from peftsum.distributed import world
+    from peftsum.errors import ConfigError
+    from peftsum.training.parallel import FSDP_METHODS
+    from peftsum.training.trainer import resolve
+
+    world_size = world_size or world().world_size
+    sizes = sorted(set(DRY_RUN_WORLD_SIZES) | {world_size})
+    all_rows: list[MemoryEstimate] = []
+    parts, seen = [], set()
+    for cfg in cfgs:
+        cfg = resolve(cfg)
+        key = (cfg.model, cfg.method, cfg.batch_size, cfg.max_source_length, cfg.max_target_length, cfg.bf16,
+               cfg.optimizer, cfg.gradient_checkpointing, cfg.lora_r, tuple(cfg.target_modules or ()))
+        if key in seen:
+            continue
+        seen.add(key)
+        try:
+            model_config = AutoConfig.from_pretrained(cfg.model)
+        except Exception as exc:  # noqa: BLE001 - one line for any unreadable config
+            raise ConfigError(f"{cfg.model}: cannot read the model's config ({str(exc).splitlines()[0][:200]})") from None
+        rows = [estimate(cfg, n, False, model_config=model_config) for n in sizes]
+        if cfg.method in FSDP_METHODS:
+            rows += [estimate(cfg, n, True, model_config=model_config) for n in sizes if n > 1]
+        all_rows += rows
+        parts.append(f"{cfg.model}: {cfg.method}, batch {cfg.batch_size} per device, {cfg.max_source_length}/"
+                     f"{cfg.max_target_length} tokens, {'bf16' if cfg.bf16 else 'fp32'}, {cfg.optimizer}"
+                     f"{', gradient checkpointing' if cfg.gradient_checkpointing else ''} (launched with "
+                     f"{world_size} process{'es' if world_size > 1 else ''})\n" + format_estimates(rows))
+    return all_rows, "\n\n".join(parts)
