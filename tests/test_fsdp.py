@@ -95,3 +95,20 @@ def test_merge_refuses_several_processes(tmp_path):
     assert res.returncode == 2
     assert "merge does not run under FSDP or several processes; run `peftsum merge` as one plain process" in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1
+
+
+def test_shipped_fsdp2_config_is_an_accelerate_config_for_mt5_blocks():
+    from accelerate.commands.config.config_args import ClusterConfig
+
+    path = ROOT / "configs" / "accelerate" / "fsdp2_mt5_large.yaml"
+    text = path.read_text()
+    assert text.startswith("#") and "accelerate launch --config_file configs/accelerate/fsdp2_mt5_large.yaml" in text
+    cfg = ClusterConfig.from_yaml_file(str(path))  # what `accelerate launch --config_file` reads
+    assert cfg.distributed_type == "FSDP" and cfg.mixed_precision == "bf16"
+    fsdp = cfg.fsdp_config
+    assert fsdp["fsdp_version"] == 2 and fsdp["fsdp_transformer_layer_cls_to_wrap"] == "MT5Block"
+    assert fsdp["fsdp_auto_wrap_policy"] == "TRANSFORMER_BASED_WRAP"
+    assert fsdp["fsdp_state_dict_type"] == "SHARDED_STATE_DICT"
+    from transformers import MT5ForConditionalGeneration
+
+    assert "MT5Block" in MT5ForConditionalGeneration._no_split_modules

@@ -2,7 +2,7 @@
 
 Data-parallel training (DDP) and sharded training (FSDP2) are the Trainer's, through
 accelerate: ``torchrun --nproc-per-node N -m peftsum train ...`` gives DDP, and
-``accelerate launch --config_file configs/fsdp2_mt5_large.yaml -m peftsum train ...`` gives
+``accelerate launch --config_file configs/accelerate/fsdp2_mt5_large.yaml -m peftsum train ...`` gives
 FSDP2 (accelerate passes the config to the Trainer's ``Accelerator`` through ``ACCELERATE_USE_FSDP``
 and ``FSDP_*`` environment variables). peftsum adds:
 
