@@ -244,3 +244,28 @@ def test_resume_accepts_a_world_size_change_with_the_same_global_batch():
     assert "2 per device x 2 processes x 1 accumulation = 4" in msg and "stays 4" in msg
     # a run recorded before world_size was: one process
     assert batch_diff({"batch_size": 4, "gradient_accumulation_steps": 1}, {**old, "batch_size": 2}) == []
+
+
+@pytest.mark.slow
+def test_accelerate_launch_trains_data_parallel(runs, no_dropout_dir, tmp_path):
+    """``accelerate launch`` (its torchrun launcher: ``--multi_gpu``, which on a CPU-only machine starts CPU
+    processes with gloo) runs the same data-parallel training as torchrun: LoRA, 2 x batch 2 = 1 x 4."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "acc-lora"
+    data = runs["one-lora"].parent / "data"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1",
+           "PEFTSUM_BF16": "0"}
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_ip",
+           "127.0.0.1", "--main_process_port", str(port), "-m", "peftsum", "train", "--model", str(no_dropout_dir),
+           "--method", "lora", "--data", str(data), *map(str, _flags(TRAIN)), "--batch-size", "2",
+           "--output-dir", str(out)]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert res.returncode == 0, (res.stdout + res.stderr)[-4000:]
+    assert "effective batch 4 = 2 per device x 2 processes" in res.stdout
+    assert _losses(out) == pytest.approx(_losses(runs["one-lora"]), abs=TOL)
+    assert _max_diff(_weights(runs["one-lora"]), _weights(out)) < TOL
