@@ -51,7 +51,6 @@ def build(model_dir: str):
 
 def step(model, opt, batch) -> float:
     """One optimizer step; returns the loss averaged over the ranks."""
-    import torch
     import torch.distributed as dist
 
     loss = model(**batch).loss

@@ -522,7 +522,6 @@ def build_trainer(cfg: TrainConfig, log=print) -> TrainingSetup:
     from peftsum.modeling.load import fast_dropout, load_model, load_tokenizer
     from peftsum.modeling.methods import build_peft_config, check_target_modules, get_method, method_hyper
     from peftsum.training.callbacks import JsonlLogCallback, ProgressBarCallback
-
     from peftsum.training.parallel import check_parallel, describe_batch
 
     _refuse_fp16(cfg)
@@ -530,11 +529,11 @@ def build_trainer(cfg: TrainConfig, log=print) -> TrainingSetup:
     check_parallel(cfg, method)
     hyper = method_hyper(method, cfg)
     distributed.init()
-    if not distributed.is_main():
-        log = _quiet
     if distributed.is_main():  # rank 0 prepares the folder while the others wait
         _prepare_output(cfg, resume_ckpt, log)
         write_json_atomic(Path(cfg.output_dir) / CONFIG_FILE, distributed.run_config_record(cfg))
+    else:
+        log = _quiet  # one copy of every progress line
     distributed.barrier()
     out = Path(cfg.output_dir)
     log(describe_batch(cfg))
