@@ -503,7 +503,11 @@ def build_trainer(cfg: TrainConfig, log=print) -> TrainingSetup:
         PeftsumError: everything :func:`resolve` raises; fp16 with a T5-family model; an
             existing output without ``overwrite``; an unusable resume (nothing to resume, config
             changed: the message lists each difference); an unloadable model; bad data;
-            target modules that match no layer (the message lists the layers that exist).
+            target modules that match no layer (the message lists the layers that exist);
+            launcher settings that cannot work (``peftsum.training.parallel.check_parallel``).
+
+    Under several processes (torchrun / accelerate launch) every rank builds the same trainer;
+    rank 0 alone prepares the folder and writes files (``peftsum.distributed``).
     """
     # cheap checks first: a typo or an unusable output folder fails in about a second, before transformers loads
     cfg = resolve(cfg)
@@ -688,7 +692,8 @@ def run_training(setup: TrainingSetup, log=print) -> dict:
         log: where progress lines go.
 
     Returns:
-        The dict written to ``metrics.json`` (keys in ``docs/run_format.md``).
+        The dict written to ``metrics.json`` (keys in ``docs/run_format.md``); under several
+        processes rank 0 writes it and every rank returns it.
 
     Raises:
         PeftsumError: a non-finite loss (naming the step).
