@@ -50,6 +50,8 @@ def evaluate_model(model_path: str, language: str, output_file: str | Path, spli
     Predictions go to ``predictions.jsonl`` beside ``output_file`` (``{"id", "reference",
     "prediction"}`` per line, appended batch by batch so memory stays flat). An interrupted run
     continues from the predictions already written when it is started again with the same settings.
+    Under several processes (torchrun / accelerate launch) the batches are split over the ranks and
+    rank 0 writes the same files a single process would (``peftsum.generation.sharded``).
 
     Args:
         model_path: run folder, full checkpoint, adapter folder or hub id.
