@@ -28,9 +28,9 @@ allocated), in bytes:
   log-softmax over the vocabulary is kept, and at the start of backward two more vocabulary-sized
   buffers exist (its gradient and the logits' gradient), ``3 x tokens x vocab x 4`` bytes.
 
-Checked against measured peaks (tests/test_memory.py: the tiny mT5, full and LoRA, within 25%
-of the peak of live tensors measured with ``torch.profiler``; benchmarks/memory.py for the
-mt5-small-shaped benchmark model). Not counted: the CUDA context and the caching allocator's
+Checked against measured peaks of live tensors (``torch.profiler``): tests/test_memory.py (the
+tiny mT5, full and LoRA, within 25%); benchmarks/memory.py and docs/distributed.md (the
+mt5-small-shaped benchmark model, fp32, bf16 autocast, gradient checkpointing: 0.90-1.18x). Not counted: the CUDA context and the caching allocator's
 reserve (~0.5-1 GB on a GPU), the Python/torch runtime on CPU (~0.5 GB RSS), fragmentation.
 """
 
@@ -341,10 +341,10 @@ def measure_training_step(cfg, log=None) -> tuple[int, MemoryEstimate]:
     Builds the run with peftsum's own :func:`~peftsum.training.trainer.build_trainer` (so the loss,
     optimizer and model are the ones training uses; ``cfg.output_dir`` is written), takes the first
     training batch, runs one step so the optimizer states exist, then measures the next step with
-    :func:`measure_peak`. fp32 only (bf16 autocast is not applied outside the Trainer's loop).
+    :func:`measure_peak`. With ``cfg.bf16`` the forward runs under CPU bf16 autocast, as in the Trainer.
 
     Args:
-        cfg: a :class:`~peftsum.config.TrainConfig` (``bf16`` False); pick lengths that every row
+        cfg: a :class:`~peftsum.config.TrainConfig`; pick lengths that every row
             reaches so the batch is at the configured lengths, which the estimate assumes.
         log: progress lines (default: none).
 
@@ -359,9 +359,20 @@ def measure_training_step(cfg, log=None) -> tuple[int, MemoryEstimate]:
     batch = next(iter(trainer.get_train_dataloader()))
     model, opt = trainer.model, trainer.optimizer
     model.train()
+    if setup.cfg.gradient_checkpointing:  # the Trainer turns it on when train() starts; here by hand
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if hasattr(model, "enable_input_require_grads"):
+            model.enable_input_require_grads()
+
+    import contextlib
+
+    import torch
 
     def step():
-        loss = trainer.compute_loss(model, batch, num_items_in_batch=(batch["labels"] != -100).sum())
+        autocast = torch.autocast("cpu", dtype=torch.bfloat16) if setup.cfg.bf16 else contextlib.nullcontext()
+        with autocast:  # the Trainer's bf16 autocast around the forward pass
+            loss = trainer.compute_loss(model, batch, num_items_in_batch=(batch["labels"] != -100).sum())
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
