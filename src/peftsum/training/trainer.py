@@ -777,7 +777,7 @@ def run_training(setup: TrainingSetup, log=print) -> dict:
         "examples_per_second": trainer.session_examples / runtime if runtime > 0 else None,
         "lm_head": setup.tie_state,
         "hyperparameters": hyper,
-        "config": cfg.to_dict(),
+        "config": distributed.run_config_record(cfg),  # as in peftsum_config.json (+ world_size)
         "versions": library_versions(),
         "git_commit": git_commit(),
     }
