@@ -221,9 +221,10 @@ def train_cmd(
     tensorboard: Optional[bool] = typer.Option(None, "--tensorboard", help="Log to TensorBoard (<output-dir>/tensorboard)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the latest complete checkpoint in --output-dir."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run folder."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the memory per device (per world size) and exit; loads no weights."),
 ) -> None:
     """Fine-tune a seq2seq model on XL-Sum (full or PEFT) and write metrics.json, training_log.jsonl and a model card."""
-    overrides = {k: v for k, v in locals().items() if k != "config"}
+    overrides = {k: v for k, v in locals().items() if k not in ("config", "dry_run")}
     from peftsum.config import train_config_from
     from peftsum.modeling.tiny import ensure_tiny_model
     from peftsum.training.trainer import train
@@ -240,6 +241,11 @@ def train_cmd(
 
         refuse_ambiguous_name(cfg.model, f"--model {default_tiny_dir()}")
         cfg.model = str(ensure_tiny_model())
+    if dry_run:
+        from peftsum.training.memory import dry_run as memory_dry_run
+
+        console.print(memory_dry_run([cfg])[1], markup=False, highlight=False)
+        return
     metrics = train(cfg, log=console.print)
     val = "n/a" if metrics["eval_loss"] is None else f"{metrics['eval_loss']:.4f}"
     console.print(
@@ -405,6 +411,7 @@ def experiment_cmd(
     ),
     show_config: bool = typer.Option(False, "--show-config", help="Print the resolved config and exit."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted experiment (a plain rerun does the same)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print each method's memory per device (per world size) and exit."),
 ) -> None:
     """Run methods x languages x seeds with equal budgets, evaluate, score baselines and write the report.
 
@@ -426,6 +433,15 @@ def experiment_cmd(
         console.print(f"(from {config or default_config_path()})")
         return
     exp_dir = output_dir or Path("peftsum_runs") / cfg.name
+    if dry_run:
+        from peftsum.experiments.config import expand_runs
+        from peftsum.modeling.tiny import ensure_tiny_model
+        from peftsum.training.memory import dry_run as memory_dry_run
+
+        base = str(ensure_tiny_model()) if cfg.model == "tiny" else cfg.model  # same architecture, no pretraining
+        console.print(memory_dry_run([r.train for r in expand_runs(cfg, exp_dir, base)])[1], markup=False,
+                      highlight=False)
+        return
     result = run_experiment(cfg, exp_dir, overwrite=overwrite, log=console.print)
     failed = [k for k, v in result["runs"].items() if v.get("status") != "done"]
     n_done = len(result["runs"]) - len(failed)
@@ -493,6 +509,9 @@ def main() -> None:
     # deprecation notices from inside transformers/peft tell users nothing they can act on
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", message=".*embeddings are no longer tied.*")
+    from peftsum.distributed import is_main
+
+    console.quiet = not is_main()  # torchrun / accelerate launch: one copy of the output (errors still show)
     app()
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import yaml
 
+from peftsum.distributed import barrier, is_main
 from peftsum.errors import PeftsumError
 from peftsum.experiments.config import ExperimentConfig, RunSpec, expand_runs
 from peftsum.io import read_json, write_json_atomic, write_text_atomic
@@ -99,8 +100,10 @@ def execute_run(run: RunSpec, cfg: ExperimentConfig, log=print) -> dict:
         log(f"[red]run {run.run_id} failed:[/] {status['error']}")
     status.update({"seconds": round(time.perf_counter() - start, 2), "run_id": run.run_id, "label": run.label,
                    "train_languages": run.train.languages, "eval_languages": run.eval_languages})
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(run_dir / "status.json", status)
+    if is_main():  # several processes (torchrun): rank 0 writes
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(run_dir / "status.json", status)
+    barrier()
     return status
 
 
@@ -149,10 +152,14 @@ def run_experiment(cfg: ExperimentConfig, exp_dir: str | Path, overwrite: bool =
     """
     exp_dir = Path(exp_dir)
     start = time.perf_counter()
-    _check_existing(exp_dir, cfg, overwrite)
-    exp_dir.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(exp_dir / "experiment.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False, allow_unicode=True))
-    base = resolve_base_model(cfg, log)
+    if is_main():  # several processes (torchrun): rank 0 checks and prepares the folder, the others wait
+        _check_existing(exp_dir, cfg, overwrite)
+        exp_dir.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(exp_dir / "experiment.yaml",
+                          yaml.safe_dump(cfg.to_dict(), sort_keys=False, allow_unicode=True))
+        base = resolve_base_model(cfg, log)
+    barrier()
+    base = resolve_base_model(cfg, log) if not is_main() else base  # built and cached by rank 0 above
     runs = expand_runs(cfg, exp_dir, base)
     log(f"experiment {cfg.name}: {len(runs)} runs -> {exp_dir}")
     statuses = {}
@@ -164,11 +171,12 @@ def run_experiment(cfg: ExperimentConfig, exp_dir: str | Path, overwrite: bool =
         log(f"[{i}/{len(runs)}] {run.run_id}: training on {', '.join(run.train.languages)}, "
             f"evaluating on {', '.join(run.eval_languages)}")
         statuses[run.run_id] = execute_run(run, cfg, log)
-    if cfg.baselines:
+    if cfg.baselines and is_main():
         write_baselines(cfg, exp_dir, sorted({lang for r in runs for lang in r.eval_languages}))
     report = None
-    if cfg.report:
+    if cfg.report and is_main():
         from peftsum.reporting import write_report
 
         report = write_report(exp_dir)
+    barrier()
     return {"runs": statuses, "report": report, "seconds": time.perf_counter() - start}

@@ -6,6 +6,7 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
+from peftsum.distributed import broadcast, is_distributed, is_main
 from peftsum.errors import PeftsumError
 from peftsum.generation.decode import DEFAULT_BATCH_SIZE, GenerationSettings, iter_generate
 from peftsum.io import ensure_writable_target
@@ -49,6 +50,8 @@ def evaluate_model(model_path: str, language: str, output_file: str | Path, spli
     Predictions go to ``predictions.jsonl`` beside ``output_file`` (``{"id", "reference",
     "prediction"}`` per line, appended batch by batch so memory stays flat). An interrupted run
     continues from the predictions already written when it is started again with the same settings.
+    Under several processes (torchrun / accelerate launch) the batches are split over the ranks and
+    rank 0 writes the same files a single process would (``peftsum.generation.sharded``).
 
     Args:
         model_path: run folder, full checkpoint, adapter folder or hub id.
@@ -99,9 +102,19 @@ def evaluate_model(model_path: str, language: str, output_file: str | Path, spli
             "generation": asdict(settings), "max_source_length": max_source_length, "source_prefix": source_prefix,
             "precision": precision["evaluated"]}
     output_file.parent.mkdir(parents=True, exist_ok=True)
-    done = _read_done(pred_file, meta_file, meta, overwrite)
+    if is_distributed():  # torchrun/accelerate launch: each rank decodes a share, rank 0 writes (sharded.py)
+        from peftsum.generation.sharded import sharded_predictions
+
+        from peftsum.distributed import world
+
+        rank_device = f"cuda:{world().local_rank}" if device == "cuda" else device  # one GPU per rank
+        done = sharded_predictions(str(model_path), rows, pred_file, meta_file, meta, overwrite, settings,
+                                   max_source_length, source_prefix, batch_size, progress, log, device=rank_device,
+                                   bf16=bf16)
+    else:
+        done = _read_done(pred_file, meta_file, meta, overwrite)
     todo = [i for i, r in enumerate(rows) if r["id"] not in done]
-    if done:
+    if done and not is_distributed():
         log(f"continuing: {len(rows) - len(todo)} of {len(rows)} predictions already in {pred_file}")
     if todo:
         meta_file.write_text(json.dumps(meta))
@@ -121,6 +134,8 @@ def evaluate_model(model_path: str, language: str, output_file: str | Path, spli
                     fh.write(json.dumps({"id": r["id"], "reference": r["summary"], "prediction": pred},
                                         ensure_ascii=False) + "\n")
                 fh.flush()
+    if not is_main():  # rank 0 scores and writes; the others get its result
+        return broadcast(None)
     predictions = [done[r["id"]] for r in rows]
     result = score_texts(predictions, [r["summary"] for r in rows], loaded.language, stemmer=stemmer,
                          n_resamples=n_resamples, seed=seed)
@@ -137,7 +152,7 @@ def evaluate_model(model_path: str, language: str, output_file: str | Path, spli
         from peftsum.training.record import refresh_model_card
 
         refresh_model_card(run_dir)  # the card lists every evaluation with its precision and device
-    return result
+    return broadcast(result)
 
 
 def write_samples(model_path: str, language: str, output_file: str | Path, num_samples: int = 10,

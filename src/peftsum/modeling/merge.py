@@ -28,11 +28,16 @@ def merge_adapter(adapter_dir: str | Path, output_dir: str | Path, overwrite: bo
 
     Raises:
         PeftsumError: not an adapter folder, a method that cannot be merged (prefix/prompt
-            tuning add virtual tokens, not weight updates), or an existing output without ``overwrite``.
+            tuning add virtual tokens, not weight updates), or an existing output without ``overwrite``;
+            started under several processes or FSDP (ConfigError).
     """
     import json
 
     from peftsum.modeling.load import is_adapter_dir, load_for_inference
+    from peftsum.training.parallel import refuse_distributed
+
+    refuse_distributed("merge", "run `peftsum merge` as one plain process (no torchrun, accelerate launch or FSDP "
+                       "config) on the saved model/ folder, which is a standard, unsharded checkpoint")
 
     adapter_dir = Path(adapter_dir)
     if (adapter_dir / "model").is_dir():

@@ -42,7 +42,10 @@ def packed_head_loss(model, inputs: dict, smoothing: float = 0.0):
 
     labels = inputs["labels"]
     mask = labels != IGNORE_INDEX
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    from torch.nn.parallel import DistributedDataParallel
+
+    inner = model.module if isinstance(model, DistributedDataParallel) else model  # DDP wraps; FSDP2 does not
+    base = inner.get_base_model() if hasattr(inner, "get_base_model") else inner
     head = base.get_output_embeddings()
     kwargs = {k: v for k, v in inputs.items() if k != "labels"}
     if kwargs.get("decoder_input_ids") is None and kwargs.get("decoder_inputs_embeds") is None:

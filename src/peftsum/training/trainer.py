@@ -132,13 +132,31 @@ def _make_trainer_class():
             sampler = super()._get_train_sampler(train_dataset)
             if isinstance(sampler, LengthGroupedSampler):  # make length grouping resumable (see sampling.py)
                 seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
-                return EpochSeededLengthGroupedSampler(sampler.batch_size, sampler.lengths, seed)
+                # groups of one *global* step (x processes): 2 ranks x B see the rows of 1 process x 2B
+                # (accelerate deals the sampler's batches round-robin to the ranks; peftsum.distributed)
+                self.epoch_sampler = EpochSeededLengthGroupedSampler(
+                    sampler.batch_size * max(1, self.args.world_size), sampler.lengths, seed)
+                return self.epoch_sampler
             return sampler
+
+        epoch_sampler = None  # the EpochSeededLengthGroupedSampler in use
+
+        def _run_epoch(self, *args, **kwargs):
+            # Set the epoch here: on a mid-epoch resume under several processes the sampler sits three
+            # wrappers deep (SkipBatchSampler > BatchSamplerShard > BatchSampler), where neither
+            # DataLoaderShard.set_epoch nor the Trainer reaches it, and it would replay epoch 0's order.
+            if self.epoch_sampler is not None and "epoch" in kwargs:
+                self.epoch_sampler.set_epoch(kwargs["epoch"])
+            return super()._run_epoch(*args, **kwargs)
 
         def training_step(self, model, inputs, num_items_in_batch=None):
             tokens = int(inputs["attention_mask"].sum()) + int((inputs["labels"] != -100).sum())
             examples = int(inputs["input_ids"].shape[0])
             loss = super().training_step(model, inputs, num_items_in_batch)
+            if self.args.world_size > 1:  # count every rank's rows: the counters are the whole job's
+                from peftsum.distributed import sum_over_ranks
+
+                tokens, examples = sum_over_ranks(tokens, examples)
             if not bool(torch.isfinite(loss).all()):
                 raise PeftsumError(
                     f"training loss became {float(loss)} at step {self.state.global_step + 1}; lower "
@@ -157,6 +175,11 @@ def _make_trainer_class():
                 super()._save_checkpoint(model, trial)
             finally:
                 self.args.save_total_limit = limit
+            from peftsum import distributed
+
+            distributed.barrier()  # every rank's files (RNG state, FSDP shards) are in before the marker
+            if not distributed.is_main():
+                return
             run_dir = Path(self._get_output_dir(trial=trial))
             ckpt = run_dir / f"checkpoint-{self.state.global_step}"
             _write_synced(ckpt / COUNTERS_FILE,
@@ -177,6 +200,16 @@ def _make_trainer_class():
             return output
 
     return PeftsumTrainer
+
+
+def _is_main() -> bool:
+    from peftsum.distributed import is_main
+
+    return is_main()
+
+
+def _quiet(*args, **kwargs) -> None:
+    """The ``log`` of ranks other than 0 (one copy of every progress line)."""
 
 
 def _write_synced(path: Path, text: str) -> None:
@@ -227,8 +260,11 @@ def latest_complete_checkpoint(checkpoints_dir: Path) -> Path | None:
 
 
 def _config_diff(old: dict, new: dict) -> list[str]:
-    keys = sorted((set(old) | set(new)) - _RESUME_IGNORED)
-    return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys if old.get(k) != new.get(k)]
+    from peftsum.distributed import BATCH_KEYS, batch_diff
+
+    keys = sorted((set(old) | set(new)) - _RESUME_IGNORED - BATCH_KEYS)
+    diff = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys if old.get(k) != new.get(k)]
+    return diff + batch_diff(old, new)  # the world size may change if the global batch stays
 
 
 def _check_output(cfg: TrainConfig) -> Path | None:
@@ -248,7 +284,9 @@ def _check_output(cfg: TrainConfig) -> Path | None:
     saved = out / CONFIG_FILE
     if not saved.is_file():
         raise ConfigError(f"{out}: nothing to resume (no {CONFIG_FILE}); run without --resume first")
-    diff = _config_diff(json.loads(saved.read_text(encoding="utf-8")), cfg.to_dict())
+    from peftsum.distributed import run_config_record
+
+    diff = _config_diff(json.loads(saved.read_text(encoding="utf-8")), run_config_record(cfg))
     if diff:
         raise ConfigError(f"--resume with a changed config ({'; '.join(diff)}); use the original settings "
                           "or a new --output-dir")
@@ -498,7 +536,11 @@ def build_trainer(cfg: TrainConfig, log=print) -> TrainingSetup:
         PeftsumError: everything :func:`resolve` raises; fp16 with a T5-family model; an
             existing output without ``overwrite``; an unusable resume (nothing to resume, config
             changed: the message lists each difference); an unloadable model; bad data;
-            target modules that match no layer (the message lists the layers that exist).
+            target modules that match no layer (the message lists the layers that exist);
+            launcher settings that cannot work (``peftsum.training.parallel.check_parallel``).
+
+    Under several processes (torchrun / accelerate launch) every rank builds the same trainer;
+    rank 0 alone prepares the folder and writes files (``peftsum.distributed``).
     """
     # cheap checks first: a typo or an unusable output folder fails in about a second, before transformers loads
     cfg = resolve(cfg)
@@ -508,6 +550,9 @@ def build_trainer(cfg: TrainConfig, log=print) -> TrainingSetup:
 
     for line in ignored_options(cfg, _get_method(cfg.method)):
         log(line)
+    from peftsum import distributed
+
+    distributed.barrier()  # several processes: all have checked the folder before rank 0 changes it
 
     import torch
     from datasets import Dataset
@@ -519,12 +564,21 @@ def build_trainer(cfg: TrainConfig, log=print) -> TrainingSetup:
     from peftsum.modeling.load import fast_dropout, load_model, load_tokenizer
     from peftsum.modeling.methods import build_peft_config, check_target_modules, get_method, method_hyper
     from peftsum.training.callbacks import JsonlLogCallback, ProgressBarCallback
+    from peftsum.training.parallel import check_parallel, describe_batch
 
     _refuse_fp16(cfg)
     method = get_method(cfg.method)
+    check_parallel(cfg, method)
     hyper = method_hyper(method, cfg)
-    out = _prepare_output(cfg, resume_ckpt, log)
-    write_json_atomic(out / CONFIG_FILE, cfg.to_dict())
+    distributed.init()
+    if distributed.is_main():  # rank 0 prepares the folder while the others wait
+        _prepare_output(cfg, resume_ckpt, log)
+        write_json_atomic(Path(cfg.output_dir) / CONFIG_FILE, distributed.run_config_record(cfg))
+    else:
+        log = _quiet  # one copy of every progress line
+    distributed.barrier()
+    out = Path(cfg.output_dir)
+    log(describe_batch(cfg))
     set_seed(cfg.seed)
 
     tokenizer = load_tokenizer(cfg.model)
@@ -548,7 +602,8 @@ def build_trainer(cfg: TrainConfig, log=print) -> TrainingSetup:
     train_ds = Dataset.from_list(tokenize_rows(train_rows, tokenizer, **feats))
     val_ds = Dataset.from_list(tokenize_rows(val_rows, tokenizer, **feats))
 
-    steps_per_epoch = max(1, math.ceil(len(train_ds) / (cfg.batch_size * cfg.gradient_accumulation_steps)))
+    steps_per_epoch = max(1, math.ceil(len(train_ds) / distributed.effective_batch(
+        cfg.batch_size, cfg.gradient_accumulation_steps)))
     total_steps = cfg.max_steps if cfg.max_steps > 0 else math.ceil(steps_per_epoch * cfg.num_epochs)
     hyper = dataclasses.replace(hyper, total_steps=total_steps)
     peft_config = build_peft_config(method, hyper)
@@ -560,9 +615,11 @@ def build_trainer(cfg: TrainConfig, log=print) -> TrainingSetup:
         model = get_peft_model(model, peft_config)
         if method.convert_on_save:
             init_adapter = out / INIT_ADAPTER_DIR
-            if init_adapter.exists():
-                shutil.rmtree(init_adapter)
-            model.save_pretrained(str(init_adapter))
+            if distributed.is_main():
+                if init_adapter.exists():
+                    shutil.rmtree(init_adapter)
+                model.save_pretrained(str(init_adapter))
+            distributed.barrier()
 
     fast_dropout(model)  # after PEFT: its lora_dropout modules too
 
@@ -624,11 +681,12 @@ def build_trainer(cfg: TrainConfig, log=print) -> TrainingSetup:
     except ValueError as exc:  # the Trainer's own checks (e.g. save_steps not a multiple of eval_steps)
         raise ConfigError(f"invalid training settings: {str(exc).strip().splitlines()[0]}") from None
 
-    callbacks = [JsonlLogCallback(out / "training_log.jsonl", _step_of(resume_ckpt) if resume_ckpt else None)]
+    callbacks = [JsonlLogCallback(out / "training_log.jsonl", _step_of(resume_ckpt) if resume_ckpt else None)
+                 ] if distributed.is_main() else []
     callbacks += [factory() for factory in method.callbacks]
     if cfg.early_stopping_patience:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
-    if cfg.tensorboard:
+    if cfg.tensorboard and distributed.is_main():
         from torch.utils.tensorboard import SummaryWriter
         from transformers.integrations import TensorBoardCallback
 
@@ -672,7 +730,8 @@ def run_training(setup: TrainingSetup, log=print) -> dict:
         log: where progress lines go.
 
     Returns:
-        The dict written to ``metrics.json`` (keys in ``docs/run_format.md``).
+        The dict written to ``metrics.json`` (keys in ``docs/run_format.md``); under several
+        processes rank 0 writes it and every rank returns it.
 
     Raises:
         PeftsumError: a non-finite loss (naming the step).
@@ -702,8 +761,17 @@ def run_training(setup: TrainingSetup, log=print) -> dict:
         from peftsum.modeling.shipping import set_generation_settings
 
         set_generation_settings(trainer.model.generation_config, GenerationSettings(max_new_tokens=cfg.max_target_length))
+    from peftsum import distributed
+    from peftsum.training.parallel import final_model_and_state
+
+    save_model, state_dict = final_model_and_state(trainer)  # under FSDP every rank takes part in the gather
+    if not distributed.is_main():  # rank 0 writes the run record; the others wait for it and return it
+        distributed.barrier()
+        return distributed.broadcast(None)
+    if state_dict is not None:
+        save_kwargs["state_dict"] = state_dict
     with atomic_dir(model_dir, overwrite=True) as tmp:  # a kill while saving leaves no half-written model/
-        trainer.model.save_pretrained(str(tmp), **save_kwargs)
+        save_model.save_pretrained(str(tmp), **save_kwargs)
         setup.tokenizer.save_pretrained(str(tmp))
 
     history = [row for row in trainer.state.log_history if "loss" in row]
@@ -718,6 +786,8 @@ def run_training(setup: TrainingSetup, log=print) -> dict:
         "total_steps": setup.total_steps,
         "batch_size": cfg.batch_size,
         "gradient_accumulation_steps": cfg.gradient_accumulation_steps,
+        "world_size": distributed.world().world_size,
+        "effective_batch_size": distributed.effective_batch(cfg.batch_size, cfg.gradient_accumulation_steps),
         **describe_hyper(setup.method, setup.hyper),
         "bf16": cfg.bf16,
     }
@@ -756,7 +826,7 @@ def run_training(setup: TrainingSetup, log=print) -> dict:
         "examples_per_second": trainer.session_examples / runtime if runtime > 0 else None,
         "lm_head": setup.tie_state,
         "hyperparameters": hyper,
-        "config": cfg.to_dict(),
+        "config": distributed.run_config_record(cfg),  # as in peftsum_config.json (+ world_size)
         "versions": library_versions(),
         "git_commit": git_commit(),
     }
@@ -765,7 +835,8 @@ def run_training(setup: TrainingSetup, log=print) -> dict:
     if not setup.method.is_peft:  # the checkpoint folder carries the card too (PEFT writes its own)
         write_text_atomic(model_dir / "README.md", model_card(metrics))
     log(f"{setup.method.name}: {trainer.state.global_step} steps in {runtime:.1f} s -> {model_dir}")
-    return metrics
+    distributed.barrier()
+    return distributed.broadcast(metrics)
 
 
 def train(cfg: TrainConfig, log=print) -> dict:
@@ -797,6 +868,6 @@ def train(cfg: TrainConfig, log=print) -> dict:
     except BaseException:
         # a run that failed before training started leaves nothing behind to block the rerun
         started = (out / "training_log.jsonl").exists() or any((out / "checkpoints").glob("checkpoint-*"))
-        if fresh and out.is_dir() and not started:
+        if fresh and out.is_dir() and not started and _is_main():
             shutil.rmtree(out, ignore_errors=True)
         raise
