@@ -26,8 +26,10 @@ def ensure_writable_target(path: Path, overwrite: bool, alternative: str | None 
     Raises:
         PeftsumError: ``path`` exists (and is a non-empty folder or a file) and ``overwrite`` is false.
     """
+    from peftsum.locking import is_lock_file
+
     path = Path(path)
-    if path.exists() and (path.is_file() or any(path.iterdir())) and not overwrite:
+    if path.exists() and (path.is_file() or any(not is_lock_file(p) for p in path.iterdir())) and not overwrite:
         raise PeftsumError(f"{path} already exists; pass --overwrite to replace it"
                            + (f" ({alternative})" if alternative else ""))
 
@@ -152,41 +154,109 @@ def read_json_object(path: Path) -> dict:
     return data
 
 
-def scan_jsonl(path: Path) -> Iterator[tuple[int, Any, json.JSONDecodeError | None]]:
+MAX_LINE_BYTES = 16 * 1024 * 1024
+"""Longest JSON line read (16 MiB): the longest XL-Sum article is well under 1 MiB; a longer
+line is a file that is not JSON lines (a binary file, a JSON array on one line) and would
+otherwise be read whole into memory."""
+
+_BOM = b"\xef\xbb\xbf"
+
+
+class LineError(ValueError):
+    """A line that cannot be read as text: bytes that are not UTF-8, a byte-order mark after
+    the start of the file, a NUL byte, or a line over :data:`MAX_LINE_BYTES`.
+
+    Attributes:
+        msg: what is wrong (``"not UTF-8 text (invalid start byte)"``).
+        colno: 1-based byte column of the problem, or ``None``.
+    """
+
+    def __init__(self, msg: str, colno: int | None = None):
+        super().__init__(msg + (f" at byte {colno}" if colno else ""))
+        self.msg, self.colno = msg, colno
+
+
+def _line_problem(raw: bytes, first: bool) -> LineError | None:
+    if first and raw.startswith(_BOM):
+        raw = raw[len(_BOM):]  # a BOM opening the file (Windows editors write one) is fine
+    if _BOM in raw:
+        return LineError("byte-order mark (U+FEFF) inside the file (files joined together?)", raw.index(_BOM) + 1)
+    if b"\x00" in raw:
+        return LineError("NUL byte (binary data or UTF-16 text?)", raw.index(b"\x00") + 1)
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return LineError(f"not UTF-8 text ({exc.reason})", exc.start + 1)
+    return None
+
+
+def scan_jsonl(path: Path, max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[tuple[int, Any, ValueError | None]]:
     """Yield ``(line_number, value, error)`` for every non-blank line of a JSON-lines file.
 
     ``value`` is the parsed JSON (any type; ``None`` with an error), ``error`` the line's
-    ``json.JSONDecodeError`` or ``None``. The whole file is read: callers decide whether a bad
-    line stops them (:func:`iter_jsonl`) or is collected (``peftsum data validate``).
+    ``json.JSONDecodeError``, a :class:`LineError` (not UTF-8, a byte-order mark after the
+    start, a NUL byte, a line over ``max_line_bytes``), or ``None``. The whole file is read,
+    line by line in bytes (memory stays at one line): callers decide whether a bad line stops
+    them (:func:`iter_jsonl`) or is collected (``peftsum data validate``).
+
+    Args:
+        path: the ``.jsonl`` file.
+        max_line_bytes: longest line accepted (:data:`MAX_LINE_BYTES`).
 
     Raises:
-        DataError: the file is unreadable or not UTF-8 (a byte-order mark is tolerated).
+        DataError: the file cannot be opened or read.
     """
     path = Path(path)
     try:
-        fh = path.open(encoding="utf-8-sig")
+        fh = path.open("rb")
     except OSError as exc:
         raise DataError(f"{path}: cannot read ({exc.strerror})") from None
     with fh:
-        try:
-            for lineno, line in enumerate(fh, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    yield lineno, json.loads(line), None
-                except json.JSONDecodeError as exc:
-                    yield lineno, None, exc
-        except UnicodeDecodeError as exc:
-            raise DataError(f"{path}: not UTF-8 text ({exc.reason})") from None
+        lineno = 0
+        while True:
+            try:
+                raw = fh.readline(max_line_bytes + 1)
+            except OSError as exc:
+                raise DataError(f"{path}: cannot read line {lineno + 1} ({exc.strerror})") from None
+            if not raw:
+                return
+            lineno += 1
+            if len(raw) > max_line_bytes and not raw.endswith(b"\n"):
+                while raw and not raw.endswith(b"\n"):  # skip the rest of the line, a chunk at a time
+                    raw = fh.readline(max_line_bytes)
+                yield lineno, None, LineError(f"line longer than {max_line_bytes:,} bytes")
+                continue
+            problem = _line_problem(raw, lineno == 1)
+            if problem is not None:
+                yield lineno, None, problem
+                continue
+            line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+            if not line.strip():
+                continue
+            try:
+                yield lineno, json.loads(line), None
+            except json.JSONDecodeError as exc:
+                yield lineno, None, exc
+
+
+def line_error_text(error: ValueError) -> str:
+    """The problem of one line for a message: ``invalid JSON at column 3: Expecting value`` or a
+    :class:`LineError`'s text."""
+    if isinstance(error, json.JSONDecodeError):
+        return f"invalid JSON at column {error.colno}: {error.msg}"
+    return str(error)
 
 
 def iter_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
     """Yield ``(line_number, object)`` for each non-blank line of a JSON-lines file.
 
     Raises:
-        DataError: a line is not a JSON object (file and line named) or the file is unreadable.
+        DataError: a line is not a JSON object, not UTF-8, holds a NUL byte or a byte-order
+            mark, or is too long (file and line named), or the file is unreadable.
     """
     for lineno, obj, error in scan_jsonl(path):
+        if isinstance(error, LineError):
+            raise DataError(f"{path}: line {lineno}: {error}")
         if error is not None:
             raise DataError(f"{path}: invalid JSON on line {lineno}, column {error.colno}: {error.msg}")
         if not isinstance(obj, dict):

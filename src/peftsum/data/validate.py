@@ -7,7 +7,7 @@ from pathlib import Path
 
 from peftsum.data.xlsum import read_jsonl, validate_rows
 from peftsum.errors import DataError
-from peftsum.io import scan_jsonl
+from peftsum.io import line_error_text, scan_jsonl
 
 
 def validate_path(path: str | Path) -> list[tuple[Path, int, Counter]]:
@@ -45,15 +45,17 @@ def malformed_lines(path: Path) -> list[tuple[int, str]]:
     """Every line of a JSON-lines file that is not a JSON object, as ``(line number, problem)``.
 
     Unlike the loaders (which stop at the first bad line), this reads the whole file, so that
-    ``peftsum data validate`` can report all of them at once. Blank lines are fine.
+    ``peftsum data validate`` can report all of them at once. Blank lines are fine. Lines that
+    are not text (not UTF-8, a NUL byte, a byte-order mark after the start, too long) are
+    listed like malformed JSON.
 
     Raises:
-        DataError: the file is unreadable or not UTF-8.
+        DataError: the file is unreadable.
     """
     out = []
     for lineno, obj, error in scan_jsonl(path):
         if error is not None:
-            out.append((lineno, f"invalid JSON at column {error.colno}: {error.msg}"))
+            out.append((lineno, line_error_text(error)))
         elif not isinstance(obj, dict):
             out.append((lineno, f"expected a JSON object, found {type(obj).__name__}"))
     return out

@@ -15,6 +15,7 @@ import yaml
 from peftsum.errors import PeftsumError
 from peftsum.experiments.config import ExperimentConfig, RunSpec, expand_runs
 from peftsum.io import read_json, write_json_atomic, write_text_atomic
+from peftsum.names import ensure_inside
 
 
 def resolve_base_model(cfg: ExperimentConfig, log=print) -> str:
@@ -64,7 +65,7 @@ def execute_run(run: RunSpec, cfg: ExperimentConfig, log=print) -> dict:
             run.train.overwrite = True  # a half-finished earlier attempt is redone from scratch
             train(run.train, log=log)
         for lang in run.eval_languages:
-            out = _eval_file(run_dir, lang)
+            out = ensure_inside(run_dir, _eval_file(run_dir, lang), "evaluation file")
             if out.is_file():
                 continue
             evaluate_model(str(run_dir / "model"), lang, out, cfg.eval_split, cfg.data, cfg.eval_samples,
@@ -123,8 +124,15 @@ def run_experiment(cfg: ExperimentConfig, exp_dir: str | Path, overwrite: bool =
 
     Raises:
         PeftsumError: ``exp_dir`` holds a different experiment and ``overwrite`` is false.
+        peftsum.locking.FolderLocked: another process writes ``exp_dir``.
     """
-    exp_dir = Path(exp_dir)
+    from peftsum.locking import folder_lock
+
+    with folder_lock(exp_dir, "experiment"):  # one writer per experiment folder
+        return _run_experiment(cfg, Path(exp_dir), overwrite, log)
+
+
+def _run_experiment(cfg: ExperimentConfig, exp_dir: Path, overwrite: bool, log) -> dict:
     start = time.perf_counter()
     _check_existing(exp_dir, cfg, overwrite)
     exp_dir.mkdir(parents=True, exist_ok=True)

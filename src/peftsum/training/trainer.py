@@ -729,18 +729,22 @@ def train(cfg: TrainConfig, log=print) -> dict:
 
     Raises:
         PeftsumError: bad config or data, an existing output without ``overwrite``, a refused
-            fp16 run, non-finite loss (naming the step), an unusable resume.
+            fp16 run, non-finite loss (naming the step), an unusable resume, a full disk during
+            a checkpoint save; :class:`peftsum.locking.FolderLocked` when another process
+            writes ``cfg.output_dir``.
     """
+    from peftsum.locking import folder_lock
     from peftsum.training.record import reset_peak_rss
 
     out = Path(cfg.output_dir)
-    fresh = not cfg.resume and not (out.is_dir() and any(out.iterdir()))
-    reset_peak_rss()  # several runs in one process (experiments) each get their own peak
-    try:
-        return run_training(build_trainer(cfg, log), log)
-    except BaseException:
-        # a run that failed before training started leaves nothing behind to block the rerun
-        started = (out / "training_log.jsonl").exists() or any((out / "checkpoints").glob("checkpoint-*"))
-        if fresh and out.is_dir() and not started:
-            shutil.rmtree(out, ignore_errors=True)
-        raise
+    with folder_lock(out, "train"):  # one writer per run folder; a second process stops here
+        fresh = not cfg.resume and not (out.is_dir() and any(out.iterdir()))
+        reset_peak_rss()  # several runs in one process (experiments) each get their own peak
+        try:
+            return run_training(build_trainer(cfg, log), log)
+        except BaseException:
+            # a run that failed before training started leaves nothing behind to block the rerun
+            started = (out / "training_log.jsonl").exists() or any((out / "checkpoints").glob("checkpoint-*"))
+            if fresh and out.is_dir() and not started:
+                shutil.rmtree(out, ignore_errors=True)
+            raise
