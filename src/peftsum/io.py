@@ -14,6 +14,31 @@ from typing import Any, Iterator
 from peftsum.errors import DataError, PeftsumError
 
 
+def current_umask() -> int:
+    """The process's umask, read without changing it (``/proc/self/status``; elsewhere set and restored)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def apply_umask(path: str | Path, folder: bool = False) -> None:
+    """Give ``path`` the mode a plain ``open``/``mkdir`` would: ``0o666`` (file) or ``0o777``
+    (folder) less the umask (0644 / 0755 under the usual 022).
+
+    ``tempfile.mkstemp``/``mkdtemp`` create 0600/0700 whatever the umask; the atomic writers
+    below call this on their temporary before it is renamed into place, so that a report or a
+    merged model can be read by the colleagues the umask allows.
+    """
+    os.chmod(path, (0o777 if folder else 0o666) & ~current_umask())
+
+
 def ensure_writable_target(path: Path, overwrite: bool, alternative: str | None = "choose another --output-dir") -> None:
     """Refuse to replace an existing output (a file, or a non-empty folder) unless ``overwrite``.
 
@@ -45,6 +70,7 @@ def atomic_dir(path: Path, overwrite: bool = False) -> Iterator[Path]:
     ensure_writable_target(path, overwrite)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    apply_umask(tmp, folder=True)
     try:
         yield tmp
         if path.exists():
@@ -83,6 +109,7 @@ def write_bytes_atomic(path: Path, data: bytes) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        apply_umask(tmp)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
@@ -113,6 +140,7 @@ def write_with_atomic(path: Path, writer: Callable[[Path], None]) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
     os.close(fd)
     try:
+        apply_umask(tmp)
         writer(Path(tmp))
         os.replace(tmp, path)
     except BaseException:

@@ -141,6 +141,9 @@ def _load_hub(language: str, split: str) -> list[dict]:
         import datasets
     except ImportError as exc:  # pragma: no cover - datasets is a dependency
         raise DataError(f"the 'datasets' library is needed for --data hub ({exc})") from None
+    from peftsum.hub import prepare_hub_access
+
+    prepare_hub_access()  # unreachable hub: cache only, no retries (fails in seconds, not 24 s)
     try:
         ds = datasets.load_dataset(HUB_ID, language, split=split)
     except Exception as exc:  # network errors come in many types; all get one line

@@ -36,16 +36,27 @@ def load_tokenizer(name_or_path: str):
     from transformers import AutoTokenizer
 
     _quiet_transformers()
+    _before_hub(name_or_path)
     try:
         return AutoTokenizer.from_pretrained(name_or_path)
     except Exception as exc:
         raise PeftsumError(_load_hint(name_or_path, exc)) from None
 
 
+def _before_hub(name_or_path: str) -> None:
+    """For a hub id, check once whether the hub answers and go offline (cache only) if not (peftsum.hub)."""
+    from peftsum.hub import looks_like_hub_id, prepare_hub_access
+
+    if looks_like_hub_id(name_or_path):
+        prepare_hub_access()
+
+
 def _load_hint(name_or_path: str, exc: Exception) -> str:
+    from peftsum.hub import looks_like_hub_id
+
     if Path(name_or_path).exists():
         return f"{name_or_path}: not a loadable model/tokenizer folder ({_one_line(exc)})"
-    if name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1:
+    if not looks_like_hub_id(name_or_path):
         return f"{name_or_path}: no such model folder"
     return (
         f"could not load {name_or_path!r} from the hub ({_one_line(exc)}). Offline? Pass a local folder, "
@@ -184,6 +195,7 @@ def load_model(name_or_path: str, dtype=None):
 
     tune_cpu_allocator()  # every process that loads a model trains or decodes with it
     _quiet_transformers()
+    _before_hub(name_or_path)
     try:
         model = AutoModelForSeq2SeqLM.from_pretrained(name_or_path, dtype=dtype or torch.float32)
     except Exception as exc:
@@ -284,6 +296,20 @@ def is_adapter_dir(path: str | Path) -> bool:
     return (Path(path) / "adapter_config.json").is_file()
 
 
+def _check_base_exists(adapter_dir: Path, base_name: str) -> None:
+    """Raise a one-line error naming the missing folder when an adapter's base model path is gone.
+
+    Raises:
+        PeftsumError: ``base_name`` is written as a path (not a hub id) and does not exist.
+    """
+    from peftsum.hub import looks_like_hub_id
+
+    if base_name and not Path(base_name).expanduser().exists() and not looks_like_hub_id(base_name):
+        raise PeftsumError(
+            f"{adapter_dir}: its base model folder {base_name} does not exist (moved or deleted?); put it back "
+            f"or set base_model_name_or_path in {adapter_dir / 'adapter_config.json'}")
+
+
 def load_for_inference(model_path: str):
     """Load a fine-tuned model (full checkpoint or PEFT adapter dir) and its tokenizer, in eval mode.
 
@@ -295,7 +321,8 @@ def load_for_inference(model_path: str):
         ``(model, tokenizer)``.
 
     Raises:
-        PeftsumError: the folder or its base model cannot be loaded.
+        PeftsumError: the folder or its base model cannot be loaded (a base model folder that
+            is gone is named).
     """
     path = Path(model_path)
     if path.is_dir() and (path / "model").is_dir():
@@ -304,6 +331,7 @@ def load_for_inference(model_path: str):
         from peft import PeftConfig, PeftModel
 
         base_name = PeftConfig.from_pretrained(str(path)).base_model_name_or_path
+        _check_base_exists(path, base_name)
         base, _ = load_model(base_name)
         tok_src = str(path) if (path / "tokenizer_config.json").is_file() else base_name
         tokenizer = load_tokenizer(tok_src)

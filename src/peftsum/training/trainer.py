@@ -57,7 +57,7 @@ COUNTERS_FILE = "peftsum_counters.json"
 """Tokens and examples seen up to a checkpoint (restored on resume)."""
 INIT_ADAPTER_DIR = "adapter_init"
 """Where a method with ``convert_on_save`` (PiSSA) keeps its initial adapter, inside the run folder."""
-_RESUME_IGNORED = {"resume", "overwrite", "tensorboard", "output_dir"}
+_RESUME_IGNORED = {"resume", "overwrite", "tensorboard", "output_dir", "model_as_given"}
 """Config keys that may change on ``--resume``: none of them changes the trajectory of training.
 Everything else (``max_steps`` and ``num_epochs`` included: they shape the LR schedule) must match."""
 
@@ -151,18 +151,25 @@ def _make_trainer_class():
             return loss
 
         def _save_checkpoint(self, model, trial):
+            from peftsum.faults import checkpoint_disk_full, is_disk_full
+
             limit = self.args.save_total_limit
             self.args.save_total_limit = None  # rotate only after the new checkpoint is complete
-            try:
-                super()._save_checkpoint(model, trial)
-            finally:
-                self.args.save_total_limit = limit
             run_dir = Path(self._get_output_dir(trial=trial))
             ckpt = run_dir / f"checkpoint-{self.state.global_step}"
-            _write_synced(ckpt / COUNTERS_FILE,
-                          json.dumps({"tokens_seen": self.tokens_seen, "examples_seen": self.examples_seen}))
-            _sync_tree(ckpt)
-            _write_synced(ckpt / COMPLETE_MARKER, "ok\n")
+            previous = latest_complete_checkpoint(run_dir)
+            try:
+                super()._save_checkpoint(model, trial)
+                _write_synced(ckpt / COUNTERS_FILE,
+                              json.dumps({"tokens_seen": self.tokens_seen, "examples_seen": self.examples_seen}))
+                _sync_tree(ckpt)
+                _write_synced(ckpt / COMPLETE_MARKER, "ok\n")
+            except Exception as exc:
+                if is_disk_full(exc):  # one line; the half-written folder goes, the previous one stays
+                    raise checkpoint_disk_full(ckpt, previous, exc) from None
+                raise
+            finally:
+                self.args.save_total_limit = limit
             rotate_checkpoints(output_dir=str(run_dir), save_total_limit=limit,
                                best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=False)
 
@@ -295,7 +302,7 @@ def resolve(cfg: TrainConfig) -> TrainConfig:
     """Validate a config and fill in defaults; returns a resolved *copy*.
 
     Languages become XL-Sum config names; the learning rate defaults to the method's; the
-    method name is normalised. Nothing is loaded.
+    method name is normalised; a local model folder becomes its absolute path. Nothing is loaded.
 
     Args:
         cfg: the config as given (flags, YAML).
@@ -314,9 +321,12 @@ def resolve(cfg: TrainConfig) -> TrainConfig:
     from peftsum.data.languages import parse_languages
     from peftsum.modeling.methods import get_method
 
+    from peftsum.hub import resolve_model_source
+
     cfg = dataclasses.replace(cfg)
     method = get_method(cfg.method)
     cfg.method = method.name
+    cfg.model = resolve_model_source(cfg.model)  # a local folder is stored absolute (loads from any cwd)
     cfg.languages = parse_languages(cfg.languages)
     if cfg.learning_rate is None:
         cfg.learning_rate = method.learning_rate
@@ -431,6 +441,7 @@ class TrainingSetup:
         steps_per_epoch: optimizer steps per pass over the training rows.
         total_steps: optimizer steps the run will take.
         init_adapter: the initial adapter kept for ``convert_on_save`` methods, or ``None``.
+        model_as_given: the model as the user gave it (``cfg.model`` is the resolved path of a local folder).
     """
 
     cfg: TrainConfig
@@ -447,6 +458,7 @@ class TrainingSetup:
     steps_per_epoch: int
     total_steps: int
     init_adapter: Path | None = None
+    model_as_given: str | None = None
 
 
 def build_trainer(cfg: TrainConfig, log=print) -> TrainingSetup:
@@ -468,6 +480,7 @@ def build_trainer(cfg: TrainConfig, log=print) -> TrainingSetup:
             target modules that match no layer (the message lists the layers that exist).
     """
     # cheap checks first: a typo or an unusable output folder fails in about a second, before transformers loads
+    model_as_given = cfg.model
     cfg = resolve(cfg)
     resume_ckpt = _check_output(cfg)
 
@@ -486,7 +499,7 @@ def build_trainer(cfg: TrainConfig, log=print) -> TrainingSetup:
     method = get_method(cfg.method)
     hyper = method_hyper(method, cfg)
     out = _prepare_output(cfg, resume_ckpt, log)
-    write_json_atomic(out / CONFIG_FILE, cfg.to_dict())
+    write_json_atomic(out / CONFIG_FILE, {**cfg.to_dict(), "model_as_given": model_as_given})
     set_seed(cfg.seed)
 
     tokenizer = load_tokenizer(cfg.model)
@@ -619,7 +632,7 @@ def build_trainer(cfg: TrainConfig, log=print) -> TrainingSetup:
     return TrainingSetup(cfg=cfg, method=method, hyper=hyper, out=out, resume_from=resume_ckpt, trainer=trainer,
                          tokenizer=tokenizer, tie_state=tie_state, rows_per_language=rows_per_language,
                          val_rows=len(val_ds), dropped=dropped, steps_per_epoch=steps_per_epoch,
-                         total_steps=total_steps, init_adapter=init_adapter)
+                         total_steps=total_steps, init_adapter=init_adapter, model_as_given=model_as_given)
 
 
 def run_training(setup: TrainingSetup, log=print) -> dict:
@@ -678,6 +691,7 @@ def run_training(setup: TrainingSetup, log=print) -> dict:
     metrics = {
         "method": setup.method.name,
         "model": cfg.model,
+        "model_as_given": setup.model_as_given or cfg.model,
         "data": cfg.data,
         "train_languages": cfg.languages,
         "language_sampling": {"alpha": cfg.language_sampling_alpha, "rows_per_language": setup.rows_per_language},
@@ -711,8 +725,14 @@ def run_training(setup: TrainingSetup, log=print) -> dict:
         "versions": library_versions(),
         "git_commit": git_commit(),
     }
+    from peftsum.training.divergence import check_divergence, divergence_warning
+
+    metrics.update(check_divergence([r["loss"] for r in history], getattr(trainer.model.config, "vocab_size", None),
+                                    metrics["eval_loss"]))
     write_json_atomic(out / "metrics.json", metrics)
     write_text_atomic(out / "README.md", model_card(metrics))
+    if divergence_warning(metrics):
+        log(divergence_warning(metrics))
     log(f"{setup.method.name}: {trainer.state.global_step} steps in {runtime:.1f} s -> {model_dir}")
     return metrics
 
@@ -742,9 +762,14 @@ def train(cfg: TrainConfig, log=print) -> dict:
         reset_peak_rss()  # several runs in one process (experiments) each get their own peak
         try:
             return run_training(build_trainer(cfg, log), log)
-        except BaseException:
+        except BaseException as exc:
             # a run that failed before training started leaves nothing behind to block the rerun
             started = (out / "training_log.jsonl").exists() or any((out / "checkpoints").glob("checkpoint-*"))
             if fresh and out.is_dir() and not started:
                 shutil.rmtree(out, ignore_errors=True)
+            from peftsum.faults import DiskFull, is_disk_full
+
+            if is_disk_full(exc) and not isinstance(exc, PeftsumError):  # e.g. saving model/ or metrics.json
+                raise DiskFull(f"disk full while writing {out} ({getattr(exc, 'strerror', exc)}); complete "
+                               "checkpoints are kept: free space, then rerun with --resume") from None
             raise
