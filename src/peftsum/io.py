@@ -218,7 +218,7 @@ def _line_problem(raw: bytes, first: bool) -> LineError | None:
     return None
 
 
-def scan_jsonl(path: Path, max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[tuple[int, Any, ValueError | None]]:
+def scan_jsonl(path: Path, max_line_bytes: int | None = None) -> Iterator[tuple[int, Any, ValueError | None]]:
     """Yield ``(line_number, value, error)`` for every non-blank line of a JSON-lines file.
 
     ``value`` is the parsed JSON (any type; ``None`` with an error), ``error`` the line's
@@ -229,12 +229,13 @@ def scan_jsonl(path: Path, max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[tup
 
     Args:
         path: the ``.jsonl`` file.
-        max_line_bytes: longest line accepted (:data:`MAX_LINE_BYTES`).
+        max_line_bytes: longest line accepted (``None``: :data:`MAX_LINE_BYTES`, read at call time).
 
     Raises:
         DataError: the file cannot be opened or read.
     """
     path = Path(path)
+    max_line_bytes = max_line_bytes or MAX_LINE_BYTES
     try:
         fh = path.open("rb")
     except OSError as exc:
