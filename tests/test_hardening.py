@@ -380,7 +380,8 @@ def test_killed_experiment_rerun_finishes_with_umask_permissions_and_merge(tiny_
         assert (merged / "model.safetensors").is_file()
     finally:
         os.umask(old)
-    assert _modes(exp) == [] and _modes(merged) == []
+    assert _modes(exp) == [], _modes(exp)
+    assert _modes(merged) == [], _modes(merged)
 
 
 def test_atomic_writes_follow_a_strict_umask(tmp_path):

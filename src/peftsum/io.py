@@ -39,6 +39,19 @@ def apply_umask(path: str | Path, folder: bool = False) -> None:
     os.chmod(path, (0o777 if folder else 0o666) & ~current_umask())
 
 
+def apply_umask_tree(folder: str | Path) -> None:
+    """:func:`apply_umask` on ``folder`` and everything under it.
+
+    ``safetensors`` (0.8) writes its files 0600 whatever the umask; model folders and
+    checkpoints are passed through this once they are written.
+    """
+    folder = Path(folder)
+    apply_umask(folder, folder=True)
+    for path in folder.rglob("*"):
+        if not path.is_symlink():
+            apply_umask(path, folder=path.is_dir())
+
+
 def ensure_writable_target(path: Path, overwrite: bool, alternative: str | None = "choose another --output-dir") -> None:
     """Refuse to replace an existing output (a file, or a non-empty folder) unless ``overwrite``.
 
@@ -73,6 +86,7 @@ def atomic_dir(path: Path, overwrite: bool = False) -> Iterator[Path]:
     apply_umask(tmp, folder=True)
     try:
         yield tmp
+        apply_umask_tree(tmp)  # what the writer made (safetensors: 0600) gets the umask's modes
         if path.exists():
             old = path.with_name(f".{path.name}.old")
             if old.exists():

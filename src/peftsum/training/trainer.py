@@ -47,7 +47,7 @@ from typing import Any
 
 from peftsum.config import TrainConfig
 from peftsum.errors import ConfigError, PeftsumError
-from peftsum.io import ensure_writable_target
+from peftsum.io import apply_umask_tree, ensure_writable_target
 
 COMPLETE_MARKER = ".peftsum_complete"
 """File written into a checkpoint folder after all of its files are saved and synced."""
@@ -162,6 +162,7 @@ def _make_trainer_class():
                 super()._save_checkpoint(model, trial)
                 _write_synced(ckpt / COUNTERS_FILE,
                               json.dumps({"tokens_seen": self.tokens_seen, "examples_seen": self.examples_seen}))
+                apply_umask_tree(ckpt)  # safetensors writes 0600: the umask's modes, like every other output
                 _sync_tree(ckpt)
                 _write_synced(ckpt / COMPLETE_MARKER, "ok\n")
             except Exception as exc:
@@ -538,6 +539,7 @@ def build_trainer(cfg: TrainConfig, log=print) -> TrainingSetup:
             if init_adapter.exists():
                 shutil.rmtree(init_adapter)
             model.save_pretrained(str(init_adapter))
+            apply_umask_tree(init_adapter)
 
     fast_dropout(model)  # after PEFT: its lora_dropout modules too
 
