@@ -130,6 +130,10 @@ def test_train_killed_mid_run_resumes_through_its_stale_lock(tiny_model_dir, tmp
         assert proc.poll() is None and time.monotonic() < deadline, "training ended before the kill"
         time.sleep(0.05)
     assert read_holder(lock_path(out))["pid"] == proc.pid
+    # the same command a second time, while the first runs: stopped at once, one line naming the holder
+    second = CliRunner().invoke(app, cmd[3:])
+    assert second.exit_code == 2 and f"pid {proc.pid} on " in one_line(second.output)
+    assert proc.poll() is None  # the first goes on
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (out / "metrics.json").exists()
@@ -147,6 +151,31 @@ def test_lock_is_reentrant_in_one_process(tmp_path):
         res = subprocess.run([sys.executable, "-c", code, str(tmp_path / "exp")], capture_output=True, text=True,
                              env=_env(), timeout=60)
         assert res.returncode != 0 and "FolderLocked" in res.stderr  # still held after the inner block
+
+
+def test_without_flock_the_recorded_pid_and_host_decide(tmp_path, monkeypatch):
+    import socket
+
+    import peftsum.locking as locking
+
+    monkeypatch.setattr(locking, "_try_flock", lambda fd: None)  # a file system without flock (ENOLCK)
+    folder = tmp_path / "run"
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        path = locking.lock_path(folder)
+        path.write_text(json.dumps({"pid": live.pid, "host": socket.gethostname(), "command": "train"}))
+        with pytest.raises(locking.FolderLocked, match=f"pid {live.pid} on {socket.gethostname()}"):
+            with locking.folder_lock(folder, "train"):
+                pass
+        path.write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname(), "command": "train"}))
+        assert locking.holder_is_stale(locking.read_holder(path))
+        with locking.folder_lock(folder, "train"):  # a dead holder on this host is stale
+            assert locking.read_holder(path)["pid"] == os.getpid()
+    finally:
+        live.kill()
+        live.wait()
 
 
 # --------------------------------------------------------------------------- 3. input errors say where

@@ -723,7 +723,7 @@ def run_training(setup: TrainingSetup, log=print) -> dict:
         "examples_per_second": trainer.session_examples / runtime if runtime > 0 else None,
         "lm_head": setup.tie_state,
         "hyperparameters": hyper,
-        "config": cfg.to_dict(),
+        "config": {**cfg.to_dict(), "model_as_given": setup.model_as_given or cfg.model},  # = peftsum_config.json
         "versions": library_versions(),
         "git_commit": git_commit(),
     }
