@@ -290,7 +290,6 @@ OFFLINE_PROBE = textwrap.dedent("""
     from peftsum.errors import PeftsumError
     from peftsum.data.xlsum import load_split
     from peftsum.modeling.load import load_tokenizer
-    import transformers, datasets  # imports are not what is measured
     out = {}
     for name, call in (("data", lambda: load_split("english", "train", "hub")),
                        ("model", lambda: load_tokenizer("google/mt5-small"))):
@@ -315,6 +314,21 @@ def test_hub_fails_fast_with_the_hint(offline_env, tmp_path):
     for name, (msg, seconds) in out.items():
         assert seconds < 5.0, (name, seconds)
         assert "\n" not in msg and "Offline?" in msg, msg
+        assert ("HF_HUB_OFFLINE is set" if offline_env else "huggingface.co cannot be reached") in msg, msg
+
+
+@pytest.mark.parametrize("flags", [["--model", "google/mt5-small"], ["--data", "hub"]], ids=["hub-model", "hub-data"])
+def test_train_without_network_fails_before_loading_anything(tiny_model_dir, tmp_path, flags):
+    args = ["--model", str(tiny_model_dir), "--method", "lora", "-l", "english", "--output-dir", str(tmp_path / "run"),
+            "--max-steps", "1", *flags]
+    env = _env(HF_HUB_OFFLINE=None, HF_HOME=str(tmp_path / "hf"), TRANSFORMERS_OFFLINE=None, HF_DATASETS_OFFLINE=None)
+    start = time.perf_counter()
+    res = subprocess.run([sys.executable, "-m", "peftsum", "train", *args], capture_output=True, text=True, env=env,
+                         timeout=120)
+    seconds = time.perf_counter() - start  # the whole command, interpreter start included
+    assert res.returncode == 2, res.stderr[-2000:]
+    assert "Offline?" in one_line(res.stderr) and "cannot be reached" in res.stderr
+    assert seconds < 15.0 and not (tmp_path / "run").exists()
 
 
 # --------------------------------------------------------------------------- 6. faults leave nothing broken

@@ -60,7 +60,7 @@ def hub_reachable(timeout: float = REACH_TIMEOUT_S) -> bool:
     if "reachable" in _state:
         return _state["reachable"]
     if offline_by_env():
-        _state["reachable"] = False
+        _state["reachable"], _state["by_env"] = False, True
         return False
     if any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
         _state["reachable"] = True
@@ -85,23 +85,22 @@ def hub_reachable(timeout: float = REACH_TIMEOUT_S) -> bool:
 def go_offline() -> None:
     """Switch ``huggingface_hub``, ``transformers`` and ``datasets`` to offline mode for this process.
 
-    Sets ``HF_HUB_OFFLINE=1`` (for child processes) and the module constants the libraries
-    read at call time (``huggingface_hub.constants.HF_HUB_OFFLINE``, ``datasets.config.HF_HUB_OFFLINE``).
+    Sets ``HF_HUB_OFFLINE=1`` (read by libraries imported later and by child processes) and,
+    for libraries already imported, the module constants they read at call time
+    (``huggingface_hub.constants.HF_HUB_OFFLINE``, ``datasets.config.HF_HUB_OFFLINE``).
     """
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    try:
-        from huggingface_hub import constants
+    import sys
 
+    os.environ["HF_HUB_OFFLINE"] = "1"  # read by the libraries when they are imported later
+    # already imported: patch the constants they read at call time (importing them here would
+    # cost seconds: datasets pulls in pyarrow and pandas)
+    constants = sys.modules.get("huggingface_hub.constants")
+    if constants is not None:
         constants.HF_HUB_OFFLINE = True
-    except Exception:  # pragma: no cover
-        pass
-    try:
-        import datasets.config
-
-        datasets.config.HF_HUB_OFFLINE = True
-        datasets.config.HF_DATASETS_OFFLINE = True
-    except Exception:  # pragma: no cover - datasets is a dependency
-        pass
+    config = sys.modules.get("datasets.config")
+    if config is not None:
+        config.HF_HUB_OFFLINE = True
+        config.HF_DATASETS_OFFLINE = True
 
 
 def prepare_hub_access() -> bool:
@@ -145,3 +144,58 @@ def resolve_model_source(name_or_path: str) -> str:
     """
     path = Path(str(name_or_path)).expanduser()
     return str(path.resolve()) if path.exists() else name_or_path
+
+
+def model_in_cache(repo_id: str) -> bool:
+    """Whether the hub cache holds a ``config.json`` or tokenizer file of ``repo_id`` (no network)."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except Exception:  # pragma: no cover - huggingface_hub is a dependency
+        return True
+    for name in ("config.json", "tokenizer_config.json"):
+        try:
+            if isinstance(try_to_load_from_cache(repo_id, name), str):
+                return True
+        except Exception:  # an id the hub would reject: the library's error says so
+            return True
+    return False
+
+
+def dataset_in_cache(repo_id: str) -> bool:
+    """Whether ``datasets``' cache or the hub cache holds anything of the dataset ``repo_id`` (no network).
+
+    Folder names follow ``datasets`` (``<org>___<name>`` under ``HF_DATASETS_CACHE``) and
+    ``huggingface_hub`` (``datasets--<org>--<name>`` under ``HF_HUB_CACHE``).
+    """
+    home = Path(os.path.expanduser(os.environ.get("HF_HOME")
+                                   or os.path.join(os.environ.get("XDG_CACHE_HOME", "~/.cache"), "huggingface")))
+    datasets_cache = Path(os.path.expanduser(os.environ.get("HF_DATASETS_CACHE", str(home / "datasets"))))
+    hub_cache = Path(os.path.expanduser(os.environ.get("HF_HUB_CACHE")
+                                        or os.environ.get("HUGGINGFACE_HUB_CACHE") or str(home / "hub")))
+    return ((datasets_cache / repo_id.replace("/", "___")).exists()
+            or (hub_cache / ("datasets--" + repo_id.replace("/", "--"))).exists())
+
+
+def unreachable_hint() -> str:
+    """``the hub (huggingface.co) cannot be reached`` or ``HF_HUB_OFFLINE is set``, for messages."""
+    if _state.get("by_env") or ("reachable" not in _state and offline_by_env()):
+        return "HF_HUB_OFFLINE is set and it is not in the local cache"
+    return f"{_endpoint()[0]} cannot be reached and it is not in the local cache"
+
+
+def require_hub_dataset(repo_id: str, what: str | None = None) -> None:
+    """Fail at once when the dataset ``repo_id`` can be neither downloaded nor read from the cache.
+
+    Args:
+        repo_id: the hub dataset (``csebuetnlp/xlsum``).
+        what: what was asked for, for the message (default ``repo_id``).
+
+    Raises:
+        DataError: the hub cannot be reached (or ``HF_HUB_OFFLINE`` is set) and nothing of the
+            dataset is cached; one line with the "Offline?" hint.
+    """
+    from peftsum.errors import DataError
+
+    if not prepare_hub_access() and not dataset_in_cache(repo_id):
+        raise DataError(f"could not load {what or repo_id} from the hub: {unreachable_hint()}. "
+                        "Offline? Use --data sample (bundled real rows) or --data PATH to local XL-Sum files")

@@ -137,13 +137,14 @@ def _local_file(root: Path, language: str, split: str) -> Path:
 
 
 def _load_hub(language: str, split: str) -> list[dict]:
+    from peftsum.hub import require_hub_dataset
+
+    # unreachable hub: cache only, no retries (fails in a second, not after 24 s of retries)
+    require_hub_dataset(HUB_ID, f"{HUB_ID}/{language} ({split})")
     try:
         import datasets
     except ImportError as exc:  # pragma: no cover - datasets is a dependency
         raise DataError(f"the 'datasets' library is needed for --data hub ({exc})") from None
-    from peftsum.hub import prepare_hub_access
-
-    prepare_hub_access()  # unreachable hub: cache only, no retries (fails in seconds, not 24 s)
     try:
         ds = datasets.load_dataset(HUB_ID, language, split=split)
     except Exception as exc:  # network errors come in many types; all get one line

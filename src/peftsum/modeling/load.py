@@ -33,10 +33,10 @@ def load_tokenizer(name_or_path: str):
     Raises:
         PeftsumError: not found locally and the hub is unreachable or the id is wrong.
     """
+    _before_hub(name_or_path)  # before transformers loads: offline, a hub id fails in a second
     from transformers import AutoTokenizer
 
     _quiet_transformers()
-    _before_hub(name_or_path)
     try:
         return AutoTokenizer.from_pretrained(name_or_path)
     except Exception as exc:
@@ -44,11 +44,25 @@ def load_tokenizer(name_or_path: str):
 
 
 def _before_hub(name_or_path: str) -> None:
-    """For a hub id, check once whether the hub answers and go offline (cache only) if not (peftsum.hub)."""
-    from peftsum.hub import looks_like_hub_id, prepare_hub_access
+    """For a hub id, check once whether the hub answers and go offline (cache only) if not (peftsum.hub).
 
-    if looks_like_hub_id(name_or_path):
-        prepare_hub_access()
+    Raises:
+        PeftsumError: the hub cannot be reached and the id is not in the local cache (the usual
+            "Offline?" hint, at once instead of after the libraries' retries).
+    """
+    from peftsum.hub import looks_like_hub_id, model_in_cache, prepare_hub_access, unreachable_hint
+
+    if looks_like_hub_id(name_or_path) and not prepare_hub_access() and not model_in_cache(name_or_path):
+        raise PeftsumError(_load_hint(name_or_path, RuntimeError(unreachable_hint())))
+
+
+def check_model_source(name_or_path: str) -> None:
+    """The cheap part of loading a model, for the checks that run before the heavy imports.
+
+    Raises:
+        PeftsumError: a hub id while the hub cannot be reached and the id is not cached.
+    """
+    _before_hub(name_or_path)
 
 
 def _load_hint(name_or_path: str, exc: Exception) -> str:
@@ -188,6 +202,7 @@ def load_model(name_or_path: str, dtype=None):
     Raises:
         PeftsumError: the model cannot be loaded (offline, wrong id, not seq2seq) or the tie check fails.
     """
+    _before_hub(name_or_path)  # before torch/transformers load: offline, a hub id fails in a second
     import torch
     from transformers import AutoModelForSeq2SeqLM
 
@@ -195,7 +210,6 @@ def load_model(name_or_path: str, dtype=None):
 
     tune_cpu_allocator()  # every process that loads a model trains or decodes with it
     _quiet_transformers()
-    _before_hub(name_or_path)
     try:
         model = AutoModelForSeq2SeqLM.from_pretrained(name_or_path, dtype=dtype or torch.float32)
     except Exception as exc:

@@ -484,6 +484,14 @@ def build_trainer(cfg: TrainConfig, log=print) -> TrainingSetup:
     model_as_given = cfg.model
     cfg = resolve(cfg)
     resume_ckpt = _check_output(cfg)
+    from peftsum.modeling.load import check_model_source
+
+    check_model_source(cfg.model)  # offline, a hub id (or --data hub) fails here, in a second (peftsum.hub)
+    if str(cfg.data) == "hub":
+        from peftsum.data.xlsum import HUB_ID
+        from peftsum.hub import require_hub_dataset
+
+        require_hub_dataset(HUB_ID)
 
     import torch
     from datasets import Dataset
