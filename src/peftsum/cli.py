@@ -321,11 +321,14 @@ def evaluate_cmd(
     from peftsum.generation.evaluate import evaluate_model
     from peftsum.display import print_scores
 
+    from peftsum.locking import folder_lock
+
     split = _eval_split(language, data, split)
-    result = evaluate_model(model_path, language, output_file, split, data, test_samples,
-                            _settings(num_beams, length_penalty, no_repeat_ngram_size, max_new_tokens),
-                            batch_size, stemmer=stemmer, overwrite=overwrite, log=console.print, bf16=bf16,
-                            device=device)
+    with folder_lock(output_file.parent, "evaluate"):  # results and predictions.jsonl: one writer
+        result = evaluate_model(model_path, language, output_file, split, data, test_samples,
+                                _settings(num_beams, length_penalty, no_repeat_ngram_size, max_new_tokens),
+                                batch_size, stemmer=stemmer, overwrite=overwrite, log=console.print, bf16=bf16,
+                                device=device)
     print_scores(console, result)
     console.print(f"results: {output_file}; predictions: {output_file.parent / 'predictions.jsonl'}")
 
@@ -467,7 +470,10 @@ def report(
     """Write report.md, a self-contained report.html and figures/*.png from the run files in RUN_DIR."""
     from peftsum.reporting import write_report
 
-    paths = write_report(run_dir, n_samples=samples)
+    from peftsum.locking import folder_lock
+
+    with folder_lock(run_dir, "report"):
+        paths = write_report(run_dir, n_samples=samples)
     n_fig = sum(1 for key in paths if key.startswith("figures/"))
     figs = f"{n_fig} figure{'' if n_fig == 1 else 's'}"
     console.print(f"wrote {paths['markdown']}, {paths['html']} and {figs} in {run_dir / 'figures'}", highlight=False)
@@ -491,17 +497,19 @@ def score_cmd(
 ) -> None:
     """Score predictions against references with multilingual ROUGE (XL-Sum's tokenization)."""
     from peftsum.io import ensure_writable_target
+    from peftsum.locking import lock_or_none
     from peftsum.metrics.io import render_table, score_files, write_json
 
     if output_file is not None:
         ensure_writable_target(output_file, overwrite, alternative=None)
 
-    result = score_files(language, predictions, references, compare_predictions=compare_predictions,
-                         stemmer=stemmer, normalize=normalize, n_resamples=n_resamples, seed=seed)
-    console.print(render_table(result))
-    if output_file is not None:
-        write_json(result, output_file)
-        console.print(f"scores: {output_file}", highlight=False)
+    with lock_or_none(output_file.parent if output_file is not None else None, "score"):
+        result = score_files(language, predictions, references, compare_predictions=compare_predictions,
+                             stemmer=stemmer, normalize=normalize, n_resamples=n_resamples, seed=seed)
+        console.print(render_table(result))
+        if output_file is not None:
+            write_json(result, output_file)
+            console.print(f"scores: {output_file}", highlight=False)
 
 
 def main() -> None:

@@ -14,6 +14,44 @@ from typing import Any, Iterator
 from peftsum.errors import DataError, PeftsumError
 
 
+def current_umask() -> int:
+    """The process's umask, read without changing it (``/proc/self/status``; elsewhere set and restored)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def apply_umask(path: str | Path, folder: bool = False) -> None:
+    """Give ``path`` the mode a plain ``open``/``mkdir`` would: ``0o666`` (file) or ``0o777``
+    (folder) less the umask (0644 / 0755 under the usual 022).
+
+    ``tempfile.mkstemp``/``mkdtemp`` create 0600/0700 whatever the umask; the atomic writers
+    below call this on their temporary before it is renamed into place, so that a report or a
+    merged model can be read by the colleagues the umask allows.
+    """
+    os.chmod(path, (0o777 if folder else 0o666) & ~current_umask())
+
+
+def apply_umask_tree(folder: str | Path) -> None:
+    """:func:`apply_umask` on ``folder`` and everything under it.
+
+    ``safetensors`` (0.8) writes its files 0600 whatever the umask; model folders and
+    checkpoints are passed through this once they are written.
+    """
+    folder = Path(folder)
+    apply_umask(folder, folder=True)
+    for path in folder.rglob("*"):
+        if not path.is_symlink():
+            apply_umask(path, folder=path.is_dir())
+
+
 def ensure_writable_target(path: Path, overwrite: bool, alternative: str | None = "choose another --output-dir") -> None:
     """Refuse to replace an existing output (a file, or a non-empty folder) unless ``overwrite``.
 
@@ -26,8 +64,10 @@ def ensure_writable_target(path: Path, overwrite: bool, alternative: str | None 
     Raises:
         PeftsumError: ``path`` exists (and is a non-empty folder or a file) and ``overwrite`` is false.
     """
+    from peftsum.locking import is_lock_file
+
     path = Path(path)
-    if path.exists() and (path.is_file() or any(path.iterdir())) and not overwrite:
+    if path.exists() and (path.is_file() or any(not is_lock_file(p) for p in path.iterdir())) and not overwrite:
         raise PeftsumError(f"{path} already exists; pass --overwrite to replace it"
                            + (f" ({alternative})" if alternative else ""))
 
@@ -43,8 +83,10 @@ def atomic_dir(path: Path, overwrite: bool = False) -> Iterator[Path]:
     ensure_writable_target(path, overwrite)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    apply_umask(tmp, folder=True)
     try:
         yield tmp
+        apply_umask_tree(tmp)  # what the writer made (safetensors: 0600) gets the umask's modes
         if path.exists():
             old = path.with_name(f".{path.name}.old")
             if old.exists():
@@ -81,6 +123,7 @@ def write_bytes_atomic(path: Path, data: bytes) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        apply_umask(tmp)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
@@ -111,6 +154,7 @@ def write_with_atomic(path: Path, writer: Callable[[Path], None]) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
     os.close(fd)
     try:
+        apply_umask(tmp)
         writer(Path(tmp))
         os.replace(tmp, path)
     except BaseException:
@@ -152,32 +196,98 @@ def read_json_object(path: Path) -> dict:
     return data
 
 
-def scan_jsonl(path: Path) -> Iterator[tuple[int, Any, json.JSONDecodeError | None]]:
+MAX_LINE_BYTES = 16 * 1024 * 1024
+"""Longest JSON line read (16 MiB): the longest XL-Sum article is well under 1 MiB; a longer
+line is a file that is not JSON lines (a binary file, a JSON array on one line) and would
+otherwise be read whole into memory."""
+
+_BOM = b"\xef\xbb\xbf"
+
+
+class LineError(ValueError):
+    """A line that cannot be read as text: bytes that are not UTF-8, a byte-order mark after
+    the start of the file, a NUL byte, or a line over :data:`MAX_LINE_BYTES`.
+
+    Attributes:
+        msg: what is wrong (``"not UTF-8 text (invalid start byte)"``).
+        colno: 1-based byte column of the problem, or ``None``.
+    """
+
+    def __init__(self, msg: str, colno: int | None = None):
+        super().__init__(msg + (f" at byte {colno}" if colno else ""))
+        self.msg, self.colno = msg, colno
+
+
+def _line_problem(raw: bytes, first: bool) -> LineError | None:
+    if first and raw.startswith(_BOM):
+        raw = raw[len(_BOM):]  # a BOM opening the file (Windows editors write one) is fine
+    if _BOM in raw:
+        return LineError("byte-order mark (U+FEFF) inside the file (files joined together?)", raw.index(_BOM) + 1)
+    if b"\x00" in raw:
+        return LineError("NUL byte (binary data or UTF-16 text?)", raw.index(b"\x00") + 1)
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return LineError(f"not UTF-8 text ({exc.reason})", exc.start + 1)
+    return None
+
+
+def scan_jsonl(path: Path, max_line_bytes: int | None = None) -> Iterator[tuple[int, Any, ValueError | None]]:
     """Yield ``(line_number, value, error)`` for every non-blank line of a JSON-lines file.
 
     ``value`` is the parsed JSON (any type; ``None`` with an error), ``error`` the line's
-    ``json.JSONDecodeError`` or ``None``. The whole file is read: callers decide whether a bad
-    line stops them (:func:`iter_jsonl`) or is collected (``peftsum data validate``).
+    ``json.JSONDecodeError``, a :class:`LineError` (not UTF-8, a byte-order mark after the
+    start, a NUL byte, a line over ``max_line_bytes``), or ``None``. The whole file is read,
+    line by line in bytes (memory stays at one line): callers decide whether a bad line stops
+    them (:func:`iter_jsonl`) or is collected (``peftsum data validate``).
+
+    Args:
+        path: the ``.jsonl`` file.
+        max_line_bytes: longest line accepted (``None``: :data:`MAX_LINE_BYTES`, read at call time).
 
     Raises:
-        DataError: the file is unreadable or not UTF-8 (a byte-order mark is tolerated).
+        DataError: the file cannot be opened or read.
     """
     path = Path(path)
+    max_line_bytes = max_line_bytes or MAX_LINE_BYTES
     try:
-        fh = path.open(encoding="utf-8-sig")
+        fh = path.open("rb")
     except OSError as exc:
         raise DataError(f"{path}: cannot read ({exc.strerror})") from None
     with fh:
-        try:
-            for lineno, line in enumerate(fh, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    yield lineno, json.loads(line), None
-                except json.JSONDecodeError as exc:
-                    yield lineno, None, exc
-        except UnicodeDecodeError as exc:
-            raise DataError(f"{path}: not UTF-8 text ({exc.reason})") from None
+        lineno = 0
+        while True:
+            try:
+                raw = fh.readline(max_line_bytes + 1)
+            except OSError as exc:
+                raise DataError(f"{path}: cannot read line {lineno + 1} ({exc.strerror})") from None
+            if not raw:
+                return
+            lineno += 1
+            if len(raw) > max_line_bytes and not raw.endswith(b"\n"):
+                while raw and not raw.endswith(b"\n"):  # skip the rest of the line, a chunk at a time
+                    raw = fh.readline(max_line_bytes)
+                yield lineno, None, LineError(f"line longer than {max_line_bytes:,} bytes")
+                continue
+            problem = _line_problem(raw, lineno == 1)
+            if problem is not None:
+                yield lineno, None, problem
+                continue
+            line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+            if not line.strip():
+                continue
+            try:
+                yield lineno, json.loads(line), None
+            except json.JSONDecodeError as exc:
+                yield lineno, None, exc
+
+
+def line_error_text(error: ValueError) -> str:
+    """The problem of one line for a message: ``invalid JSON at column 3: Expecting value`` or a
+    :class:`LineError`'s text."""
+    if isinstance(error, json.JSONDecodeError):
+        return f"invalid JSON at column {error.colno}: {error.msg}"
+    return str(error)
 
 
 def json_error_column(error: json.JSONDecodeError) -> int:
@@ -194,9 +304,12 @@ def iter_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
     """Yield ``(line_number, object)`` for each non-blank line of a JSON-lines file.
 
     Raises:
-        DataError: a line is not a JSON object (file and line named) or the file is unreadable.
+        DataError: a line is not a JSON object, not UTF-8, holds a NUL byte or a byte-order
+            mark, or is too long (file and line named), or the file is unreadable.
     """
     for lineno, obj, error in scan_jsonl(path):
+        if isinstance(error, LineError):
+            raise DataError(f"{path}: line {lineno}: {error}")
         if error is not None:
             raise DataError(f"{path}: invalid JSON on line {lineno}, column {json_error_column(error)}: {error.msg}")
         if not isinstance(obj, dict):

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from peftsum.data.xlsum import drop_reason, read_jsonl, validate_rows
+from peftsum.data.xlsum import drop_reason
 from peftsum.errors import DataError
-from peftsum.io import json_error_column, scan_jsonl
+from peftsum.io import LineError, json_error_column, scan_jsonl
 
 LINES_SHOWN = 5
 """Line numbers listed per drop reason (the count is always complete)."""
@@ -63,7 +62,9 @@ def check_file(path: Path) -> FileCheck:
     """
     check = FileCheck(Path(path))
     for lineno, obj, error in scan_jsonl(path):
-        if error is not None:
+        if isinstance(error, LineError):  # not text: not UTF-8, a NUL byte, a stray byte-order mark, too long
+            check.malformed.append((lineno, error.colno or 1, error.msg))
+        elif error is not None:
             column = json_error_column(error) if isinstance(error, json.JSONDecodeError) else 1
             check.malformed.append((lineno, column,
                                     f"invalid JSON: {getattr(error, 'msg', error)}"))
@@ -114,52 +115,3 @@ def verdict(checks: list[FileCheck], allow_drops: bool = False) -> str | None:
         return None
     files = f"{len(checks)} file{'' if len(checks) == 1 else 's'} checked"
     return f"{'; '.join(problems)} ({files})"
-
-
-def validate_path(path: str | Path) -> list[tuple[Path, int, Counter]]:
-    """Validate a ``.jsonl`` file or every ``.jsonl`` file under a folder.
-
-    Returns:
-        ``[(file, kept_rows, dropped_by_reason), ...]`` in path order.
-
-    Raises:
-        DataError: path missing, no ``.jsonl`` files, malformed lines (the file, how many, the
-            first ten line numbers and the first problem), or a file where no valid row is left.
-    """
-    path = Path(path)
-    if not path.exists():
-        raise DataError(f"{path}: no such file or folder")
-    files = [path] if path.is_file() else sorted(path.rglob("*.jsonl"))
-    if not files:
-        raise DataError(f"{path}: no .jsonl files found")
-    report = []
-    for file in files:
-        bad = malformed_lines(file)
-        if bad:
-            shown = ", ".join(str(n) for n, _ in bad[:10]) + (", ..." if len(bad) > 10 else "")
-            raise DataError(f"{file}: {len(bad)} malformed line{'s' if len(bad) > 1 else ''} (lines {shown}); "
-                            f"line {bad[0][0]}: {bad[0][1]}")
-        kept, dropped = validate_rows(read_jsonl(file), str(file))
-        if not kept:
-            reasons = ", ".join(f"{n} {r}" for r, n in dropped.items())
-            raise DataError(f"{file}: no valid rows left after validation ({reasons})")
-        report.append((file, len(kept), dropped))
-    return report
-
-
-def malformed_lines(path: Path) -> list[tuple[int, str]]:
-    """Every line of a JSON-lines file that is not a JSON object, as ``(line number, problem)``.
-
-    Unlike the loaders (which stop at the first bad line), this reads the whole file, so that
-    ``peftsum data validate`` can report all of them at once. Blank lines are fine.
-
-    Raises:
-        DataError: the file is unreadable or not UTF-8.
-    """
-    out = []
-    for lineno, obj, error in scan_jsonl(path):
-        if error is not None:
-            out.append((lineno, f"invalid JSON at column {error.colno}: {error.msg}"))
-        elif not isinstance(obj, dict):
-            out.append((lineno, f"expected a JSON object, found {type(obj).__name__}"))
-    return out

@@ -148,6 +148,10 @@ def _local_file(root: Path, language: str, split: str) -> Path:
 
 
 def _load_hub(language: str, split: str) -> list[dict]:
+    from peftsum.hub import require_hub_dataset
+
+    # unreachable hub: cache only, no retries (fails in a second, not after 24 s of retries)
+    require_hub_dataset(HUB_ID, f"{HUB_ID}/{language} ({split})")
     try:
         import datasets
     except ImportError as exc:  # pragma: no cover - datasets is a dependency

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from peftsum.config import TrainConfig, check_keys, load_yaml, make_config
 from peftsum.errors import ConfigError
+from peftsum.names import check_name, ensure_inside
 
 DEFAULT_CONFIG = "demo.yaml"
 """The embedded default experiment (``peftsum experiment`` with no config)."""
@@ -136,6 +137,10 @@ def load_experiment(path: str | Path | None, overrides: list[str] | None = None)
 
     check_types(ExperimentConfig, data, where)
     cfg = ExperimentConfig(**data)
+    check_name(f"{where}: name", cfg.name)  # names become folder names: contained (peftsum.names)
+    for seed in cfg.seeds if isinstance(cfg.seeds, list) else []:
+        if not isinstance(seed, int) or isinstance(seed, bool):
+            raise ConfigError(f"{where}: seeds must be whole numbers, got {seed!r}")
     check_keys(TrainConfig, cfg.train, f"{where} (train)")
     check_types(TrainConfig, cfg.train, f"{where} (train)")
     for bad in ("method", "languages", "language", "output_dir", "seed", "model", "data"):
@@ -159,6 +164,8 @@ def load_experiment(path: str | Path | None, overrides: list[str] | None = None)
         extra = {k: v for k, v in spec.items() if k not in ("method", "name")}
         check_keys(TrainConfig, extra, f"{where} (methods: {spec.get('name', spec['method'])})")
         get_method(spec["method"])
+        if "name" in spec:
+            check_name(f"{where}: methods: name", spec["name"])
         _check_ranges({**cfg.train, **extra}, f"{where} (methods: {spec.get('name', spec['method'])})")
     for key, values in cfg.per_language.items():
         _check_ranges({**cfg.train, **(values or {})}, f"{where} (per_language: {key})")
@@ -212,5 +219,6 @@ def expand_runs(cfg: ExperimentConfig, exp_dir: Path, model_path: str) -> list[R
                 lang_key = "+".join(train_langs)
                 values = {**cfg.train, **(cfg.per_language.get(lang_key) or {}), **spec, "languages": train_langs, "seed": seed, "model": model_path,
                           "data": cfg.data, "output_dir": str(exp_dir / "runs" / run_id)}
+                ensure_inside(exp_dir, values["output_dir"], f"run folder of {run_id!r}")
                 runs.append(RunSpec(run_id, label, make_config(TrainConfig, values, run_id), eval_langs))
     return runs

@@ -16,6 +16,7 @@ from peftsum.distributed import barrier, is_main
 from peftsum.errors import PeftsumError
 from peftsum.experiments.config import ExperimentConfig, RunSpec, expand_runs
 from peftsum.io import read_json, write_json_atomic, write_text_atomic
+from peftsum.names import ensure_inside
 
 
 def resolve_base_model(cfg: ExperimentConfig, log=print) -> str:
@@ -88,7 +89,7 @@ def execute_run(run: RunSpec, cfg: ExperimentConfig, log=print) -> dict:
                 run.train.resume, run.train.overwrite = False, True
             train(run.train, log=log)
         for lang in run.eval_languages:
-            out = _eval_file(run_dir, lang)
+            out = ensure_inside(run_dir, _eval_file(run_dir, lang), "evaluation file")
             if out.is_file():
                 continue
             evaluate_model(str(run_dir / "model"), lang, out, cfg.eval_split, cfg.data, cfg.eval_samples,
@@ -149,8 +150,15 @@ def run_experiment(cfg: ExperimentConfig, exp_dir: str | Path, overwrite: bool =
 
     Raises:
         PeftsumError: ``exp_dir`` holds a different experiment and ``overwrite`` is false.
+        peftsum.locking.FolderLocked: another process writes ``exp_dir``.
     """
-    exp_dir = Path(exp_dir)
+    from peftsum.locking import folder_lock
+
+    with folder_lock(exp_dir, "experiment"):  # one writer per experiment folder
+        return _run_experiment(cfg, Path(exp_dir), overwrite, log)
+
+
+def _run_experiment(cfg: ExperimentConfig, exp_dir: Path, overwrite: bool, log) -> dict:
     start = time.perf_counter()
     if is_main():  # several processes (torchrun): rank 0 checks and prepares the folder, the others wait
         _check_existing(exp_dir, cfg, overwrite)

@@ -33,6 +33,7 @@ def load_tokenizer(name_or_path: str):
     Raises:
         PeftsumError: not found locally and the hub is unreachable or the id is wrong.
     """
+    _before_hub(name_or_path)  # before transformers loads: offline, a hub id fails in a second
     from transformers import AutoTokenizer
 
     _quiet_transformers()
@@ -42,10 +43,34 @@ def load_tokenizer(name_or_path: str):
         raise PeftsumError(_load_hint(name_or_path, exc)) from None
 
 
+def _before_hub(name_or_path: str) -> None:
+    """For a hub id, check once whether the hub answers and go offline (cache only) if not (peftsum.hub).
+
+    Raises:
+        PeftsumError: the hub cannot be reached and the id is not in the local cache (the usual
+            "Offline?" hint, at once instead of after the libraries' retries).
+    """
+    from peftsum.hub import looks_like_hub_id, model_in_cache, prepare_hub_access, unreachable_hint
+
+    if looks_like_hub_id(name_or_path) and not prepare_hub_access() and not model_in_cache(name_or_path):
+        raise PeftsumError(_load_hint(name_or_path, RuntimeError(unreachable_hint())))
+
+
+def check_model_source(name_or_path: str) -> None:
+    """The cheap part of loading a model, for the checks that run before the heavy imports.
+
+    Raises:
+        PeftsumError: a hub id while the hub cannot be reached and the id is not cached.
+    """
+    _before_hub(name_or_path)
+
+
 def _load_hint(name_or_path: str, exc: Exception) -> str:
+    from peftsum.hub import looks_like_hub_id
+
     if Path(name_or_path).exists():
         return f"{name_or_path}: not a loadable model/tokenizer folder ({_one_line(exc)})"
-    if name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1:
+    if not looks_like_hub_id(name_or_path):
         return f"{name_or_path}: no such model folder"
     return (
         f"could not load {name_or_path!r} from the hub ({_one_line(exc)}). Offline? Pass a local folder, "
@@ -177,6 +202,7 @@ def load_model(name_or_path: str, dtype=None):
     Raises:
         PeftsumError: the model cannot be loaded (offline, wrong id, not seq2seq) or the tie check fails.
     """
+    _before_hub(name_or_path)  # before torch/transformers load: offline, a hub id fails in a second
     import torch
     from transformers import AutoModelForSeq2SeqLM
 
@@ -284,6 +310,20 @@ def is_adapter_dir(path: str | Path) -> bool:
     return (Path(path) / "adapter_config.json").is_file()
 
 
+def _check_base_exists(adapter_dir: Path, base_name: str) -> None:
+    """Raise a one-line error naming the missing folder when an adapter's base model path is gone.
+
+    Raises:
+        PeftsumError: ``base_name`` is written as a path (not a hub id) and does not exist.
+    """
+    from peftsum.hub import looks_like_hub_id
+
+    if base_name and not Path(base_name).expanduser().exists() and not looks_like_hub_id(base_name):
+        raise PeftsumError(
+            f"{adapter_dir}: its base model folder {base_name} does not exist (moved or deleted?); put it back "
+            f"or set base_model_name_or_path in {adapter_dir / 'adapter_config.json'}")
+
+
 def load_for_inference(model_path: str, device: str | None = None):
     """Load a fine-tuned model (full checkpoint or PEFT adapter dir) and its tokenizer, in eval mode, on a device.
 
@@ -300,7 +340,8 @@ def load_for_inference(model_path: str, device: str | None = None):
         ``(model, tokenizer)``; ``next(model.parameters()).device`` is the device used.
 
     Raises:
-        PeftsumError: the folder or its base model cannot be loaded; ConfigError: an unusable device.
+        PeftsumError: the folder or its base model cannot be loaded (a base model folder that
+            is gone is named); ConfigError: an unusable device.
     """
     from peftsum.runtime import inference_device
 
@@ -312,6 +353,7 @@ def load_for_inference(model_path: str, device: str | None = None):
         from peft import PeftConfig, PeftModel
 
         base_name = PeftConfig.from_pretrained(str(path)).base_model_name_or_path
+        _check_base_exists(path, base_name)
         base, _ = load_model(base_name)
         tok_src = str(path) if (path / "tokenizer_config.json").is_file() else base_name
         tokenizer = load_tokenizer(tok_src)

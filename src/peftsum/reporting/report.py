@@ -388,7 +388,7 @@ def _runs_table(exp: Experiment) -> Table:
         rows.append(
             [
                 r.run_id,
-                r.status,
+                r.status + (" (diverged)" if r.metric("diverged") else ""),
                 variant_label(r.method, r.label),
                 train_label(r.train_languages) or DASH,
                 DASH if r.seed is None else str(r.seed),
@@ -435,7 +435,15 @@ def build_report(
                 f"trained on the same languages; significance is a paired bootstrap at p<{ALPHA:g} on {ROUGE_LABELS[PRIMARY]}."
             )
         )
-        quality, cost = when_to_use(sections, efficiency)
+        # diverged runs (metrics.json "diverged", peftsum.training.divergence) recommend nothing
+        diverged = [r for r in exp.ok_runs if r.metric("diverged")]
+        if diverged:
+            kept = Experiment(exp.root, [r for r in exp.runs if not r.metric("diverged")], exp.baselines)
+            quality, cost = when_to_use(build_sections(kept), build_efficiency(kept))
+            blocks.append(Para("Left out here because training diverged: " + "; ".join(
+                f"{r.run_id} ({r.metric('divergence_reason')})" for r in diverged) + "."))
+        else:
+            quality, cost = when_to_use(sections, efficiency)
         blocks.append(Heading(3, "Quality"))
         blocks.append(Bullets(quality))
         if cost:

@@ -187,6 +187,11 @@ def refresh_model_card(run_dir: Path) -> bool:
     return True
 
 
+def _as_given(metrics: dict) -> str:
+    given = metrics.get("model_as_given")
+    return f" (given as `{given}`)" if given and given != metrics.get("model") else ""
+
+
 def model_card(metrics: dict, evaluations: list[dict] | None = None) -> str:
     """A model card (``README.md``) for a run folder, from its ``metrics.json`` values.
 
@@ -243,7 +248,7 @@ Trained with peftsum on XL-Sum (data: `{metrics.get("data")}`), training languag
 
 | | |
 | --- | --- |
-| base model | {base} |
+| base model | {base}{_as_given(metrics)} |
 | method | {method} |
 | trainable parameters | {trainable:,} ({100.0 * trainable / total:.4f}% of {total:,}) |
 | {"adapter" if is_peft else "checkpoint"} size | {_fmt(metrics.get("checkpoint_size_mb"))} MB |

@@ -47,7 +47,7 @@ from typing import Any
 
 from peftsum.config import TrainConfig
 from peftsum.errors import ConfigError, PeftsumError
-from peftsum.io import ensure_writable_target
+from peftsum.io import apply_umask_tree, ensure_writable_target
 
 COMPLETE_MARKER = ".peftsum_complete"
 """File written into a checkpoint folder after all of its files are saved and synced."""
@@ -57,7 +57,7 @@ COUNTERS_FILE = "peftsum_counters.json"
 """Tokens and examples seen up to a checkpoint (restored on resume)."""
 INIT_ADAPTER_DIR = "adapter_init"
 """Where a method with ``convert_on_save`` (PiSSA) keeps its initial adapter, inside the run folder."""
-_RESUME_IGNORED = {"resume", "overwrite", "tensorboard", "output_dir"}
+_RESUME_IGNORED = {"resume", "overwrite", "tensorboard", "output_dir", "model_as_given"}
 """Config keys that may change on ``--resume``: none of them changes the trajectory of training.
 Everything else (``max_steps`` and ``num_epochs`` included: they shape the LR schedule) must match."""
 
@@ -169,23 +169,30 @@ def _make_trainer_class():
             return loss
 
         def _save_checkpoint(self, model, trial):
+            from peftsum import distributed
+            from peftsum.faults import checkpoint_disk_full, is_disk_full
+
             limit = self.args.save_total_limit
             self.args.save_total_limit = None  # rotate only after the new checkpoint is complete
-            try:
-                super()._save_checkpoint(model, trial)
-            finally:
-                self.args.save_total_limit = limit
-            from peftsum import distributed
-
-            distributed.barrier()  # every rank's files (RNG state, FSDP shards) are in before the marker
-            if not distributed.is_main():
-                return
             run_dir = Path(self._get_output_dir(trial=trial))
             ckpt = run_dir / f"checkpoint-{self.state.global_step}"
-            _write_synced(ckpt / COUNTERS_FILE,
-                          json.dumps({"tokens_seen": self.tokens_seen, "examples_seen": self.examples_seen}))
-            _sync_tree(ckpt)
-            _write_synced(ckpt / COMPLETE_MARKER, "ok\n")
+            previous = latest_complete_checkpoint(run_dir)
+            try:
+                super()._save_checkpoint(model, trial)
+                distributed.barrier()  # every rank's files (RNG state, FSDP shards) are in before the marker
+                if not distributed.is_main():
+                    return
+                _write_synced(ckpt / COUNTERS_FILE,
+                              json.dumps({"tokens_seen": self.tokens_seen, "examples_seen": self.examples_seen}))
+                apply_umask_tree(ckpt)  # safetensors writes 0600: the umask's modes, like every other output
+                _sync_tree(ckpt)
+                _write_synced(ckpt / COMPLETE_MARKER, "ok\n")
+            except Exception as exc:
+                if is_disk_full(exc):  # one line; the half-written folder goes, the previous one stays
+                    raise checkpoint_disk_full(ckpt, previous, exc) from None
+                raise
+            finally:
+                self.args.save_total_limit = limit
             rotate_checkpoints(output_dir=str(run_dir), save_total_limit=limit,
                                best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=False)
 
@@ -361,7 +368,7 @@ def resolve(cfg: TrainConfig) -> TrainConfig:
     """Validate a config and fill in defaults; returns a resolved *copy*.
 
     Languages become XL-Sum config names; the learning rate defaults to the method's; the
-    method name is normalised. Nothing is loaded.
+    method name is normalised; a local model folder becomes its absolute path. Nothing is loaded.
 
     Args:
         cfg: the config as given (flags, YAML).
@@ -380,9 +387,12 @@ def resolve(cfg: TrainConfig) -> TrainConfig:
     from peftsum.data.languages import parse_languages
     from peftsum.modeling.methods import get_method
 
+    from peftsum.hub import resolve_model_source
+
     cfg = dataclasses.replace(cfg)
     method = get_method(cfg.method)
     cfg.method = method.name
+    cfg.model = resolve_model_source(cfg.model)  # a local folder is stored absolute (loads from any cwd)
     cfg.languages = parse_languages(cfg.languages)
     if cfg.learning_rate is None:
         cfg.learning_rate = method.learning_rate
@@ -502,6 +512,7 @@ class TrainingSetup:
         steps_per_epoch: optimizer steps per pass over the training rows.
         total_steps: optimizer steps the run will take.
         init_adapter: the initial adapter kept for ``convert_on_save`` methods, or ``None``.
+        model_as_given: the model as the user gave it (``cfg.model`` is the resolved path of a local folder).
     """
 
     cfg: TrainConfig
@@ -518,6 +529,7 @@ class TrainingSetup:
     steps_per_epoch: int
     total_steps: int
     init_adapter: Path | None = None
+    model_as_given: str | None = None
 
 
 def build_trainer(cfg: TrainConfig, log=print) -> TrainingSetup:
@@ -543,6 +555,7 @@ def build_trainer(cfg: TrainConfig, log=print) -> TrainingSetup:
     rank 0 alone prepares the folder and writes files (``peftsum.distributed``).
     """
     # cheap checks first: a typo or an unusable output folder fails in about a second, before transformers loads
+    model_as_given = cfg.model
     cfg = resolve(cfg)
     resume_ckpt = _check_output(cfg)
     from peftsum.modeling.methods import get_method as _get_method
@@ -553,6 +566,14 @@ def build_trainer(cfg: TrainConfig, log=print) -> TrainingSetup:
     from peftsum import distributed
 
     distributed.barrier()  # several processes: all have checked the folder before rank 0 changes it
+    from peftsum.modeling.load import check_model_source
+
+    check_model_source(cfg.model)  # offline, a hub id (or --data hub) fails here, in a second (peftsum.hub)
+    if str(cfg.data) == "hub":
+        from peftsum.data.xlsum import HUB_ID
+        from peftsum.hub import require_hub_dataset
+
+        require_hub_dataset(HUB_ID)
 
     import torch
     from datasets import Dataset
@@ -573,7 +594,8 @@ def build_trainer(cfg: TrainConfig, log=print) -> TrainingSetup:
     distributed.init()
     if distributed.is_main():  # rank 0 prepares the folder while the others wait
         _prepare_output(cfg, resume_ckpt, log)
-        write_json_atomic(Path(cfg.output_dir) / CONFIG_FILE, distributed.run_config_record(cfg))
+        write_json_atomic(Path(cfg.output_dir) / CONFIG_FILE,
+                          {**distributed.run_config_record(cfg), "model_as_given": model_as_given})
     else:
         log = _quiet  # one copy of every progress line
     distributed.barrier()
@@ -619,6 +641,7 @@ def build_trainer(cfg: TrainConfig, log=print) -> TrainingSetup:
                 if init_adapter.exists():
                     shutil.rmtree(init_adapter)
                 model.save_pretrained(str(init_adapter))
+                apply_umask_tree(init_adapter)
             distributed.barrier()
 
     fast_dropout(model)  # after PEFT: its lora_dropout modules too
@@ -715,7 +738,7 @@ def build_trainer(cfg: TrainConfig, log=print) -> TrainingSetup:
     return TrainingSetup(cfg=cfg, method=method, hyper=hyper, out=out, resume_from=resume_ckpt, trainer=trainer,
                          tokenizer=tokenizer, tie_state=tie_state, rows_per_language=rows_per_language,
                          val_rows=len(val_ds), dropped=dropped, steps_per_epoch=steps_per_epoch,
-                         total_steps=total_steps, init_adapter=init_adapter)
+                         total_steps=total_steps, init_adapter=init_adapter, model_as_given=model_as_given)
 
 
 def run_training(setup: TrainingSetup, log=print) -> dict:
@@ -795,6 +818,7 @@ def run_training(setup: TrainingSetup, log=print) -> dict:
     metrics = {
         "method": setup.method.name,
         "model": cfg.model,
+        "model_as_given": setup.model_as_given or cfg.model,
         "data": cfg.data,
         "train_languages": cfg.languages,
         "language_sampling": {"alpha": cfg.language_sampling_alpha, "rows_per_language": setup.rows_per_language},
@@ -826,14 +850,20 @@ def run_training(setup: TrainingSetup, log=print) -> dict:
         "examples_per_second": trainer.session_examples / runtime if runtime > 0 else None,
         "lm_head": setup.tie_state,
         "hyperparameters": hyper,
-        "config": distributed.run_config_record(cfg),  # as in peftsum_config.json (+ world_size)
+        "config": {**distributed.run_config_record(cfg), "model_as_given": setup.model_as_given or cfg.model},  # = peftsum_config.json
         "versions": library_versions(),
         "git_commit": git_commit(),
     }
+    from peftsum.training.divergence import check_divergence, divergence_warning
+
+    metrics.update(check_divergence([r["loss"] for r in history], getattr(trainer.model.config, "vocab_size", None),
+                                    metrics["eval_loss"]))
     write_json_atomic(out / "metrics.json", metrics)
     write_text_atomic(out / "README.md", model_card(metrics))
     if not setup.method.is_peft:  # the checkpoint folder carries the card too (PEFT writes its own)
         write_text_atomic(model_dir / "README.md", model_card(metrics))
+    if divergence_warning(metrics):
+        log(divergence_warning(metrics))
     log(f"{setup.method.name}: {trainer.state.global_step} steps in {runtime:.1f} s -> {model_dir}")
     distributed.barrier()
     return distributed.broadcast(metrics)
@@ -851,23 +881,32 @@ def train(cfg: TrainConfig, log=print) -> dict:
 
     Raises:
         PeftsumError: bad config or data, an existing output without ``overwrite``, a refused
-            fp16 run, non-finite loss (naming the step), an unusable resume.
+            fp16 run, non-finite loss (naming the step), an unusable resume, a full disk during
+            a checkpoint save; :class:`peftsum.locking.FolderLocked` when another process
+            writes ``cfg.output_dir``.
     """
+    from peftsum.locking import folder_lock
     from peftsum.training.record import reset_peak_rss
 
     out = Path(cfg.output_dir)
-    fresh = not cfg.resume and not (out.is_dir() and any(out.iterdir()))
-    if cfg.resume:
-        done = finished_run(resolve(cfg))
-        if done is not None:
-            log(f"{out} is finished ({done.get('global_step')} steps): nothing to resume; its files are unchanged")
-            return done
-    reset_peak_rss()  # several runs in one process (experiments) each get their own peak
-    try:
-        return run_training(build_trainer(cfg, log), log)
-    except BaseException:
-        # a run that failed before training started leaves nothing behind to block the rerun
-        started = (out / "training_log.jsonl").exists() or any((out / "checkpoints").glob("checkpoint-*"))
-        if fresh and out.is_dir() and not started and _is_main():
-            shutil.rmtree(out, ignore_errors=True)
-        raise
+    with folder_lock(out, "train"):  # one writer per run folder; a second process stops here
+        fresh = not cfg.resume and not (out.is_dir() and any(out.iterdir()))
+        if cfg.resume:
+            done = finished_run(resolve(cfg))
+            if done is not None:
+                log(f"{out} is finished ({done.get('global_step')} steps): nothing to resume; its files are unchanged")
+                return done
+        reset_peak_rss()  # several runs in one process (experiments) each get their own peak
+        try:
+            return run_training(build_trainer(cfg, log), log)
+        except BaseException as exc:
+            # a run that failed before training started leaves nothing behind to block the rerun
+            started = (out / "training_log.jsonl").exists() or any((out / "checkpoints").glob("checkpoint-*"))
+            if fresh and out.is_dir() and not started and _is_main():
+                shutil.rmtree(out, ignore_errors=True)
+            from peftsum.faults import DiskFull, is_disk_full
+
+            if is_disk_full(exc) and not isinstance(exc, PeftsumError):  # e.g. saving model/ or metrics.json
+                raise DiskFull(f"disk full while writing {out} ({getattr(exc, 'strerror', exc)}); complete "
+                               "checkpoints are kept: free space, then rerun with --resume") from None
+            raise
