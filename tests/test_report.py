@@ -247,8 +247,25 @@ def test_paired_bootstrap_against_full(report):
     expected = f"{fmt_diff(res['mean_diff'])} {fmt_ci(res['ci_low'], res['ci_high'])}"
     row = next(line for line in md.splitlines() if line.startswith("| LoRA | english |"))
     assert expected in row and fmt_p(res["p_value"]) in row
-    verdict = "significant" if res["p_value"] < 0.05 else "not significant"
-    assert f"{fmt_p_eq(res['p_value'])}, {verdict} at p<0.05" in md
+    # 5 pairs: the difference and interval are shown, nothing is called significant
+    assert "(n=5<30: not called)" in row
+    assert (f"paired bootstrap {expected.split(' ')[0]} points, 95% CI {fmt_ci(res['ci_low'], res['ci_high'])}, "
+            "only 5 paired examples, fewer than 30: difference and interval shown, nothing called significant") in md
+    assert "significant at p<0.05" not in md and "not significant" not in md
+
+
+def test_significance_is_called_from_30_pairs_on():
+    from peftsum.reporting.analysis import PairedTest
+    from peftsum.reporting.summary import describe_tests
+
+    def test(n, p):
+        return PairedTest(seed=0, metric="rougeL", mean_diff=-2.0, ci_low=-3.0, ci_high=-1.0, p_value=p, n=n)
+
+    assert describe_tests([test(30, 0.0004)]).endswith("p<0.001, significant at p<0.05")
+    assert describe_tests([test(30, 0.2)]).endswith("p=0.200, not significant at p<0.05")
+    few = describe_tests([test(29, 0.0004)])
+    assert "only 29 paired examples, fewer than 30" in few and "significant at" not in few
+    assert test(29, 0.0004).significant is None and test(30, 0.0004).significant is True
 
 
 def test_efficiency_table(report):
@@ -361,7 +378,7 @@ def test_several_seeds_mean_std(variant):
     cell = fmt_mean_std(statistics.fmean(vals), statistics.stdev(vals))
     row = next(line for line in md.splitlines() if line.startswith("| LoRA | english | 0, 1, 2 |"))
     assert cell in row
-    assert "/3 seeds p<0.05" in row
+    assert "n=5<30: not called" in row
     for s in (0, 1, 2):  # per-seed values are still listed, with their CIs
         res = _load(root, f"lora-english-s{s}", "english")["rougeL"]
         assert fmt_score_ci(res["f1"], res["ci_low"], res["ci_high"]) in md

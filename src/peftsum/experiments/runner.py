@@ -14,6 +14,8 @@ import yaml
 
 from peftsum.errors import PeftsumError
 from peftsum.experiments.config import ExperimentConfig, RunSpec, expand_runs
+from peftsum.experiments.isolate import execute_run_isolated
+from peftsum.experiments.seed_check import write_seed_scorer_files
 from peftsum.io import read_json, write_json_atomic, write_text_atomic
 
 
@@ -140,9 +142,11 @@ def run_experiment(cfg: ExperimentConfig, exp_dir: str | Path, overwrite: bool =
             continue
         log(f"[{i}/{len(runs)}] {run.run_id}: training on {', '.join(run.train.languages)}, "
             f"evaluating on {', '.join(run.eval_languages)}")
-        statuses[run.run_id] = execute_run(run, cfg, log)
+        statuses[run.run_id] = execute_run_isolated(run, cfg, log)  # its own process: its own peak RSS
     if cfg.baselines:
-        write_baselines(cfg, exp_dir, sorted({lang for r in runs for lang in r.eval_languages}))
+        langs = sorted({lang for r in runs for lang in r.eval_languages})
+        write_baselines(cfg, exp_dir, langs)
+        write_seed_scorer_files(cfg, exp_dir, runs, langs)
     report = None
     if cfg.report:
         from peftsum.reporting import write_report

@@ -118,20 +118,28 @@ def render_table(result: dict):
     )
     table = Table("variant", "F1", "95% CI", "precision", "recall", title=title)
     if paired:
-        table.add_column("ΔF1 vs other")
+        table.add_column("ΔF1 vs other [95% CI]")
         table.add_column("p")
     for variant in VARIANTS:
         s = result[variant]
         ci = f"{s['ci_low']:.1f}-{s['ci_high']:.1f}"
         row = [variant, f"{s['f1']:.2f}", ci, f"{s['precision']:.2f}", f"{s['recall']:.2f}"]
         if paired:
-            row += [f"{paired[variant]['mean_diff']:+.2f}", f"{paired[variant]['p_value']:.3f}"]
+            p = paired[variant]
+            row += [f"{p['mean_diff']:+.2f} [{p['ci_low']:+.2f}, {p['ci_high']:+.2f}]", f"{p['p_value']:.3f}"
+                    + ("" if paired.get("significance_called", True) else " (not called)")]
         table.add_row(*row)
     san = result["sanity"]
     table.caption = (
         f"in {san['expected_script']} script: {san['script_share']:.1%}; empty: {san['empty_predictions']}; "
         f"with <extra_id_: {san['sentinel_predictions']}"
     )
+    if paired and not paired.get("significance_called", True):
+        from peftsum.metrics.bootstrap import MIN_PAIRED_N
+
+        table.caption += (f"\npaired test: only {paired['n']} pairs, fewer than {MIN_PAIRED_N} "
+                          "(peftsum.metrics.bootstrap.MIN_PAIRED_N, after Hesterberg 2015): "
+                          "difference and 95% interval shown, nothing called significant")
     return table
 
 

@@ -1,10 +1,16 @@
-"""Brief T5 span-corruption pretraining of the tiny model on the bundled multilingual text.
+"""Brief pretraining of the tiny model on the bundled multilingual *training* rows.
 
 LoRA adapts a *pretrained* base; a randomly initialised base would make the offline demo compare
-methods on a model that knows nothing. This gives the tiny base a little multilingual knowledge
-with mT5's own objective (Raffel et al., 2020, section 3.1.4; Xue et al., 2021): 15% of tokens
-are masked in spans of mean length 3; each span becomes one sentinel ``<extra_id_k>`` in the
-input, and the target lists the sentinels followed by the tokens they replaced.
+methods on a model that knows nothing. Two unsupervised objectives are mixed, over the articles of
+the ``train`` split of all 45 bundled languages (no validation or test row is ever trained on):
+
+* span corruption, mT5's own objective (Raffel et al., 2020, section 3.1.4; Xue et al., 2021): 15%
+  of tokens are masked in spans of mean length 3; each span becomes one sentinel ``<extra_id_k>``
+  in the input, and the target lists the sentinels followed by the tokens they replaced;
+* lead bias (Zhu et al., 2021, "Leveraging Lead Bias for Zero-shot Abstractive News
+  Summarization", SIGIR): the target is an article's first sentence, the input the rest of the
+  article. It uses no reference summary, and it teaches the base to write a short text in the
+  article's language and script from the article, which is what fine-tuning then adapts.
 
 The span sampling follows ``random_spans_noise_mask`` of Hugging Face's
 ``examples/flax/language-modeling/run_t5_mlm_flax.py`` (itself from the T5 codebase).
@@ -79,8 +85,55 @@ def corrupt(ids: list[int], mask: np.ndarray, sentinel_ids: list[int], eos_id: i
     return inp + [eos_id], lab + [eos_id]
 
 
+PRETRAIN_SPLIT = "train"
+"""The only bundled split the base is pretrained on (evaluation rows are never trained on)."""
+LEAD_REPEATS = 4
+"""Lead-bias examples are repeated this often in the mix (there is one per article, against
+several span-corruption chunks per article)."""
+RECIPE = "lead"
+"""Name of the pretraining recipe, part of the cache folder name (``tiny-mt5-pt<steps>-lead-s<seed>``)."""
+
+
+def pretraining_rows() -> list[tuple[str, dict]]:
+    """``(language, row)`` for every bundled row of the ``train`` split, all 45 languages."""
+    from peftsum.data.languages import LANGUAGES
+    from peftsum.data.xlsum import read_jsonl, sample_dir
+
+    rows = []
+    for language in LANGUAGES:
+        path = sample_dir() / language / f"{PRETRAIN_SPLIT}.jsonl"
+        if path.is_file():
+            rows += [(language, row) for row in read_jsonl(path)]
+    return rows
+
+
+def lead_bias_examples(tokenizer, max_source: int = 256, max_target: int = 64) -> list[dict]:
+    """Lead-bias examples (Zhu et al., 2021): first sentence as target, the rest as input.
+
+    Args:
+        tokenizer: the tiny model's tokenizer.
+        max_source, max_target: token limits (the source is truncated, both end in EOS).
+
+    Returns:
+        Dicts with ``input_ids``, ``attention_mask`` and ``labels``; articles with fewer than
+        three sentences are skipped.
+    """
+    from peftsum.metrics.sentences import split_sentences
+
+    examples = []
+    for language, row in pretraining_rows():
+        sentences = split_sentences(row["text"], language)
+        if len(sentences) < 3:
+            continue
+        src = tokenizer(" ".join(sentences[1:]), max_length=max_source, truncation=True)["input_ids"]
+        tgt = tokenizer(sentences[0], max_length=max_target, truncation=True)["input_ids"]
+        examples.append({"input_ids": src, "attention_mask": [1] * len(src), "labels": tgt})
+    return examples
+
+
 def pretraining_examples(tokenizer, chunk_tokens: int = 128, seed: int = 0) -> list[dict]:
-    """Span-corrupted examples from every bundled row's title, summary and text (all 45 languages).
+    """The pretraining mix: span-corrupted chunks of every ``train`` row's title, summary and
+    text (all 45 languages), plus :data:`LEAD_REPEATS` copies of the lead-bias examples.
 
     Args:
         tokenizer: the tiny model's tokenizer (needs ``<extra_id_0..99>``).
@@ -90,12 +143,14 @@ def pretraining_examples(tokenizer, chunk_tokens: int = 128, seed: int = 0) -> l
     Returns:
         Dicts with ``input_ids`` and ``labels`` (lists of ints).
     """
-    from peftsum.modeling.tiny import _training_texts
+    from peftsum.modeling.tiny import TOKENIZER_TEXT_CHARS
 
     rng = np.random.default_rng(seed)
     sentinels = tokenizer.convert_tokens_to_ids([f"<extra_id_{i}>" for i in range(100)])
     examples = []
-    for text in _training_texts():
+    texts = [t for _, row in pretraining_rows()
+             for t in (row["title"], row["summary"], row["text"][:TOKENIZER_TEXT_CHARS])]
+    for text in texts:
         ids = tokenizer(text, add_special_tokens=False)["input_ids"]
         for start in range(0, len(ids), chunk_tokens):
             chunk = ids[start:start + chunk_tokens]
@@ -104,7 +159,7 @@ def pretraining_examples(tokenizer, chunk_tokens: int = 128, seed: int = 0) -> l
             inp, lab = corrupt(chunk, random_spans_noise_mask(len(chunk), rng=rng), sentinels,
                                tokenizer.eos_token_id)
             examples.append({"input_ids": inp, "attention_mask": [1] * len(inp), "labels": lab})
-    return examples
+    return examples + lead_bias_examples(tokenizer) * LEAD_REPEATS
 
 
 def pretrain_tiny(base_dir: str | Path, output_dir: str | Path, steps: int = 300, batch_size: int = 16,
@@ -150,7 +205,7 @@ def pretrain_tiny(base_dir: str | Path, output_dir: str | Path, steps: int = 300
                                  callbacks=[NanGuardCallback()])
         trainer.remove_callback(ProgressCallback)
         trainer.remove_callback(PrinterCallback)
-        trainer.add_callback(ProgressBarCallback("pretraining tiny base (span corruption)"))
+        trainer.add_callback(ProgressBarCallback("pretraining tiny base (span corruption + lead bias)"))
         result = trainer.train()
         model.save_pretrained(str(tmp))
         tokenizer.save_pretrained(str(tmp))
@@ -159,7 +214,8 @@ def pretrain_tiny(base_dir: str | Path, output_dir: str | Path, steps: int = 300
         shutil.rmtree(tmp / "_trainer", ignore_errors=True)
         losses = [r["loss"] for r in trainer.state.log_history if "loss" in r]
         (tmp / "peftsum_pretrain.json").write_text(json.dumps({
-            "objective": "T5 span corruption (noise density 0.15, mean span 3)", "steps": steps,
+            "objective": "T5 span corruption (noise density 0.15, mean span 3) + lead bias (first sentence "
+                         "from the rest, Zhu et al. 2021)", "split": PRETRAIN_SPLIT, "steps": steps,
             "batch_size": batch_size, "learning_rate": learning_rate, "seed": seed, "examples": len(data),
             "first_loss": losses[0] if losses else None, "final_loss": losses[-1] if losses else None,
             "train_loss": result.training_loss, "base": str(base_dir),
@@ -168,11 +224,11 @@ def pretrain_tiny(base_dir: str | Path, output_dir: str | Path, steps: int = 300
 
 
 def ensure_pretrained_tiny(steps: int = 300, seed: int = 0) -> Path:
-    """The cached pretrained tiny base (``$PEFTSUM_HOME/tiny-mt5-pt<steps>-s<seed>``), built if missing."""
+    """The cached pretrained tiny base (``$PEFTSUM_HOME/tiny-mt5-pt<steps>-lead-s<seed>``), built if missing."""
     from peftsum.modeling.tiny import default_tiny_dir, ensure_tiny_model, is_model_dir
 
     base = ensure_tiny_model()
-    out = default_tiny_dir().with_name(f"tiny-mt5-pt{steps}-s{seed}")
+    out = default_tiny_dir().with_name(f"tiny-mt5-pt{steps}-{RECIPE}-s{seed}")
     if not is_model_dir(out):
         pretrain_tiny(base, out, steps=steps, seed=seed, overwrite=out.exists())
     return out
