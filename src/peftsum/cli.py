@@ -374,6 +374,10 @@ def score_cmd(
     ),
     n_resamples: int = typer.Option(1000, min=1, help="Bootstrap resamples."),
     seed: int = typer.Option(0, help="Bootstrap seed."),
+    compare_seed_scorer: bool = typer.Option(
+        False, "--compare-seed-scorer", help="Also score with rouge_score's default tokenizer + Porter stemmer "
+        "(what evaluate's 'rouge' and run_summarization.py report) and show the difference."
+    ),
 ) -> None:
     """Score predictions against references with multilingual ROUGE (XL-Sum's tokenization)."""
     from peftsum.io import ensure_writable_target
@@ -385,6 +389,11 @@ def score_cmd(
     result = score_files(language, predictions, references, compare_predictions=compare_predictions,
                          stemmer=stemmer, normalize=normalize, n_resamples=n_resamples, seed=seed)
     console.print(render_table(result))
+    if compare_seed_scorer:
+        from peftsum.metrics.io import add_seed_scorer, render_seed_table
+
+        add_seed_scorer(result, predictions, references)
+        console.print(render_seed_table(result))
     if output_file is not None:
         write_json(result, output_file)
         console.print(f"scores: {output_file}", highlight=False)
