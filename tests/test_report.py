@@ -505,3 +505,54 @@ def test_single_run_folder(tmp_path):
     assert paths["markdown"] == run / "report.md"
     assert fmt_score_ci(res["f1"], res["ci_low"], res["ci_high"]) in md
     assert "No baselines/russian.json" in md
+
+
+# --------------------------------------------------------------------------- noise
+def _empty_predictions(root: Path) -> None:
+    """Every run predicts empty strings: all F1 0, sanity says so (as score_texts writes it)."""
+    for res_path in root.glob("runs/*/eval/*/results.json"):
+        data = json.loads(res_path.read_text(encoding="utf-8"))
+        n = data["num_examples"]
+        for key in ROUGE:
+            data[key] = {"f1": 0.0, "precision": 0.0, "recall": 0.0, "ci_low": 0.0, "ci_high": 0.0}
+            data["per_example"][key] = [0.0] * n
+        data["sanity"].update(script_share=0.0, empty_predictions=n)
+        _write(res_path, data)
+        preds_path = res_path.parent / "predictions.jsonl"
+        rows = [json.loads(line) for line in preds_path.read_text(encoding="utf-8").splitlines()]
+        preds_path.write_text("\n".join(json.dumps({**r, "prediction": ""}, ensure_ascii=False) for r in rows)
+                              + "\n", encoding="utf-8")
+
+
+def test_empty_predictions_conclude_nothing(tmp_path):
+    root = make_experiment(tmp_path)
+    _empty_predictions(root)
+    write_report(root)
+    md = (root / "report.md").read_text(encoding="utf-8")
+    when = md.split("## When to use which", 1)[1].split("\n## ", 1)[0]
+    for lang in ("english", "russian"):
+        assert f"{lang} (test): no conclusion is drawn; the comparison is noise" in when
+        assert "every method scores below LEAD-1" in when and "5 of 5 predictions empty" in when
+    assert "pretrained base" in when and "more training rows" in when  # what would make it informative
+    for concluding in ("the highest ROUGE-L", "reaches", "% of the ROUGE-L", "significant at p<", "is shared by"):
+        assert concluding not in md, concluding
+    for lang in ("english", "russian"):
+        row = next(line for line in md.splitlines() if line.startswith(f"| LoRA | {lang} |"))
+        assert row.split("|")[8].strip() == "not stated (noise)"
+    # the paired tests are still shown in the tables
+    assert "Paired bootstrap against full fine-tuning" in md
+
+
+def test_identical_predictions_are_noise(tmp_path):
+    from peftsum.reporting.analysis import build_sections
+    from peftsum.reporting.noise import most_common_share, noise_reasons
+    from peftsum.reporting.records import load_experiment
+
+    assert most_common_share(["a", "a ", "b", ""]) == 0.5 and most_common_share(["", ""]) == 0.0
+    root = make_experiment(tmp_path)
+    path = root / "runs" / "lora-english-s0" / "eval" / "english" / "predictions.jsonl"
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    path.write_text("\n".join(json.dumps({**r, "prediction": "The the the."}) for r in rows) + "\n", encoding="utf-8")
+    sections = {s.language: s for s in build_sections(load_experiment(root))}
+    assert noise_reasons(sections["english"]) == ["LoRA: 5 of 5 predictions are the same text"]
+    assert noise_reasons(sections["russian"]) == []
