@@ -6,6 +6,7 @@ experiment is run again; a failed run is recorded with its error and the others 
 
 from __future__ import annotations
 
+import os
 import time
 import traceback
 from pathlib import Path
@@ -76,7 +77,8 @@ def execute_run(run: RunSpec, cfg: ExperimentConfig, log=print) -> dict:
         status = {"status": "failed", "error": f"{type(exc).__name__}: {exc}".splitlines()[0][:500],
                   "traceback": traceback.format_exc(limit=5)}
         log(f"[red]run {run.run_id} failed:[/] {status['error']}")
-    status.update({"seconds": round(time.perf_counter() - start, 2), "run_id": run.run_id, "label": run.label,
+    status.update({"seconds": round(time.perf_counter() - start, 2), "pid": os.getpid(), "run_id": run.run_id,
+                   "label": run.label,
                    "train_languages": run.train.languages, "eval_languages": run.eval_languages})
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(run_dir / "status.json", status)

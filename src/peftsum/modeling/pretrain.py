@@ -223,12 +223,17 @@ def pretrain_tiny(base_dir: str | Path, output_dir: str | Path, steps: int = 300
     return output_dir
 
 
+def pretrained_tiny_name(steps: int, seed: int = 0) -> str:
+    """Folder name of the cached pretrained tiny base: ``tiny-mt5-pt<steps>-lead-s<seed>``."""
+    return f"tiny-mt5-pt{steps}-{RECIPE}-s{seed}"
+
+
 def ensure_pretrained_tiny(steps: int = 300, seed: int = 0) -> Path:
     """The cached pretrained tiny base (``$PEFTSUM_HOME/tiny-mt5-pt<steps>-lead-s<seed>``), built if missing."""
     from peftsum.modeling.tiny import default_tiny_dir, ensure_tiny_model, is_model_dir
 
     base = ensure_tiny_model()
-    out = default_tiny_dir().with_name(f"tiny-mt5-pt{steps}-{RECIPE}-s{seed}")
+    out = default_tiny_dir().with_name(pretrained_tiny_name(steps, seed))
     if not is_model_dir(out):
         pretrain_tiny(base, out, steps=steps, seed=seed, overwrite=out.exists())
     return out
