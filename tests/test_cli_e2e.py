@@ -108,7 +108,7 @@ def test_default_experiment_end_to_end_at_reduced_size(tiny_model_dir, tmp_path)
     # the scorer check: run files for both languages and all 45 bundled ones, shown in the report
     ru = json.loads((exp / "seed_scorer" / "russian.json").read_text(encoding="utf-8"))
     assert {"LEAD-1", "oracle", "full-russian-s42", "lora-russian-s42", "ia3-russian-s42"} <= set(ru["systems"])
-    assert len(json.loads((exp / "baselines" / "seed_scorer.json").read_text(encoding="utf-8"))["languages"]) == 45
+    assert len(json.loads((exp / "seed_scorer" / "all_languages.json").read_text(encoding="utf-8"))["languages"]) == 45
     assert "Scorer check: russian" in report and "seed_scorer_languages.png" in report
     # each run trained in its own process: its peak RSS is its own
     pids = {json.loads((exp / "runs" / r / "status.json").read_text()).get("pid") for r in runs}

@@ -49,7 +49,7 @@ def test_all_bundled_languages_lead1(tmp_path):
     from peftsum.io import write_json_atomic
     from peftsum.reporting.seed_section import all_languages_blocks
 
-    write_json_atomic(tmp_path / "baselines" / "seed_scorer.json", data)
+    write_json_atomic(tmp_path / "seed_scorer" / "all_languages.json", data)
     blocks, figs = all_languages_blocks(tmp_path, tmp_path / "figures", "figures")
     table = next(b for b in blocks if hasattr(b, "rows"))
     diffs = [float(row[-4]) for row in table.rows]  # ROUGE-1 Δ column

@@ -6,7 +6,7 @@ are already on disk or bundled, and take seconds):
 * ``seed_scorer/<language>.json``: for each evaluated language, every finished run's predictions
   (``runs/<id>/eval/<language>/predictions.jsonl``), LEAD-1 and the oracle, each scored with
   both scorers (:func:`peftsum.metrics.seed_scorer.side_by_side`);
-* ``baselines/seed_scorer.json``: LEAD-1 of every bundled language (all 45 of the bundled
+* ``seed_scorer/all_languages.json``: LEAD-1 of every bundled language (all 45 of the bundled
   XL-Sum sample, each on its default evaluation split), scored both ways, so the report shows
   which scripts the seed scorer zeroes or distorts. No model is involved.
 
@@ -21,7 +21,7 @@ from peftsum.io import iter_jsonl, write_json_atomic
 
 SEED_DIR = "seed_scorer"
 """Folder (in the experiment folder) of the per-language scorer-check files."""
-ALL_LANGUAGES_FILE = "baselines/seed_scorer.json"
+ALL_LANGUAGES_FILE = "seed_scorer/all_languages.json"
 """The all-languages LEAD-1 scorer check, relative to the experiment folder."""
 
 
@@ -76,7 +76,7 @@ def seed_check_for_language(exp_dir: Path, runs, language: str, split: str, rows
 
 
 def write_seed_scorer_files(cfg, exp_dir: str | Path, runs, languages: list[str]) -> list[Path]:
-    """Write ``seed_scorer/<language>.json`` per evaluated language and ``baselines/seed_scorer.json``.
+    """Write ``seed_scorer/<language>.json`` per evaluated language and ``seed_scorer/all_languages.json``.
 
     Args:
         cfg: the :class:`~peftsum.experiments.config.ExperimentConfig` (data, split, eval rows).

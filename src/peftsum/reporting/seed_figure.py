@@ -11,7 +11,7 @@ def plot_seed_scorer(items: list[tuple[str, dict]], path: Path) -> Path:
     """Horizontal paired bars: peftsum's and the seed scorer's ROUGE-1 of LEAD-1 per language.
 
     Args:
-        items: ``[(language, entry)]`` from ``baselines/seed_scorer.json`` (entries with
+        items: ``[(language, entry)]`` from ``seed_scorer/all_languages.json`` (entries with
             ``peftsum.rouge1`` and ``seed.rouge1``, 0-100), already sorted (largest difference first,
             drawn at the top).
         path: the PNG to write.

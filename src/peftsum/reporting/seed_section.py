@@ -1,6 +1,6 @@
 """The report's scorer check: the seed study's scorer next to peftsum's, read from run files.
 
-Reads ``seed_scorer/<language>.json`` and ``baselines/seed_scorer.json`` (written by
+Reads ``seed_scorer/<language>.json`` and ``seed_scorer/all_languages.json`` (written by
 :mod:`peftsum.experiments.seed_check`) and turns them into tables, a sentence per language and
 a figure of all bundled languages sorted by the difference. Nothing is scored here.
 """
@@ -10,12 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from peftsum.errors import DataError
+from peftsum.experiments.seed_check import ALL_LANGUAGES_FILE, SEED_DIR
 from peftsum.io import read_json_object
 from peftsum.reporting.formatting import DASH, ROUGE_LABELS, fmt_score
 from peftsum.reporting.render import Block, Image, Para, Table
 
-SEED_DIR = "seed_scorer"
-ALL_LANGUAGES_FILE = "baselines/seed_scorer.json"
 #: Metrics shown side by side.
 SHOWN = ("rouge1", "rougeL")
 
@@ -101,7 +100,7 @@ def language_blocks(root: Path, language: str, run_labels: dict[str, str]) -> li
 
 
 def all_languages(root: Path) -> list[tuple[str, dict]] | None:
-    """``baselines/seed_scorer.json``'s languages sorted by the ROUGE-1 difference (largest first).
+    """``seed_scorer/all_languages.json``'s languages sorted by the ROUGE-1 difference (largest first).
 
     Returns:
         ``[(language, entry), ...]`` or ``None`` when the file is absent.
