@@ -107,7 +107,7 @@ def pretraining_rows() -> list[tuple[str, dict]]:
     return rows
 
 
-def lead_bias_examples(tokenizer, max_source: int = 256, max_target: int = 64) -> list[dict]:
+def lead_bias_examples(tokenizer, max_source: int = 128, max_target: int = 48) -> list[dict]:
     """Lead-bias examples (Zhu et al., 2021): first sentence as target, the rest as input.
 
     Args:

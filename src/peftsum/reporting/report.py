@@ -413,7 +413,10 @@ def build_report(
         blocks.append(
             Para(
                 f"Generated from the tables below; it restates their numbers only. Comparisons are against full fine-tuning "
-                f"trained on the same languages; significance is a paired bootstrap at p<{ALPHA:g} on {ROUGE_LABELS[PRIMARY]}."
+                f"trained on the same languages; significance is a paired bootstrap at p<{ALPHA:g} on {ROUGE_LABELS[PRIMARY]}, "
+                f"called only on at least {MIN_PAIRED_N} paired examples (fewer: difference and interval only). A language "
+                f"whose methods all score below LEAD-1, or whose predictions are mostly empty, in another script or one "
+                f"repeated text, gets no conclusion."
             )
         )
         quality, cost = when_to_use(sections, efficiency)
