@@ -28,7 +28,7 @@ def resolve_base_model(cfg: ExperimentConfig, log=print) -> str:
     from peftsum.modeling.tiny import ensure_tiny_model
 
     if cfg.pretrain_steps > 0:
-        log(f"base: tiny mT5 pretrained with span corruption for {cfg.pretrain_steps} steps (cached)")
+        log(f"base: tiny mT5 pretrained with lead bias for {cfg.pretrain_steps} steps (cached)")
         return str(ensure_pretrained_tiny(cfg.pretrain_steps))
     return str(ensure_tiny_model())
 
