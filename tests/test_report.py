@@ -22,7 +22,6 @@ from peftsum.reporting.formatting import (
     fmt_mb,
     fmt_mean_std,
     fmt_p,
-    fmt_p_eq,
     fmt_pct,
     fmt_score_ci,
     fmt_seconds,

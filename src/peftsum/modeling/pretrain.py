@@ -22,7 +22,6 @@ The span sampling follows ``random_spans_noise_mask`` of Hugging Face's
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import numpy as np
