@@ -104,7 +104,15 @@ def test_default_experiment_end_to_end_at_reduced_size(tiny_model_dir, tmp_path)
     pngs = list((exp / "figures").glob("*.png"))
     assert any("loss" in p.name for p in pngs) and any("rouge" in p.name for p in pngs)
     assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
-    assert (home / "tiny-mt5-pt4-s0" / "peftsum_pretrain.json").is_file()
+    assert (home / "tiny-mt5-pt4-lead-s0" / "peftsum_pretrain.json").is_file()
+    # the scorer check: run files for both languages and all 45 bundled ones, shown in the report
+    ru = json.loads((exp / "seed_scorer" / "russian.json").read_text(encoding="utf-8"))
+    assert {"LEAD-1", "oracle", "full-russian-s42", "lora-russian-s42", "ia3-russian-s42"} <= set(ru["systems"])
+    assert len(json.loads((exp / "seed_scorer" / "all_languages.json").read_text(encoding="utf-8"))["languages"]) == 45
+    assert "Scorer check: russian" in report and "seed_scorer_languages.png" in report
+    # each run trained in its own process: its peak RSS is its own
+    pids = {json.loads((exp / "runs" / r / "status.json").read_text()).get("pid") for r in runs}
+    assert len(pids) == 6 and os.getpid() not in pids
     # running it again skips every finished run
     again = run_cli("experiment", "--output-dir", exp, *reduced, env={"PEFTSUM_HOME": str(home)})
     assert again.returncode == 0 and again.stdout.count("done already, skipped") == 6

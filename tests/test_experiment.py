@@ -53,3 +53,28 @@ def test_a_different_experiment_in_the_same_folder_needs_overwrite(tiny_model_di
     cfg.seeds = [1]
     with pytest.raises(PeftsumError, match="different config .*seeds.*--overwrite"):
         run_experiment(cfg, exp, log=lambda *_: None)
+
+
+@pytest.mark.slow
+def test_memory_figures_do_not_depend_on_the_method_order(tiny_model_dir, tmp_path):
+    """Each run trains in its own process, so its peak RSS is its own: swapping the order of the
+    methods gives the same ordering of memory figures (in one process they rose run after run)."""
+    figures = {}
+    for order in (["full", "ia3"], ["ia3", "full"]):
+        folder = tmp_path / "-".join(order)
+        folder.mkdir()
+        cfg = _config(folder, tiny_model_dir, f"methods: [{', '.join(order)}]\nlanguages: [english]\n"
+                      "report: false\nbaselines: false\n")
+        run_experiment(cfg, folder / "exp", log=lambda *_: None)
+        figures[order[0]] = {
+            m: json.loads((folder / "exp" / "runs" / f"{m}-english-s42" / "metrics.json").read_text())["peak_rss_mb"]
+            for m in order
+        }
+        pids = {json.loads((folder / "exp" / "runs" / f"{m}-english-s42" / "status.json").read_text())["pid"]
+                for m in order}
+        assert len(pids) == 2
+    a, b = figures["full"], figures["ia3"]
+    # full fine-tuning keeps gradients and AdamW moments for every weight: more memory in both orders
+    assert a["full"] > a["ia3"] and b["full"] > b["ia3"], figures
+    for m in ("full", "ia3"):  # and the second run of a process no longer carries the first one's memory
+        assert abs(a[m] - b[m]) < 30, figures

@@ -233,10 +233,15 @@ def test_data_validate_lists_every_bad_line(tmp_path):
     lines[4] = lines[4][:30] + b"\xc3(" + lines[4][30:]
     path = tmp_path / "train.jsonl"
     path.write_bytes(b"".join(lines))
-    res = CliRunner().invoke(app, ["data", "validate", str(path)])
+    res = CliRunner().invoke(app, ["data", "validate", str(path)], env={"COLUMNS": "400"})
     assert res.exit_code == 2
-    line = one_line(res.output)
-    assert "4 malformed lines (lines 1, 3, 4, 5)" in line and "line 1: NUL byte" in line
+    out = res.output
+    # every bad line with file:line:column (data validate's format), then the one-line verdict
+    assert f"{path}:1:6: NUL byte" in out
+    assert f"{path}:3:1: byte-order mark" in out
+    assert f"{path}:4:" in out and "invalid JSON" in out
+    assert f"{path}:5:31: not UTF-8 text" in out
+    assert out.strip().splitlines()[-1].startswith("error: 4 malformed lines")
 
 
 # --------------------------------------------------------------------------- 4. divergence is seen

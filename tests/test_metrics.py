@@ -243,6 +243,8 @@ def test_compare_systems_on_real_rows():
     for variant in VARIANTS:
         assert paired[variant]["mean_diff"] == pytest.approx(titles[variant]["f1"] - leads[variant]["f1"])
         assert 0.0 <= paired[variant]["p_value"] <= 1.0
+    # 10 pairs: below MIN_PAIRED_N (30), so the result says no significance may be called
+    assert paired["n"] == len(data) == 10 and paired["significance_called"] is False
     with pytest.raises(DataError, match="same references"):
         compare_systems(titles, score_texts(["x"], ["y"], "spanish", n_resamples=10))
 

@@ -277,6 +277,10 @@ def test_report_tells_fp32_and_bf16_runs_apart(bf16_runs, tiny_model_dir, tmp_pa
     text = next(p for p in report.values() if str(p).endswith(".md")).read_text()
     assert "bf16 / bf16, cpu" in text and "fp32 / fp32, cpu" in text
     assert "bf16 on cpu" in text and "fp32 on cpu" in text
+    # the cost of serving what was trained: one base + the adapter against a merged model (issue #12)
+    serving = text[text.index("### Serving every trained language"):]
+    row = next(line for line in serving.splitlines() if line.startswith("| LoRA |"))
+    assert "1 (english)" in row and "MB" in row
     # the model cards list the evaluations with the precision each was decoded in
     card = (exp / "runs" / "lora-english-s42" / "README.md").read_text()
     assert "## Evaluations" in card and "| english | validation | 3 |" in card and "bf16 on cpu" in card

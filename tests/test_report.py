@@ -22,7 +22,6 @@ from peftsum.reporting.formatting import (
     fmt_mb,
     fmt_mean_std,
     fmt_p,
-    fmt_p_eq,
     fmt_pct,
     fmt_score_ci,
     fmt_seconds,
@@ -247,8 +246,25 @@ def test_paired_bootstrap_against_full(report):
     expected = f"{fmt_diff(res['mean_diff'])} {fmt_ci(res['ci_low'], res['ci_high'])}"
     row = next(line for line in md.splitlines() if line.startswith("| LoRA | english |"))
     assert expected in row and fmt_p(res["p_value"]) in row
-    verdict = "significant" if res["p_value"] < 0.05 else "not significant"
-    assert f"{fmt_p_eq(res['p_value'])}, {verdict} at p<0.05" in md
+    # 5 pairs: the difference and interval are shown, nothing is called significant
+    assert "(n=5<30: not called)" in row
+    assert (f"paired bootstrap {expected.split(' ')[0]} points, 95% CI {fmt_ci(res['ci_low'], res['ci_high'])}, "
+            "only 5 paired examples, fewer than 30: difference and interval shown, nothing called significant") in md
+    assert "significant at p<0.05" not in md and "not significant" not in md
+
+
+def test_significance_is_called_from_30_pairs_on():
+    from peftsum.reporting.analysis import PairedTest
+    from peftsum.reporting.summary import describe_tests
+
+    def test(n, p):
+        return PairedTest(seed=0, metric="rougeL", mean_diff=-2.0, ci_low=-3.0, ci_high=-1.0, p_value=p, n=n)
+
+    assert describe_tests([test(30, 0.0004)]).endswith("p<0.001, significant at p<0.05")
+    assert describe_tests([test(30, 0.2)]).endswith("p=0.200, not significant at p<0.05")
+    few = describe_tests([test(29, 0.0004)])
+    assert "only 29 paired examples, fewer than 30" in few and "significant at" not in few
+    assert test(29, 0.0004).significant is None and test(30, 0.0004).significant is True
 
 
 def test_efficiency_table(report):
@@ -361,7 +377,7 @@ def test_several_seeds_mean_std(variant):
     cell = fmt_mean_std(statistics.fmean(vals), statistics.stdev(vals))
     row = next(line for line in md.splitlines() if line.startswith("| LoRA | english | 0, 1, 2 |"))
     assert cell in row
-    assert "/3 seeds p<0.05" in row
+    assert "n=5<30: not called" in row
     for s in (0, 1, 2):  # per-seed values are still listed, with their CIs
         res = _load(root, f"lora-english-s{s}", "english")["rougeL"]
         assert fmt_score_ci(res["f1"], res["ci_low"], res["ci_high"]) in md
@@ -488,3 +504,54 @@ def test_single_run_folder(tmp_path):
     assert paths["markdown"] == run / "report.md"
     assert fmt_score_ci(res["f1"], res["ci_low"], res["ci_high"]) in md
     assert "No baselines/russian.json" in md
+
+
+# --------------------------------------------------------------------------- noise
+def _empty_predictions(root: Path) -> None:
+    """Every run predicts empty strings: all F1 0, sanity says so (as score_texts writes it)."""
+    for res_path in root.glob("runs/*/eval/*/results.json"):
+        data = json.loads(res_path.read_text(encoding="utf-8"))
+        n = data["num_examples"]
+        for key in ROUGE:
+            data[key] = {"f1": 0.0, "precision": 0.0, "recall": 0.0, "ci_low": 0.0, "ci_high": 0.0}
+            data["per_example"][key] = [0.0] * n
+        data["sanity"].update(script_share=0.0, empty_predictions=n)
+        _write(res_path, data)
+        preds_path = res_path.parent / "predictions.jsonl"
+        rows = [json.loads(line) for line in preds_path.read_text(encoding="utf-8").splitlines()]
+        preds_path.write_text("\n".join(json.dumps({**r, "prediction": ""}, ensure_ascii=False) for r in rows)
+                              + "\n", encoding="utf-8")
+
+
+def test_empty_predictions_conclude_nothing(tmp_path):
+    root = make_experiment(tmp_path)
+    _empty_predictions(root)
+    write_report(root)
+    md = (root / "report.md").read_text(encoding="utf-8")
+    when = md.split("## When to use which", 1)[1].split("\n## ", 1)[0]
+    for lang in ("english", "russian"):
+        assert f"{lang} (test): no conclusion is drawn; the comparison is noise" in when
+        assert "every method scores below LEAD-1" in when and "5 of 5 predictions empty" in when
+    assert "pretrained base" in when and "more training rows" in when  # what would make it informative
+    for concluding in ("the highest ROUGE-L", "reaches", "% of the ROUGE-L", "significant at p<", "is shared by"):
+        assert concluding not in md, concluding
+    for lang in ("english", "russian"):
+        row = next(line for line in md.splitlines() if line.startswith(f"| LoRA | {lang} |"))
+        assert row.split("|")[8].strip() == "not stated (noise)"
+    # the paired tests are still shown in the tables
+    assert "Paired bootstrap against full fine-tuning" in md
+
+
+def test_identical_predictions_are_noise(tmp_path):
+    from peftsum.reporting.analysis import build_sections
+    from peftsum.reporting.noise import most_common_share, noise_reasons
+    from peftsum.reporting.records import load_experiment
+
+    assert most_common_share(["a", "a ", "b", ""]) == 0.5 and most_common_share(["", ""]) == 0.0
+    root = make_experiment(tmp_path)
+    path = root / "runs" / "lora-english-s0" / "eval" / "english" / "predictions.jsonl"
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    path.write_text("\n".join(json.dumps({**r, "prediction": "The the the."}) for r in rows) + "\n", encoding="utf-8")
+    sections = {s.language: s for s in build_sections(load_experiment(root))}
+    assert noise_reasons(sections["english"]) == ["LoRA: 5 of 5 predictions are the same text"]
+    assert noise_reasons(sections["russian"]) == []

@@ -128,3 +128,49 @@ def test_missing_file_and_blank_reference(files, tmp_path):
     gap.write_text("a\n\nc\nd\ne\n", encoding="utf-8")
     line = _error_line(score("-l", "french", "--predictions", str(preds), "--references", str(gap)))
     assert "gap.txt:2: empty text" in line
+
+
+def test_compare_predictions_on_few_pairs_calls_nothing_significant(files, tmp_path):
+    preds, refs, _ = files
+    out = tmp_path / "paired.json"
+    result = score("-l", "french", "--predictions", str(refs), "--references", str(refs),
+                   "--compare-predictions", str(preds), "--output-file", str(out), "--n-resamples", "200")
+    assert result.exit_code == 0, result.output
+    paired = json.loads(out.read_text(encoding="utf-8"))["paired"]
+    assert paired["n"] == 5 and paired["significance_called"] is False
+    text = " ".join(result.output.split())
+    assert "only 5 pairs, fewer than 30" in text
+    assert "nothing called significant" in text
+
+
+def _rows(language: str, split: str) -> list[dict]:
+    lines = (SAMPLE / language / f"{split}.jsonl").read_text(encoding="utf-8").splitlines()
+    return [json.loads(line) for line in lines]
+
+
+@pytest.mark.parametrize("language", ["russian", "english"])
+def test_compare_seed_scorer_side_by_side(tmp_path, language):
+    from rouge_score import rouge_scorer
+
+    rows = _rows(language, "validation")
+    preds, refs, out = tmp_path / "generated_predictions.txt", tmp_path / "refs.txt", tmp_path / "s.json"
+    preds.write_text("".join(r["title"].replace("\n", " ") + "\n" for r in rows), encoding="utf-8")
+    refs.write_text("".join(r["summary"].replace("\n", " ") + "\n" for r in rows), encoding="utf-8")
+    result = score("-l", language, "--predictions", str(preds), "--references", str(refs),
+                   "--compare-seed-scorer", "--output-file", str(out), "--n-resamples", "50")
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text(encoding="utf-8"))
+    block = data["seed_scorer"]
+    # the seed study's scorer, called as its users call it
+    seed = rouge_scorer.RougeScorer(["rouge1", "rougeL"], use_stemmer=True)
+    expected = [seed.score(r["summary"], r["title"]) for r in rows]
+    for key in ("rouge1", "rougeL"):
+        mean = 100 * sum(e[key].fmeasure for e in expected) / len(rows)
+        assert block["seed"][key] == pytest.approx(mean)
+        assert block["peftsum"][key] == pytest.approx(data[key]["f1"])
+        assert block["difference"][key] == pytest.approx(data[key]["f1"] - mean)
+    assert "Same texts, two scorers" in result.output
+    if language == "russian":  # every Cyrillic word deleted: only digits and Latin names ("nokia") are left
+        assert block["reference_token_share"] < 0.1
+    else:
+        assert block["reference_token_share"] > 0.9 and abs(block["difference"]["rouge1"]) < 5

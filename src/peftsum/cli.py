@@ -419,7 +419,7 @@ def experiment_cmd(
     """Run methods x languages x seeds with equal budgets, evaluate, score baselines and write the report.
 
     With no CONFIG this is the offline demo: a tiny mT5 pretrained on the bundled rows, then full
-    fine-tuning, LoRA and IA3 on English and Russian (about 5-8 minutes on 2 CPU cores).
+    fine-tuning, LoRA and IA3 on English and Russian (about 6-11 minutes on 2 CPU cores).
     Finished runs are skipped when the same experiment is run again; an interrupted run resumes
     from its last complete checkpoint.
     """
@@ -494,6 +494,10 @@ def score_cmd(
     ),
     n_resamples: int = typer.Option(1000, min=1, help="Bootstrap resamples."),
     seed: int = typer.Option(0, help="Bootstrap seed."),
+    compare_seed_scorer: bool = typer.Option(
+        False, "--compare-seed-scorer", help="Also score with rouge_score's default tokenizer + Porter stemmer "
+        "(what evaluate's 'rouge' and run_summarization.py report) and show the difference."
+    ),
 ) -> None:
     """Score predictions against references with multilingual ROUGE (XL-Sum's tokenization)."""
     from peftsum.io import ensure_writable_target
@@ -507,6 +511,11 @@ def score_cmd(
         result = score_files(language, predictions, references, compare_predictions=compare_predictions,
                              stemmer=stemmer, normalize=normalize, n_resamples=n_resamples, seed=seed)
         console.print(render_table(result))
+        if compare_seed_scorer:
+            from peftsum.metrics.io import add_seed_scorer, render_seed_table
+
+            add_seed_scorer(result, predictions, references)
+            console.print(render_seed_table(result))
         if output_file is not None:
             write_json(result, output_file)
             console.print(f"scores: {output_file}", highlight=False)

@@ -51,16 +51,22 @@ def score_table(result: dict) -> Table:
         caption = (f"{100 * sanity.get('script_share', 0):.0f}% of predictions mostly in {sanity.get('expected_script')} "
                    f"script; empty: {sanity.get('empty_predictions')}; with <extra_id_*> sentinels: "
                    f"{sanity.get('sentinel_predictions')}")
+    called = not paired or paired.get("significance_called", True)
     if paired:
         against = "LEAD-1" if paired.get("against") == "lead1" else "the other predictions"
         caption = (caption + "\n" if caption else "") + f"ΔF1: F1 minus that of {against}; p: paired bootstrap p-value"
+        if not called:
+            from peftsum.metrics.bootstrap import MIN_PAIRED_N
+
+            caption += (f"\npaired test: only {paired.get('n')} pairs, fewer than {MIN_PAIRED_N} (peftsum.metrics."
+                        "bootstrap.MIN_PAIRED_N, after Hesterberg 2015): difference shown, nothing called significant")
     table = make_table(*columns, title=title, caption=caption, numeric=tuple(columns[1:]))
     for key in ROUGE_KEYS:
         s = result[key]
         ci = f"[{s['ci_low']:.2f}, {s['ci_high']:.2f}]" if s.get("ci_low") is not None else "-"
         row = [ROUGE_NAMES[key], f"{s['f1']:.2f}", ci, f"{s['precision']:.2f}", f"{s['recall']:.2f}"]
         if paired:
-            row += [f"{paired[key]['mean_diff']:+.2f}", f"{paired[key]['p_value']:.3f}"]
+            row += [f"{paired[key]['mean_diff']:+.2f}", f"{paired[key]['p_value']:.3f}" + ("" if called else " (not called)")]
         table.add_row(*row)
     return table
 

@@ -42,7 +42,8 @@ class ExperimentConfig:
     Attributes:
         name: experiment name (default output folder ``peftsum_runs/<name>``).
         model: base model (hub id or folder); ``tiny`` = the offline tiny mT5.
-        pretrain_steps: span-corruption steps for the tiny base before fine-tuning (0 = random base).
+        pretrain_steps: lead-bias pretraining steps for the tiny base before fine-tuning (0 = random base;
+            see :mod:`peftsum.modeling.pretrain`).
         data: ``sample``, ``hub`` or a local folder.
         methods: method names, or mappings ``{method: lora, name: lora-r16, <TrainConfig keys>}``.
         languages: monolingual runs: each language is trained and evaluated on its own.

@@ -6,15 +6,18 @@ experiment is run again; a failed run is recorded with its error and the others 
 
 from __future__ import annotations
 
+import os
 import time
 import traceback
 from pathlib import Path
 
 import yaml
 
-from peftsum.distributed import barrier, is_main
+from peftsum.distributed import barrier, is_distributed, is_main
 from peftsum.errors import PeftsumError
 from peftsum.experiments.config import ExperimentConfig, RunSpec, expand_runs
+from peftsum.experiments.isolate import execute_run_isolated
+from peftsum.experiments.seed_check import write_seed_scorer_files
 from peftsum.io import read_json, write_json_atomic, write_text_atomic
 from peftsum.names import ensure_inside
 
@@ -29,7 +32,7 @@ def resolve_base_model(cfg: ExperimentConfig, log=print) -> str:
     refuse_ambiguous_name(cfg.model, "rename or move that folder")
 
     if cfg.pretrain_steps > 0:
-        log(f"base: tiny mT5 pretrained with span corruption for {cfg.pretrain_steps} steps (cached)")
+        log(f"base: tiny mT5 pretrained with lead bias for {cfg.pretrain_steps} steps (cached)")
         return str(ensure_pretrained_tiny(cfg.pretrain_steps))
     return str(ensure_tiny_model())
 
@@ -99,7 +102,8 @@ def execute_run(run: RunSpec, cfg: ExperimentConfig, log=print) -> dict:
         status = {"status": "failed", "error": f"{type(exc).__name__}: {exc}".splitlines()[0][:500],
                   "traceback": traceback.format_exc(limit=5)}
         log(f"[red]run {run.run_id} failed:[/] {status['error']}")
-    status.update({"seconds": round(time.perf_counter() - start, 2), "run_id": run.run_id, "label": run.label,
+    status.update({"seconds": round(time.perf_counter() - start, 2), "pid": os.getpid(), "run_id": run.run_id,
+                   "label": run.label,
                    "train_languages": run.train.languages, "eval_languages": run.eval_languages})
     if is_main():  # several processes (torchrun): rank 0 writes
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -178,9 +182,14 @@ def _run_experiment(cfg: ExperimentConfig, exp_dir: Path, overwrite: bool, log) 
             continue
         log(f"[{i}/{len(runs)}] {run.run_id}: training on {', '.join(run.train.languages)}, "
             f"evaluating on {', '.join(run.eval_languages)}")
-        statuses[run.run_id] = execute_run(run, cfg, log)
+        if is_distributed():  # a launched job: every rank takes part in the run, in this process group
+            statuses[run.run_id] = execute_run(run, cfg, log)
+        else:
+            statuses[run.run_id] = execute_run_isolated(run, cfg, log)  # its own process: its own peak RSS
     if cfg.baselines and is_main():
-        write_baselines(cfg, exp_dir, sorted({lang for r in runs for lang in r.eval_languages}))
+        langs = sorted({lang for r in runs for lang in r.eval_languages})
+        write_baselines(cfg, exp_dir, langs)
+        write_seed_scorer_files(cfg, exp_dir, runs, langs)
     report = None
     if cfg.report and is_main():
         from peftsum.reporting import write_report

@@ -182,14 +182,12 @@ def write_samples(model_path: str, language: str, output_file: str | Path, num_s
                  "evaluated": precision_name(bf16)}
     split = split or eval_split(language, data)
     rows = load_split(language, split, data, num_samples).rows
-    from peftsum.runtime import inference_bf16
-
-    bf16 = inference_bf16(bf16, trained.get("bf16"))
     model, tokenizer = load_for_inference(model_path, device)
     preds = generate_summaries(model, tokenizer, [r["text"] for r in rows], settings,
                                trained.get("max_source_length", 512), trained.get("source_prefix", ""),
                                progress=progress, bf16=bf16)
-    parts = []
+    trained_in = f", trained in {precision['trained']}" if precision["trained"] else ""
+    parts = [f"# {model_path}: decoded on {device} in {precision['evaluated']}{trained_in}\n"]
     for i, (row, pred) in enumerate(zip(rows, preds), 1):
         article = row["text"][:article_chars] + ("..." if len(row["text"]) > article_chars else "")
         parts.append(f"=== sample {i} ({language}/{split}, id {row['id']}) ===\n"

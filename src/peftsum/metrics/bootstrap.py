@@ -21,6 +21,29 @@ import numpy as np
 from peftsum.errors import ConfigError, DataError
 
 CONFIDENCE = 0.95
+MIN_PAIRED_N = 30
+"""Fewest paired examples for which peftsum calls a difference significant.
+
+Below it the difference and its interval are still given, but no test result is called
+significant: with few examples the percentile bootstrap's intervals are too narrow and its
+p-values too small (the bootstrap distribution of a mean of n values has about
+``sqrt((n - 1) / n)`` of the true spread and misses skewness; Hesterberg, 2015, "What Teachers
+Should Know About the Bootstrap", The American Statistician 69(4), section 5, shows percentile
+intervals under-covering badly for small n). 30 is the usual rule of thumb for a mean's
+normal approximation that the percentile bootstrap also leans on; Koehn (2004) tested on
+300-sentence samples. The threshold is a convention, not a theorem.
+"""
+
+
+def significance_called(n: int) -> bool:
+    """Whether a paired test on ``n`` examples may be called significant (``n >= MIN_PAIRED_N``)."""
+    return n >= MIN_PAIRED_N
+
+
+def too_few_note(n: int) -> str:
+    """Why nothing is called significant on ``n`` pairs (one clause)."""
+    return (f"only {n} paired examples, fewer than {MIN_PAIRED_N}: difference and interval shown, "
+            "nothing called significant")
 _CHUNK = 100  # resamples drawn at a time, to bound memory for large test sets
 
 
@@ -88,7 +111,8 @@ def compare_systems(score_a: dict, score_b: dict, *, n_resamples: int = 1000, se
     """Paired bootstrap for every ROUGE variant of two score JSONs on the same references.
 
     Returns:
-        ``{"rouge1": {mean_diff, ci_low, ci_high, p_value}, ..., "n_resamples", "seed"}``.
+        ``{"rouge1": {mean_diff, ci_low, ci_high, p_value}, ..., "n_resamples", "seed", "n",
+        "significance_called"}``; ``significance_called`` is false below :data:`MIN_PAIRED_N` pairs.
 
     Raises:
         DataError: different languages or example counts.
@@ -105,5 +129,6 @@ def compare_systems(score_a: dict, score_b: dict, *, n_resamples: int = 1000, se
         )
         for variant in score_a["per_example"]
     }
-    out.update(n_resamples=n_resamples, seed=seed)
+    n = len(next(iter(score_a["per_example"].values()), []))
+    out.update(n_resamples=n_resamples, seed=seed, n=n, significance_called=significance_called(n))
     return out

@@ -119,3 +119,41 @@ def write_json(result: dict, path: Path) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+
+
+def add_seed_scorer(result: dict, predictions: Path, references: Path) -> dict:
+    """Add ``result["seed_scorer"]``: the same files scored with the seed study's scorer.
+
+    The block is :func:`peftsum.metrics.seed_scorer.side_by_side`'s entry for the predictions
+    (``peftsum``, ``seed`` and ``difference`` F1 per variant, 0-100) plus ``scorers`` and
+    ``reference_token_share``.
+
+    Raises:
+        DataError: see :func:`read_texts`; counts that differ.
+    """
+    from peftsum.metrics.seed_scorer import side_by_side
+
+    refs = read_texts(references, REFERENCE_FIELDS, allow_empty=False)
+    preds = read_texts(predictions, PREDICTION_FIELDS)
+    res = side_by_side({"predictions": preds}, refs, result["language"])
+    result["seed_scorer"] = {"scorers": res["scorers"], "reference_token_share": res["reference_token_share"],
+                             **res["systems"]["predictions"]}
+    return result
+
+
+def render_seed_table(result: dict):
+    """A rich ``Table``: each ROUGE variant by peftsum's scorer, by the seed study's, and the difference."""
+    from rich.table import Table
+
+    block = result["seed_scorer"]
+    share = block["reference_token_share"]
+    table = Table("variant", "peftsum F1", "seed scorer F1", "Δ (peftsum − seed)",
+                  title=f"Same texts, two scorers ({result['language']}, {result['num_examples']} examples)")
+    for variant in VARIANTS:
+        table.add_row(variant, f"{block['peftsum'][variant]:.2f}", f"{block['seed'][variant]:.2f}",
+                      f"{block['difference'][variant]:+.2f}")
+    table.caption = (
+        f"seed scorer: {block['scorers']['seed']}; it keeps "
+        + ("no" if share is None else f"{share:.0%} of the") + " reference tokens peftsum counts"
+    )
+    return table

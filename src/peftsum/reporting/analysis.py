@@ -132,9 +132,16 @@ class PairedTest:
     reason: str | None = None
 
     @property
+    def too_few(self) -> bool:
+        """True when the test ran on fewer than :data:`peftsum.metrics.bootstrap.MIN_PAIRED_N` pairs."""
+        from peftsum.metrics.bootstrap import significance_called
+
+        return self.p_value is not None and not significance_called(self.n)
+
+    @property
     def significant(self) -> bool | None:
-        """``p < 0.05``, or ``None`` when there is no test."""
-        return None if self.p_value is None else self.p_value < ALPHA
+        """``p < 0.05``; ``None`` when there is no test or too few pairs to call one (see :attr:`too_few`)."""
+        return None if self.p_value is None or self.too_few else self.p_value < ALPHA
 
 
 @dataclass

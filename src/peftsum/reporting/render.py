@@ -119,7 +119,7 @@ def render_markdown(title: str, blocks: list[Block]) -> str:
 
 # --------------------------------------------------------------------------- html
 _CSS = """
-body{font-family:system-ui,-apple-system,'Segoe UI',Roboto,'DejaVu Sans',sans-serif;margin:0;color:#1d1d1f;background:#fafafa}
+body{font-family:system-ui,-apple-system,'Segoe UI',Roboto,'Noto Sans','DejaVu Sans','Noto Sans Arabic','Noto Naskh Arabic','Noto Sans Devanagari','Noto Sans Bengali','Noto Sans Gurmukhi','Noto Sans Gujarati','Noto Sans Tamil','Noto Sans Telugu','Noto Sans Sinhala','Noto Sans Thai','Noto Sans Myanmar','Noto Sans Ethiopic','Noto Sans CJK SC','Noto Sans CJK TC','Noto Sans CJK JP','Noto Sans CJK KR','Microsoft YaHei','Nirmala UI','Leelawadee UI','Myanmar Text','Ebrima',sans-serif;margin:0;color:#1d1d1f;background:#fafafa}
 main{max-width:1240px;margin:0 auto;padding:24px 32px 64px;background:#fff}
 h1{font-size:1.7em;margin:.2em 0 .6em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.8em}
 h3{margin-top:1.4em}

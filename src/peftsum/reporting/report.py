@@ -64,13 +64,16 @@ from peftsum.reporting.summary import (
     train_label,
     when_to_use,
 )
+from peftsum.metrics.bootstrap import MIN_PAIRED_N, too_few_note
+from peftsum.reporting.noise import noise_reasons, noise_sentence
+from peftsum.reporting import seed_section
 
 #: Number of sample summaries shown per language.
 N_SAMPLES = 3
 #: Sample texts longer than this many characters are cut (with "…") in the sample table.
 SAMPLE_CHARS = 600
 FIGURES = "figures"
-_FIGURE_PREFIXES = ("rouge_", "loss_", "efficiency_")
+_FIGURE_PREFIXES = ("rouge_", "loss_", "efficiency_", "seed_scorer_")
 
 
 def _table_or(table: Table, empty: str) -> Block:
@@ -191,7 +194,7 @@ def _overview(exp: Experiment, sections: list[LanguageSection]) -> list[Block]:
     ]
 
 
-def _results_table(sec: LanguageSection) -> Table:
+def _results_table(sec: LanguageSection, noisy: bool = False) -> Table:
     headers = (
         ["method", "trained on", "seeds"]
         + [ROUGE_LABELS[m] for m in ROUGE_KEYS]
@@ -220,18 +223,22 @@ def _results_table(sec: LanguageSection) -> Table:
             cells = [fmt_mean_std(g.mean(m), g.std(m)) for m in ROUGE_KEYS]
         seeds = ", ".join(DASH if s is None else str(s) for s in g.seeds)
         rel = (
-            fmt_pct(sec.relative(g, PRIMARY))
+            ("not stated (noise)" if noisy else fmt_pct(sec.relative(g, PRIMARY)))
             if g.key in sec.reference
             else ("reference" if g.method == "full" else DASH)
         )
         tests = [t for t in sec.tests_for(g, PRIMARY) if t.p_value is not None]
         if len(tests) == 1:
             t = tests[0]
-            diff, p = f"{fmt_diff(t.mean_diff)} {fmt_ci(t.ci_low, t.ci_high)}", fmt_p(t.p_value)
+            diff = f"{fmt_diff(t.mean_diff)} {fmt_ci(t.ci_low, t.ci_high)}"
+            p = fmt_p(t.p_value) + (f" (n={t.n}<{MIN_PAIRED_N}: not called)" if t.too_few else "")
         elif tests:
             diffs = [t.mean_diff for t in tests]
             diff = f"{fmt_diff(sum(diffs) / len(diffs))} (mean of {len(tests)} seeds)"
-            p = f"{sum(1 for t in tests if t.significant)}/{len(tests)} seeds p<{ALPHA:g}"
+            if any(t.too_few for t in tests):
+                p = f"n={min(t.n for t in tests)}<{MIN_PAIRED_N}: not called"
+            else:
+                p = f"{sum(1 for t in tests if t.significant)}/{len(tests)} seeds p<{ALPHA:g}"
         else:
             diff, p = DASH, DASH
         rows.append([g.name, _trained_on(g), seeds] + cells + [rel, diff, p])
@@ -254,6 +261,7 @@ def _tests_table(sec: LanguageSection) -> Table | None:
                 else:
                     row.append(
                         f"{fmt_diff(t.mean_diff)} {fmt_ci(t.ci_low, t.ci_high)}, {fmt_p_eq(t.p_value)}"
+                        + (" (not called)" if t.too_few else "")
                     )
             t0 = next(
                 (t for t in sec.tests_for(g, PRIMARY) if t.seed == seed and t.p_value is not None), None
@@ -262,6 +270,7 @@ def _tests_table(sec: LanguageSection) -> Table | None:
                 reason
                 or (
                     f"{t0.n} pairs, {t0.n_resamples} resamples, bootstrap seed {t0.bootstrap_seed}"
+                    + (f"; {too_few_note(t0.n)}" if t0.too_few else "")
                     if t0
                     else ""
                 )
@@ -422,6 +431,7 @@ def build_report(
         return fig_dir / name, rel
 
     sections = build_sections(exp)
+    noise = [noise_reasons(sec) for sec in sections]
     efficiency = build_efficiency(exp)
     colors = method_colors([r.label or r.method for r in exp.ok_runs])
     blocks: list[Block] = _overview(exp, sections)
@@ -432,18 +442,26 @@ def build_report(
         blocks.append(
             Para(
                 f"Generated from the tables below; it restates their numbers only. Comparisons are against full fine-tuning "
-                f"trained on the same languages; significance is a paired bootstrap at p<{ALPHA:g} on {ROUGE_LABELS[PRIMARY]}."
+                f"trained on the same languages; significance is a paired bootstrap at p<{ALPHA:g} on {ROUGE_LABELS[PRIMARY]}, "
+                f"called only on at least {MIN_PAIRED_N} paired examples (fewer: difference and interval only). A language "
+                f"whose methods all score below LEAD-1, or whose predictions are mostly empty, in another script or one "
+                f"repeated text, gets no conclusion."
             )
         )
         # diverged runs (metrics.json "diverged", peftsum.training.divergence) recommend nothing
         diverged = [r for r in exp.ok_runs if r.metric("diverged")]
         if diverged:
             kept = Experiment(exp.root, [r for r in exp.runs if not r.metric("diverged")], exp.baselines)
-            quality, cost = when_to_use(build_sections(kept), build_efficiency(kept))
+            q_sections = build_sections(kept)
+            quality, cost = when_to_use(q_sections, build_efficiency(kept))
             blocks.append(Para("Left out here because training diverged: " + "; ".join(
                 f"{r.run_id} ({r.metric('divergence_reason')})" for r in diverged) + "."))
         else:
+            q_sections = sections
             quality, cost = when_to_use(sections, efficiency)
+        # noise (every method below LEAD-1, empty / wrong-script / identical predictions) concludes nothing
+        quality = [noise_sentence(sec, why) if why else q
+                   for sec, q, why in zip(q_sections, quality, (noise_reasons(x) for x in q_sections))]
         blocks.append(Heading(3, "Quality"))
         blocks.append(Bullets(quality))
         if cost:
@@ -451,6 +469,12 @@ def build_report(
             blocks.append(Bullets(cost))
     else:
         blocks.append(Para("No finished run with evaluation results; nothing to compare."))
+
+    # the seed study's scorer on every bundled language
+    blocks.append(Heading(2, "Scorer check: the seed study's ROUGE on every bundled language"))
+    seed_blocks, seed_figs = seed_section.all_languages_blocks(exp.root, fig_dir, FIGURES)
+    blocks += seed_blocks
+    figures.update(seed_figs)
 
     # results per language
     blocks.append(Heading(2, "Results per language"))
@@ -466,14 +490,17 @@ def build_report(
                 small=True,
             )
         )
-    for sec in sections:
+    run_labels = {r.run_id: f"{method_label(r.method)} (run {r.run_id})" for r in exp.runs}
+    for sec, why in zip(sections, noise):
         title = (
             sec.language
             + (f" — {sec.split} split" if sec.split else "")
             + f", {'/'.join(map(str, sec.num_examples))} examples"
         )
         blocks.append(Heading(3, title))
-        blocks.append(_results_table(sec))
+        if why:
+            blocks.append(Para(noise_sentence(sec, why)))
+        blocks.append(_results_table(sec, noisy=bool(why)))
         if sec.baseline_note:
             blocks.append(Para(sec.baseline_note, small=True))
         elif sec.baseline is None:
@@ -499,6 +526,8 @@ def build_report(
                 "Bars: F1 with 95% CI (single run) or ± std across seeds; hatched = zero-shot; dashed = LEAD-1, dotted = oracle.",
             )
         )
+        blocks.append(Heading(4, f"Scorer check: {sec.language}"))
+        blocks += seed_section.language_blocks(exp.root, sec.language, run_labels)
 
     blocks.append(Heading(2, "Per-run scores"))
     blocks.append(
@@ -515,6 +544,12 @@ def build_report(
         )
     )
     blocks.append(_table_or(_efficiency_table(efficiency), "No finished run with metrics.json."))
+    from peftsum.reporting.serving_section import serving_blocks
+
+    serving = serving_blocks(exp.root)
+    if serving:
+        blocks.append(Heading(3, "Serving every trained language"))
+        blocks += serving
     path, rel = fig_path("efficiency_frontier.png")
     if sections and plot_frontier(sections, efficiency, path, colors) is not None:
         figures[rel] = path

@@ -43,10 +43,17 @@ def describe_tests(tests: list[PairedTest]) -> str:
     if not done:
         reasons = sorted({t.reason for t in tests if t.reason})
         return "no paired test" + (f" ({'; '.join(reasons)})" if reasons else "")
+    from peftsum.metrics.bootstrap import too_few_note
+
     if len(done) == 1:
         t = done[0]
+        if t.too_few:
+            return (f"paired bootstrap: {fmt_diff(t.mean_diff)} points, 95% CI {fmt_ci(t.ci_low, t.ci_high)}, "
+                    f"{too_few_note(t.n)}")
         verdict = "significant" if t.significant else "not significant"
         return f"paired bootstrap: {fmt_diff(t.mean_diff)} points, 95% CI {fmt_ci(t.ci_low, t.ci_high)}, {fmt_p_eq(t.p_value)}, {verdict} at p<{ALPHA:g}"
+    if any(t.too_few for t in done):
+        return f"paired bootstrap per seed: {too_few_note(min(t.n for t in done))}"
     k = sum(1 for t in done if t.significant)
     return f"paired bootstrap significant at p<{ALPHA:g} for {k} of {len(done)} seeds"
 
