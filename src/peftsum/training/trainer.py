@@ -278,19 +278,6 @@ def _prepare_output(cfg: TrainConfig, resume_ckpt: Path | None, log) -> Path:
     return out
 
 
-def _load_rows(cfg: TrainConfig, split: str, limit: int | None, log) -> tuple[dict[str, list[dict]], dict]:
-    from peftsum.data.xlsum import load_split
-
-    rows, dropped = {}, {}
-    for lang in cfg.languages:
-        loaded = load_split(lang, split, cfg.data, limit)
-        if loaded.num_dropped:
-            log(f"{loaded.source}: dropped {loaded.num_dropped} rows ({dict(loaded.dropped)})")
-        rows[lang] = loaded.rows
-        dropped[f"{lang}/{split}"] = dict(loaded.dropped)
-    return rows, dropped
-
-
 def resolve(cfg: TrainConfig) -> TrainConfig:
     """Validate a config and fill in defaults; returns a resolved *copy*.
 
@@ -472,11 +459,11 @@ def build_trainer(cfg: TrainConfig, log=print) -> TrainingSetup:
     resume_ckpt = _check_output(cfg)
 
     import torch
-    from datasets import Dataset
     from transformers import EarlyStoppingCallback, Seq2SeqTrainingArguments, set_seed
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-    from peftsum.data.features import make_collator, mix_languages, tokenize_rows
+    from peftsum.data.arrow import build_training_data
+    from peftsum.data.features import make_collator
     from peftsum.io import write_json_atomic
     from peftsum.modeling.load import fast_dropout, load_model, load_tokenizer
     from peftsum.modeling.methods import build_peft_config, check_target_modules, get_method, method_hyper
@@ -496,19 +483,12 @@ def build_trainer(cfg: TrainConfig, log=print) -> TrainingSetup:
     model.generation_config.max_new_tokens = cfg.max_target_length
     model.generation_config.max_length = None
 
-    train_by_lang, dropped = _load_rows(cfg, "train", cfg.train_samples, log)
-    val_by_lang, val_dropped = _load_rows(cfg, "validation", cfg.val_samples, log)
+    # memory-mapped Arrow tables, tokenized once and cached; languages mixed on indices (data/arrow.py)
+    data = build_training_data(cfg, tokenizer, log)
     if cfg.data not in ("sample", "hub") and Path(cfg.data).is_file():
         log(f"warning: {cfg.data} is one file, so validation rows come from the training rows: validation loss and "
             "ROUGE measure fit, not generalisation (pass a folder with train and validation files)")
-    dropped.update(val_dropped)
-    train_rows = mix_languages(train_by_lang, cfg.language_sampling_alpha, cfg.seed)
-    rows_per_language = {lang: sum(1 for r in train_rows if r["language"] == lang) for lang in cfg.languages}
-    val_rows = [dict(r, language=lang) for lang, rows in val_by_lang.items() for r in rows]
-    feats = dict(max_source_length=cfg.max_source_length, max_target_length=cfg.max_target_length,
-                 source_prefix=cfg.source_prefix)
-    train_ds = Dataset.from_list(tokenize_rows(train_rows, tokenizer, **feats))
-    val_ds = Dataset.from_list(tokenize_rows(val_rows, tokenizer, **feats))
+    train_ds, val_ds, dropped, rows_per_language = data.train, data.validation, data.dropped, data.rows_per_language
 
     steps_per_epoch = max(1, math.ceil(len(train_ds) / (cfg.batch_size * cfg.gradient_accumulation_steps)))
     total_steps = cfg.max_steps if cfg.max_steps > 0 else math.ceil(steps_per_epoch * cfg.num_epochs)
@@ -609,7 +589,7 @@ def build_trainer(cfg: TrainConfig, log=print) -> TrainingSetup:
     trainer.remove_callback(PrinterCallback)
     trainer.add_callback(ProgressBarCallback(f"{method.name} {'+'.join(cfg.languages)}"))
     if cfg.eval_rouge:
-        trainer.rouge_eval = _rouge_evaluator(cfg, val_by_lang, tokenizer)
+        trainer.rouge_eval = _rouge_evaluator(cfg, data.rouge_rows(cfg.eval_rouge_samples), tokenizer)
     if resume_ckpt is not None:
         counters = resume_ckpt / COUNTERS_FILE
         if counters.is_file():
