@@ -254,13 +254,18 @@ def tokenizer_fingerprint(tokenizer) -> str:
     """A hash of everything that decides a tokenizer's output (cache keys).
 
     A fast tokenizer is hashed by its full serialisation (vocabulary, normaliser, pre-tokenizer,
-    post-processor: the EOS it appends) plus its class and special tokens; any other tokenizer
-    by ``datasets``' own hasher (its pickled state).
+    post-processor: the EOS it appends; not the truncation and padding settings its last call left
+    behind) plus its class and special tokens; any other tokenizer by ``datasets``' own hasher
+    (its pickled state).
     """
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is not None:
-        parts = [type(tokenizer).__name__, backend.to_str(), sorted(map(str, tokenizer.special_tokens_map.items()))]
-        return hashlib.sha256(json.dumps(parts).encode("utf-8")).hexdigest()[:24]
+        state = json.loads(backend.to_str())
+        # the serialisation also holds the truncation/padding of the last call: lengths are keyed separately
+        state.pop("truncation", None)
+        state.pop("padding", None)
+        parts = [type(tokenizer).__name__, state, sorted(map(str, tokenizer.special_tokens_map.items()))]
+        return hashlib.sha256(json.dumps(parts, sort_keys=True).encode("utf-8")).hexdigest()[:24]
     from datasets.fingerprint import Hasher
 
     return Hasher.hash(tokenizer)[:24]

@@ -98,10 +98,12 @@ def clear_cache(path: Path | None = None) -> CacheUsage:
 
 
 def human_bytes(n: int) -> str:
-    """``n`` bytes as a short text with binary units (``"1.5 GiB"``)."""
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
+    """``n`` bytes as a short text with binary units (``"512 B"``, ``"1.5 GiB"``)."""
+    if n < 1024:
+        return f"{n} B"
+    size = n / 1024
+    for unit in ("KiB", "MiB", "GiB"):
         if size < 1024 or unit == "GiB":
-            return f"{size:,.0f} {unit}" if unit == "B" else f"{size:,.1f} {unit}"
+            return f"{size:,.1f} {unit}"
         size /= 1024
-    return f"{size:,.1f} TiB"  # pragma: no cover - unreachable
+    raise AssertionError("unreachable")  # pragma: no cover

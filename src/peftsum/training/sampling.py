@@ -21,12 +21,14 @@ class EpochSeededLengthGroupedSampler(LengthGroupedSampler):
     Args:
         batch_size: examples per optimizer step (micro-batch size x accumulation steps), as
             the Trainer passes it to ``LengthGroupedSampler``.
-        lengths: length of each example (source tokens).
+        lengths: length of each example (source tokens): a sequence or a ``datasets`` column.
         seed: base seed (the run's ``data_seed``).
     """
 
     def __init__(self, batch_size: int, lengths: list[int], seed: int):
-        super().__init__(batch_size, lengths=list(lengths))
+        # a datasets Column (the Trainer passes ``dataset["length"]``) converts in one batch when sliced;
+        # list() would read it row by row (seconds per 100,000 rows)
+        super().__init__(batch_size, lengths=list(lengths[:] if hasattr(lengths, "column_name") else lengths))
         self.seed = int(seed)
         self.epoch = 0
 
