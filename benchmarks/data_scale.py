@@ -128,6 +128,7 @@ def run_once(folder: Path, languages: list[str], cache: Path, out: Path, env: di
            "-l", ",".join(languages), "--data", str(folder), "--max-steps", "2", "--batch-size", "4",
            "--output-dir", str(out), "--overwrite"]
     log_file = out.parent / f"{out.name}.log"
+    shutil.rmtree(out, ignore_errors=True)  # a log left by an earlier run would read as the first step
     env = dict(env, PEFTSUM_DATA_CACHE=str(cache))
     start = time.perf_counter()
     with log_file.open("w") as log:

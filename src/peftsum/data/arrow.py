@@ -325,6 +325,7 @@ class TrainingData:
         cache_dir: the data cache folder.
         reused: ``True`` when every tokenized table came from the cache.
         seconds: time spent loading and tokenizing.
+        tokenized: the ``language/split`` tables tokenized by this call (not found in the cache).
     """
 
     train: Any
