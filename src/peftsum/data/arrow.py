@@ -241,6 +241,7 @@ def load_rows(source, name: str, log=None) -> RowTable:
             writer.finalize()
         finally:
             writer.close()
+        os.chmod(tmp, 0o666 & ~_umask())  # as datasets' own cache files (mkstemp makes them private)
         os.replace(tmp, arrow)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -248,6 +249,12 @@ def load_rows(source, name: str, log=None) -> RowTable:
         raise
     write_json_atomic(meta, {"source": name, "rows": kept, "dropped": dict(dropped), "format": FORMAT_VERSION})
     return RowTable(Dataset.from_file(str(arrow)), dropped, name, False, key)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def tokenizer_fingerprint(tokenizer) -> str:
