@@ -76,6 +76,10 @@ def pinned_config(name: str, model_dir, tmp_path) -> TrainConfig:
 def test_training_gives_the_losses_of_the_row_list_path(tiny_model_dir, tmp_path, name):
     """Same mixing, same length-grouped batches, same features: the recorded losses (group_by_length on)."""
     setup = build_trainer(pinned_config(name, tiny_model_dir, tmp_path), log=quiet)
+    # the sampler reads the length column (the Trainer hands it a table without it)
+    given = setup.trainer._remove_unused_columns(setup.trainer.train_dataset)
+    assert "length" not in given.column_names
+    assert setup.trainer._get_train_sampler(given).lengths == setup.trainer.train_dataset["length"][:]
     setup.trainer.train()
     losses = [r["loss"] for r in setup.trainer.state.log_history if "loss" in r]
     assert setup.rows_per_language == PINNED[name]["rows_per_language"]

@@ -127,10 +127,10 @@ def _make_trainer_class():
         def _get_train_sampler(self, train_dataset=None):
             from transformers.trainer_pt_utils import LengthGroupedSampler
 
-            from peftsum.training.sampling import EpochSeededLengthGroupedSampler
+            from peftsum.training.sampling import EpochSeededLengthGroupedSampler, own_length_column
 
             seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
-            lengths = _length_column(self.train_dataset, train_dataset, self.args)
+            lengths = own_length_column(self.train_dataset, train_dataset, self.args)
             if lengths is not None:
                 return EpochSeededLengthGroupedSampler(self.args.train_batch_size * self.args.gradient_accumulation_steps,
                                                        lengths, seed)
@@ -142,7 +142,9 @@ def _make_trainer_class():
         def _get_eval_sampler(self, eval_dataset):
             from transformers.trainer_pt_utils import LengthGroupedSampler
 
-            lengths = _length_column(self.eval_dataset, eval_dataset, self.args)
+            from peftsum.training.sampling import own_length_column
+
+            lengths = own_length_column(self.eval_dataset, eval_dataset, self.args)
             if lengths is None:
                 return super()._get_eval_sampler(eval_dataset)
             seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed  # as the Trainer's
@@ -191,20 +193,6 @@ def _make_trainer_class():
             return output
 
     return PeftsumTrainer
-
-
-def _length_column(own, given, args):
-    """The ``length`` column of peftsum's own table for the sampler, or ``None``.
-
-    The Trainer builds samplers from the table *without* unused columns, so for length grouping it
-    would count every row's ``input_ids`` in Python, reading the whole memory-mapped table (minutes
-    and the table's size in resident memory at a million rows). ``given`` is that table; ``own``
-    the one peftsum passed, whose ``length`` column holds the same counts in the same row order.
-    """
-    if (args.train_sampling_strategy != "group_by_length" or given is None or "length" not in getattr(own, "column_names", ())
-            or len(own) != len(given) or not set(given.column_names) <= set(own.column_names)):
-        return None
-    return own["length"]
 
 
 def _write_synced(path: Path, text: str) -> None:
