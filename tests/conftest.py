@@ -12,6 +12,15 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # this CPU has native bf16 (AMX/AVX512-BF16: auto would turn bf16 on). .ci/run runs the suite with
 # PEFTSUM_BF16=0 and the precision-sensitive files again with PEFTSUM_BF16=1.
 os.environ.setdefault("PEFTSUM_BF16", "0")
+# The data cache (validated and tokenized Arrow tables, peftsum.data.cache) goes to a folder of this session
+# (inherited by the CLI subprocesses of the tests), never into the user's ~/.cache/peftsum.
+if "PEFTSUM_DATA_CACHE" not in os.environ:
+    import atexit
+    import shutil
+    import tempfile
+
+    os.environ["PEFTSUM_DATA_CACHE"] = tempfile.mkdtemp(prefix="peftsum-test-data-cache-")
+    atexit.register(shutil.rmtree, os.environ["PEFTSUM_DATA_CACHE"], True)
 
 
 @pytest.fixture(scope="session")

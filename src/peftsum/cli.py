@@ -110,6 +110,25 @@ def data_validate(
         raise PeftsumError(problem)
 
 
+@data_app.command("cache")
+@_run
+def data_cache(
+    clear: bool = typer.Option(False, "--clear", help="Delete every cached table (the next run rebuilds what it needs)."),
+) -> None:
+    """Where validated and tokenized XL-Sum is cached (Arrow files) and its size; --clear empties it."""
+    from peftsum.data.cache import cache_usage, clear_cache, human_bytes
+
+    if clear:
+        before = clear_cache()
+        console.print(f"data cache {before.path}: removed {before.files} files ({human_bytes(before.bytes)})")
+        return
+    usage = cache_usage()
+    where = "" if usage.path.is_dir() else " (not created yet)"
+    console.print(f"data cache {usage.path}{where}: {human_bytes(usage.bytes)} in {usage.files} files "
+                  f"({usage.row_files} validated row tables, {usage.feature_files} tokenized tables); "
+                  "empty it with `peftsum data cache --clear`")
+
+
 @data_app.command("stats")
 @_run
 def data_stats(

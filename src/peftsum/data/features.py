@@ -17,34 +17,49 @@ LABEL_PAD = -100
 """Label id ignored by the cross-entropy loss (``torch.nn.CrossEntropyLoss(ignore_index=-100)``)."""
 
 
-def tokenize_rows(rows: list[dict], tokenizer, max_source_length: int = 512, max_target_length: int = 84,
-                  source_prefix: str = "") -> list[dict]:
-    """Tokenize XL-Sum rows for seq2seq training.
+def tokenize_batch(texts: list[str], summaries: list[str], tokenizer, max_source_length: int = 512,
+                   max_target_length: int = 84, source_prefix: str = "") -> dict[str, list]:
+    """Tokenize a batch of articles and summaries for seq2seq training (columns in, columns out).
+
+    The one tokenization of peftsum: :func:`tokenize_rows` and the cached Arrow path
+    (:func:`peftsum.data.arrow.tokenize_split`, a batched ``datasets.Dataset.map``) both call it.
 
     Args:
-        rows: dicts with ``text`` and ``summary`` (and ``id``, ``language`` if present).
+        texts: articles.
+        summaries: reference summaries (same length as ``texts``).
         tokenizer: a Hugging Face tokenizer that appends EOS (T5/mT5 do).
         max_source_length: article tokens kept, EOS included.
         max_target_length: summary tokens kept, EOS included.
         source_prefix: task prefix prepended to each article (e.g. ``"summarize: "``).
 
     Returns:
-        One dict per row: ``input_ids``, ``attention_mask``, ``labels`` (lists of ints, unpadded),
-        ``length`` (source tokens, for length grouping), plus ``id`` and ``language`` if given.
+        Columns ``input_ids``, ``attention_mask``, ``labels`` (one unpadded list of ints per row)
+        and ``length`` (source tokens per row, for length grouping).
     """
-    sources = [source_prefix + row["text"] for row in rows]
-    enc = tokenizer(sources, max_length=max_source_length, truncation=True)
-    lab = tokenizer(text_target=[row["summary"] for row in rows], max_length=max_target_length, truncation=True)
-    out = []
-    for i, row in enumerate(rows):
-        feat = {
-            "input_ids": enc["input_ids"][i],
-            "attention_mask": enc["attention_mask"][i],
-            "labels": lab["input_ids"][i],
-            "length": len(enc["input_ids"][i]),
-        }
-        out.append(feat)
-    return out
+    enc = tokenizer([source_prefix + text for text in texts], max_length=max_source_length, truncation=True)
+    lab = tokenizer(text_target=list(summaries), max_length=max_target_length, truncation=True)
+    return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"], "labels": lab["input_ids"],
+            "length": [len(ids) for ids in enc["input_ids"]]}
+
+
+def tokenize_rows(rows: list[dict], tokenizer, max_source_length: int = 512, max_target_length: int = 84,
+                  source_prefix: str = "") -> list[dict]:
+    """Tokenize a few XL-Sum rows for seq2seq training (:func:`tokenize_batch` on Python rows).
+
+    Training goes through the cached Arrow path instead; this is for a handful of rows (tests,
+    benchmarks of single steps).
+
+    Args:
+        rows: dicts with ``text`` and ``summary``.
+        tokenizer, max_source_length, max_target_length, source_prefix: see :func:`tokenize_batch`.
+
+    Returns:
+        One dict per row: ``input_ids``, ``attention_mask``, ``labels`` (lists of ints, unpadded),
+        ``length`` (source tokens, for length grouping).
+    """
+    cols = tokenize_batch([row["text"] for row in rows], [row["summary"] for row in rows], tokenizer,
+                          max_source_length, max_target_length, source_prefix)
+    return [dict(zip(cols, values)) for values in zip(*cols.values())]
 
 
 def make_collator(tokenizer, model=None):
@@ -74,12 +89,49 @@ def smoothing_probabilities(counts: dict[str, int], alpha: float = 0.5) -> dict[
     return {lang: w / total for lang, w in weights.items()}
 
 
-def mix_languages(rows_by_language: dict[str, list[dict]], alpha: float = 0.5, seed: int = 0) -> list[dict]:
-    """Mix languages into one training list with exponent-smoothed sampling.
+def mix_indices(counts: dict[str, int], alpha: float = 0.5, seed: int = 0) -> tuple[list[int] | None, dict[str, int]]:
+    """The exponent-smoothed language mix as indices into the languages' rows laid end to end.
 
-    The mixed list has as many rows as all languages together; language i gets
-    ``round(N * p_i)`` rows, drawn without replacement while it has rows left and with
-    replacement beyond that (small languages are upsampled). Each row gets ``language``.
+    The mix has as many rows as all languages together; language i gets ``round(N * p_i)`` rows
+    (at least 1), drawn without replacement while it has rows left and with replacement beyond
+    that (small languages are upsampled), then everything is shuffled. Only indices are drawn, so
+    this costs a few bytes per row whatever the rows hold.
+
+    Args:
+        counts: rows per language, in the order their rows are laid end to end (language k's
+            row j has index ``sum(counts of the languages before k) + j``).
+        alpha: smoothing exponent (see :func:`smoothing_probabilities`).
+        seed: seeds the draw (``random.Random(seed)``); the same seed gives the same mix.
+
+    Returns:
+        ``(order, rows_per_language)``: ``order`` lists the mixed rows' indices, or is ``None``
+        with a single language (its rows are used as they are); ``rows_per_language`` counts the
+        mixed rows of each language.
+    """
+    if len(counts) == 1:
+        return None, dict(counts)
+    rng = random.Random(seed)
+    total = sum(counts.values())
+    probs = smoothing_probabilities(counts, alpha)
+    mixed: list[int] = []
+    per_language: dict[str, int] = {}
+    offset = 0
+    for lang, n in counts.items():
+        want = max(1, round(total * probs[lang]))
+        order = list(range(offset, offset + n))
+        rng.shuffle(order)
+        rows = range(offset, offset + n)
+        picked = order[:want] + [rng.choice(rows) for _ in range(max(0, want - n))]
+        mixed.extend(picked)
+        per_language[lang] = len(picked)
+        offset += n
+    rng.shuffle(mixed)
+    return mixed, per_language
+
+
+def mix_languages(rows_by_language: dict[str, list[dict]], alpha: float = 0.5, seed: int = 0) -> list[dict]:
+    """Mix languages into one training list with exponent-smoothed sampling (:func:`mix_indices` on rows).
+
     With one language the rows are returned unchanged (plus ``language``).
 
     Args:
@@ -88,20 +140,8 @@ def mix_languages(rows_by_language: dict[str, list[dict]], alpha: float = 0.5, s
         seed: seeds the draw; the same seed gives the same list.
 
     Returns:
-        The mixed rows, shuffled.
+        The mixed rows, shuffled; each gets ``language``.
     """
-    tagged = {lang: [dict(r, language=lang) for r in rows] for lang, rows in rows_by_language.items()}
-    if len(tagged) == 1:
-        return next(iter(tagged.values()))
-    rng = random.Random(seed)
-    total = sum(len(r) for r in tagged.values())
-    probs = smoothing_probabilities({k: len(v) for k, v in tagged.items()}, alpha)
-    mixed: list[dict] = []
-    for lang, rows in tagged.items():
-        want = max(1, round(total * probs[lang]))
-        order = rows[:]
-        rng.shuffle(order)
-        picked = order[:want] + [rng.choice(rows) for _ in range(max(0, want - len(rows)))]
-        mixed.extend(picked)
-    rng.shuffle(mixed)
-    return mixed
+    tagged = [dict(r, language=lang) for lang, rows in rows_by_language.items() for r in rows]
+    order, _ = mix_indices({lang: len(rows) for lang, rows in rows_by_language.items()}, alpha, seed)
+    return tagged if order is None else [tagged[i] for i in order]

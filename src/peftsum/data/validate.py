@@ -1,4 +1,4 @@
-"""``peftsum data validate``: check XL-Sum JSONL files without loading a model."""
+"""``peftsum data validate``: check XL-Sum JSONL files without loading a model (one streaming pass per file)."""
 
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
 """Load XL-Sum rows from the bundled sample, a local folder or the Hugging Face hub.
 
-One path for the data: every source yields plain ``dict`` rows with the XL-Sum fields
-(``id, url, title, summary, text``), validated by :func:`validate_rows`, which drops bad
-rows *by reason* and never silently. Layouts accepted for local folders:
+One path for the data: every source becomes a memory-mapped Arrow table with the XL-Sum fields
+(``id, url, title, summary, text``), validated in batches by :mod:`peftsum.data.arrow` with
+:func:`drop_reason`, which drops bad rows *by reason* and never silently. Layouts accepted for local folders:
 
 * the official XL-Sum download: ``<language>_train.jsonl``, ``<language>_val.jsonl``,
   ``<language>_test.jsonl`` (https://github.com/csebuetnlp/xl-sum);
@@ -17,6 +17,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from peftsum.data.languages import get_language
 from peftsum.errors import DataError
@@ -36,21 +37,33 @@ def sample_dir() -> Path:
 
 @dataclass
 class LoadedSplit:
-    """Validated rows of one language and split.
+    """Validated rows of one language and split, as a memory-mapped Arrow table.
 
     Attributes:
         language: XL-Sum config name.
         split: ``train``, ``validation`` or ``test``.
-        rows: the kept rows (dicts with at least ``summary`` and ``text``; ``id`` filled in).
+        dataset: the kept rows, a ``datasets.Dataset`` with the string columns :data:`FIELDS`
+            (``id`` filled in), memory-mapped from peftsum's data cache (:mod:`peftsum.data.arrow`).
         dropped: count of dropped rows per reason (e.g. ``{"empty text": 1}``).
         source: where the rows came from (file path or hub id).
+        reused: whether the rows came from the data cache (validated by an earlier run).
+        key: identifies the rows (the source's fingerprint; with ``len(dataset)``, the rows kept).
     """
 
     language: str
     split: str
-    rows: list[dict]
+    dataset: Any
     dropped: Counter = field(default_factory=Counter)
     source: str = ""
+    reused: bool = False
+    key: str = ""
+
+    @property
+    def rows(self) -> list[dict]:
+        """The kept rows as dicts (materialised on first use: for a few rows, not a whole training set)."""
+        if "_rows" not in self.__dict__:
+            self.__dict__["_rows"] = self.dataset.to_list()
+        return self.__dict__["_rows"]
 
     @property
     def num_dropped(self) -> int:
@@ -147,7 +160,8 @@ def _local_file(root: Path, language: str, split: str) -> Path:
     )
 
 
-def _load_hub(language: str, split: str) -> list[dict]:
+def _load_hub(language: str, split: str):
+    """The hub's ``csebuetnlp/xlsum`` split as a ``datasets.Dataset`` (Arrow, in the Hugging Face cache)."""
     from peftsum.hub import require_hub_dataset
 
     # unreachable hub: cache only, no retries (fails in a second, not after 24 s of retries)
@@ -157,24 +171,28 @@ def _load_hub(language: str, split: str) -> list[dict]:
     except ImportError as exc:  # pragma: no cover - datasets is a dependency
         raise DataError(f"the 'datasets' library is needed for --data hub ({exc})") from None
     try:
-        ds = datasets.load_dataset(HUB_ID, language, split=split)
+        return datasets.load_dataset(HUB_ID, language, split=split)
     except Exception as exc:  # network errors come in many types; all get one line
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DataError(
             f"could not load {HUB_ID}/{language} ({split}) from the hub: {first[:200]}. "
             "Offline? Use --data sample (bundled real rows) or --data PATH to local XL-Sum files"
         ) from None
-    return [dict(row) for row in ds]
 
 
-def load_split(language: str, split: str, data: str | Path = "sample", limit: int | None = None) -> LoadedSplit:
-    """Load and validate one language/split of XL-Sum.
+def load_split(language: str, split: str, data: str | Path = "sample", limit: int | None = None,
+               log=None) -> LoadedSplit:
+    """Load and validate one language/split of XL-Sum into a memory-mapped Arrow table.
+
+    The rows are validated in batches and cached by :func:`peftsum.data.arrow.load_rows`; a
+    second call with an unchanged file reads the cached table.
 
     Args:
         language: XL-Sum config name (or ISO code), e.g. ``"russian"``.
         split: ``train``, ``validation`` or ``test``.
         data: ``"sample"`` (bundled rows), ``"hub"`` (``csebuetnlp/xlsum``) or a local path.
         limit: keep at most this many valid rows (the first ones, file order), or all.
+        log: where a line goes before a big file is converted (``None``: silent).
 
     Returns:
         A :class:`LoadedSplit`.
@@ -183,22 +201,24 @@ def load_split(language: str, split: str, data: str | Path = "sample", limit: in
         DataError: unknown language or split, missing file, malformed JSON (file:line),
             hub unreachable, or no valid rows left.
     """
+    from peftsum.data.arrow import load_rows
+
     lang = get_language(language).name
     if split not in SPLITS:
         raise DataError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
     if str(data) == "hub":
-        raw, source = _load_hub(lang, split), f"{HUB_ID}/{lang}/{split}"
+        table = load_rows(_load_hub(lang, split), f"{HUB_ID}/{lang}/{split}", log)
     else:
         root = sample_dir() if str(data) == "sample" else Path(data).expanduser()
         path = _local_file(root, lang, split)
-        raw, source = read_jsonl(path), str(path)
-    rows, dropped = validate_rows(raw, source)
-    if not rows:
-        reasons = ", ".join(f"{n} {r}" for r, n in dropped.items())
-        raise DataError(f"{source}: no valid rows left after validation ({reasons})")
-    if limit is not None and limit > 0:
-        rows = rows[:limit]
-    return LoadedSplit(lang, split, rows, dropped, source)
+        table = load_rows(path, str(path), log)
+    if not len(table.dataset):
+        reasons = ", ".join(f"{n} {r}" for r, n in table.dropped.items())
+        raise DataError(f"{table.source}: no valid rows left after validation ({reasons})")
+    dataset = table.dataset
+    if limit is not None and 0 < limit < len(dataset):
+        dataset = dataset.select(range(limit))
+    return LoadedSplit(lang, split, dataset, table.dropped, table.source, table.reused, table.key)
 
 
 def available_splits(language: str, data: str | Path = "sample") -> list[str]:

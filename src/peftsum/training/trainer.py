@@ -127,11 +127,19 @@ def _make_trainer_class():
         def _get_train_sampler(self, train_dataset=None):
             from transformers.trainer_pt_utils import LengthGroupedSampler
 
-            from peftsum.training.sampling import EpochSeededLengthGroupedSampler
+            from peftsum.training.sampling import EpochSeededLengthGroupedSampler, own_length_column
 
+            seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+            lengths = own_length_column(self.train_dataset, train_dataset, self.args)
+            # groups of one *global* step (x processes): 2 ranks x B see the rows of 1 process x 2B
+            # (accelerate deals the sampler's batches round-robin to the ranks; peftsum.distributed)
+            if lengths is not None:  # the length column of peftsum's features (no pass over the rows)
+                self.epoch_sampler = EpochSeededLengthGroupedSampler(
+                    self.args.train_batch_size * self.args.gradient_accumulation_steps * max(1, self.args.world_size),
+                    lengths, seed)
+                return self.epoch_sampler
             sampler = super()._get_train_sampler(train_dataset)
             if isinstance(sampler, LengthGroupedSampler):  # make length grouping resumable (see sampling.py)
-                seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
                 # groups of one *global* step (x processes): 2 ranks x B see the rows of 1 process x 2B
                 # (accelerate deals the sampler's batches round-robin to the ranks; peftsum.distributed)
                 self.epoch_sampler = EpochSeededLengthGroupedSampler(
@@ -148,6 +156,18 @@ def _make_trainer_class():
             if self.epoch_sampler is not None and "epoch" in kwargs:
                 self.epoch_sampler.set_epoch(kwargs["epoch"])
             return super()._run_epoch(*args, **kwargs)
+
+        def _get_eval_sampler(self, eval_dataset):
+            from transformers.trainer_pt_utils import LengthGroupedSampler
+
+            from peftsum.training.sampling import own_length_column
+
+            lengths = own_length_column(self.eval_dataset, eval_dataset, self.args)
+            if lengths is None:
+                return super()._get_eval_sampler(eval_dataset)
+            seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed  # as the Trainer's
+            return LengthGroupedSampler(self.args.eval_batch_size, lengths=lengths[:],
+                                        generator=torch.Generator().manual_seed(seed))
 
         def training_step(self, model, inputs, num_items_in_batch=None):
             tokens = int(inputs["attention_mask"].sum()) + int((inputs["labels"] != -100).sum())
@@ -349,19 +369,6 @@ def _prepare_output(cfg: TrainConfig, resume_ckpt: Path | None, log) -> Path:
             shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     return out
-
-
-def _load_rows(cfg: TrainConfig, split: str, limit: int | None, log) -> tuple[dict[str, list[dict]], dict]:
-    from peftsum.data.xlsum import load_split
-
-    rows, dropped = {}, {}
-    for lang in cfg.languages:
-        loaded = load_split(lang, split, cfg.data, limit)
-        if loaded.num_dropped:
-            log(f"{loaded.source}: dropped {loaded.num_dropped} rows ({dict(loaded.dropped)})")
-        rows[lang] = loaded.rows
-        dropped[f"{lang}/{split}"] = dict(loaded.dropped)
-    return rows, dropped
 
 
 def resolve(cfg: TrainConfig) -> TrainConfig:
@@ -576,11 +583,11 @@ def build_trainer(cfg: TrainConfig, log=print) -> TrainingSetup:
         require_hub_dataset(HUB_ID)
 
     import torch
-    from datasets import Dataset
     from transformers import EarlyStoppingCallback, Seq2SeqTrainingArguments, set_seed
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-    from peftsum.data.features import make_collator, mix_languages, tokenize_rows
+    from peftsum.data.arrow import build_training_data
+    from peftsum.data.features import make_collator
     from peftsum.io import write_json_atomic
     from peftsum.modeling.load import fast_dropout, load_model, load_tokenizer
     from peftsum.modeling.methods import build_peft_config, check_target_modules, get_method, method_hyper
@@ -610,19 +617,12 @@ def build_trainer(cfg: TrainConfig, log=print) -> TrainingSetup:
     model.generation_config.max_new_tokens = cfg.max_target_length
     model.generation_config.max_length = None
 
-    train_by_lang, dropped = _load_rows(cfg, "train", cfg.train_samples, log)
-    val_by_lang, val_dropped = _load_rows(cfg, "validation", cfg.val_samples, log)
+    # memory-mapped Arrow tables, tokenized once and cached; languages mixed on indices (data/arrow.py)
+    data = build_training_data(cfg, tokenizer, log)
     if cfg.data not in ("sample", "hub") and Path(cfg.data).is_file():
         log(f"warning: {cfg.data} is one file, so validation rows come from the training rows: validation loss and "
             "ROUGE measure fit, not generalisation (pass a folder with train and validation files)")
-    dropped.update(val_dropped)
-    train_rows = mix_languages(train_by_lang, cfg.language_sampling_alpha, cfg.seed)
-    rows_per_language = {lang: sum(1 for r in train_rows if r["language"] == lang) for lang in cfg.languages}
-    val_rows = [dict(r, language=lang) for lang, rows in val_by_lang.items() for r in rows]
-    feats = dict(max_source_length=cfg.max_source_length, max_target_length=cfg.max_target_length,
-                 source_prefix=cfg.source_prefix)
-    train_ds = Dataset.from_list(tokenize_rows(train_rows, tokenizer, **feats))
-    val_ds = Dataset.from_list(tokenize_rows(val_rows, tokenizer, **feats))
+    train_ds, val_ds, dropped, rows_per_language = data.train, data.validation, data.dropped, data.rows_per_language
 
     steps_per_epoch = max(1, math.ceil(len(train_ds) / distributed.effective_batch(
         cfg.batch_size, cfg.gradient_accumulation_steps)))
@@ -728,7 +728,7 @@ def build_trainer(cfg: TrainConfig, log=print) -> TrainingSetup:
     trainer.remove_callback(PrinterCallback)
     trainer.add_callback(ProgressBarCallback(f"{method.name} {'+'.join(cfg.languages)}"))
     if cfg.eval_rouge:
-        trainer.rouge_eval = _rouge_evaluator(cfg, val_by_lang, tokenizer)
+        trainer.rouge_eval = _rouge_evaluator(cfg, data.rouge_rows(cfg.eval_rouge_samples), tokenizer)
     if resume_ckpt is not None:
         counters = resume_ckpt / COUNTERS_FILE
         if counters.is_file():
