@@ -18,7 +18,30 @@ from pathlib import Path
 from peftsum.io import read_json, write_json_atomic
 
 
-def _child(run, cfg) -> None:  # pragma: no cover - runs in the child process
+def _die_with_parent(parent_pid: int) -> None:
+    """Make this (child) process end when the experiment process ends, even by SIGKILL.
+
+    Without it a killed ``peftsum experiment`` leaves its current run training in the background,
+    holding the run folder's lock, so the rerun the user starts finds the run busy or finished by an
+    orphan. Linux: ``prctl(PR_SET_PDEATHSIG, SIGKILL)``; then the parent is checked once more, in case
+    it died before the call. Elsewhere nothing is set (a SIGINT still reaches the whole process group).
+    """
+    import ctypes
+    import os
+    import signal
+    import sys
+
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(signal.SIGKILL))  # 1 = PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent_pid:
+        os._exit(1)
+
+
+def _child(run, cfg, parent_pid: int) -> None:  # pragma: no cover - runs in the child process
+    _die_with_parent(parent_pid)
     from rich.console import Console
 
     from peftsum.experiments.runner import execute_run
@@ -42,7 +65,9 @@ def execute_run_isolated(run, cfg, log=print) -> dict:
     run_dir = Path(run.train.output_dir)
     status_path = run_dir / "status.json"
     before = status_path.stat().st_mtime_ns if status_path.is_file() else None
-    proc = multiprocessing.get_context("spawn").Process(target=_child, args=(run, cfg), daemon=False)
+    import os
+
+    proc = multiprocessing.get_context("spawn").Process(target=_child, args=(run, cfg, os.getpid()), daemon=False)
     proc.start()
     try:
         proc.join()
