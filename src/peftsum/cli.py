@@ -429,7 +429,8 @@ def experiment_cmd(
     output_dir: Optional[Path] = typer.Option(None, help="Experiment folder (default: peftsum_runs/<name>)."),
     overwrite: bool = typer.Option(False, help="Start over in an existing folder that holds another experiment."),
     set_: Optional[list[str]] = typer.Option(
-        None, "--set", help="Override a config key, e.g. --set train.max_steps=100 --set languages=[hindi,urdu]."
+        None, "--set", help="Override a config key, e.g. --set train.max_steps=100 --set languages=\\[hindi,urdu] (a list in YAML "
+        "brackets; a single name is a list of one)."
     ),
     show_config: bool = typer.Option(False, "--show-config", help="Print the resolved config and exit."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted experiment (a plain rerun does the same)."),

@@ -52,24 +52,62 @@ def apply_umask_tree(folder: str | Path) -> None:
             apply_umask(path, folder=path.is_dir())
 
 
-def ensure_writable_target(path: Path, overwrite: bool, alternative: str | None = "choose another --output-dir") -> None:
-    """Refuse to replace an existing output (a file, or a non-empty folder) unless ``overwrite``.
+def ensure_writable_target(path: Path, overwrite: bool, alternative: str | None = "choose another --output-dir",
+                           markers: tuple[str, ...] | None = None) -> None:
+    """Refuse to replace an existing output (a file, or a non-empty folder) unless ``overwrite``; with
+    ``overwrite``, refuse to replace what peftsum did not write (see :func:`check_replaceable`).
 
     Args:
         path: the output file or folder.
         overwrite: the command's ``--overwrite``.
         alternative: what else the user can do, shown in brackets after the ``--overwrite`` hint
             (``None``: nothing).
+        markers: for a folder output, names of which at least one must be in an existing non-empty folder
+            for ``--overwrite`` to delete it (``peftsum_config.json`` for a run); ``None`` = any folder but
+            the working folder, its parents and the home folder.
 
     Raises:
-        PeftsumError: ``path`` exists (and is a non-empty folder or a file) and ``overwrite`` is false.
+        PeftsumError: ``path`` exists (and is a non-empty folder or a file) and ``overwrite`` is false; or
+            ``overwrite`` would delete something that is not peftsum's output.
     """
     from peftsum.locking import is_lock_file
 
     path = Path(path)
-    if path.exists() and (path.is_file() or any(not is_lock_file(p) for p in path.iterdir())) and not overwrite:
+    exists = path.exists() and (path.is_file() or any(not is_lock_file(p) for p in path.iterdir()))
+    if exists and not overwrite:
         raise PeftsumError(f"{path} already exists; pass --overwrite to replace it"
                            + (f" ({alternative})" if alternative else ""))
+    if exists:
+        check_replaceable(path, markers)
+
+
+def check_replaceable(path: Path, markers: tuple[str, ...] | None = None) -> None:
+    """Refuse ``--overwrite`` where it would delete what peftsum did not write.
+
+    Never replaced: the working folder or any folder above it, the home folder, a filesystem root; with
+    ``markers``, a file where a folder output goes, or a non-empty folder holding none of ``markers``
+    (a folder of someone's documents passed as ``--output-dir`` by mistake).
+
+    Raises:
+        PeftsumError: one line naming the path and why it is kept.
+    """
+    path = Path(path)
+    resolved = path.resolve()
+    cwd = Path.cwd().resolve()
+    if resolved == cwd or resolved in cwd.parents or resolved == Path.home().resolve() or resolved.parent == resolved:
+        raise PeftsumError(f"{path}: refusing to replace the working folder, a folder above it or the home folder "
+                           "with --overwrite; choose a new --output-dir")
+    if markers is None:
+        return
+    if path.is_file() or path.is_symlink() and not path.is_dir():
+        raise PeftsumError(f"{path} is a file, not a peftsum output folder; refusing to delete it with --overwrite "
+                           "(choose another --output-dir)")
+    from peftsum.locking import is_lock_file
+
+    entries = [p for p in path.iterdir() if not is_lock_file(p)]
+    if entries and not any((path / m).exists() for m in markers):
+        raise PeftsumError(f"{path} does not look like peftsum output (none of {', '.join(markers)}); refusing to "
+                           "delete it with --overwrite (choose another --output-dir, or delete it yourself)")
 
 
 @contextlib.contextmanager

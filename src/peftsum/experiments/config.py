@@ -113,6 +113,8 @@ def apply_overrides(data: dict, assignments: list[str]) -> dict:
                 raise ConfigError(f"--set {item!r}: {part!r} is not a mapping")
             node[part] = dict(child)
             node = node[part]
+        if parts == ["languages"] and isinstance(value, str):  # --set languages=russian: a list of one
+            value = [v.strip() for v in value.split(",") if v.strip()]
         node[parts[-1]] = value
     return data
 

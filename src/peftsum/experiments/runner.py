@@ -132,11 +132,14 @@ def _check_existing(exp_dir: Path, cfg: ExperimentConfig, overwrite: bool) -> No
     saved = exp_dir / "experiment.yaml"
     if not saved.is_file() and exp_dir.is_dir() and any(exp_dir.iterdir()) and not overwrite:
         raise PeftsumError(f"{exp_dir} exists and is not an experiment folder (no experiment.yaml); "
-                           "choose another --output-dir or pass --overwrite to replace it")
+                           "choose another --output-dir")
     if not saved.is_file() or overwrite:
         if overwrite and exp_dir.exists():
             import shutil
 
+            from peftsum.io import check_replaceable
+
+            check_replaceable(exp_dir, ("experiment.yaml", "runs", "report.md") if any(exp_dir.iterdir()) else None)
             shutil.rmtree(exp_dir)
         return
     old = yaml.safe_load(saved.read_text(encoding="utf-8")) or {}

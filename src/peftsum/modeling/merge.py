@@ -58,7 +58,7 @@ def merge_adapter(adapter_dir: str | Path, output_dir: str | Path, overwrite: bo
 
     from peftsum.io import ensure_writable_target
 
-    ensure_writable_target(Path(output_dir), overwrite)  # before the model loads
+    ensure_writable_target(Path(output_dir), overwrite, markers=("config.json", "model.safetensors"))  # before loading
     run_dir = adapter_dir.parent if (adapter_dir.parent / "peftsum_config.json").is_file() else None
     metrics = _read_optional(run_dir / "metrics.json") if run_dir else None
     trained = _read_optional(run_dir / "peftsum_config.json") if run_dir else None

@@ -49,6 +49,8 @@ from peftsum.config import TrainConfig
 from peftsum.errors import ConfigError, PeftsumError
 from peftsum.io import apply_umask_tree, ensure_writable_target
 
+RUN_MARKERS = ("peftsum_config.json", "metrics.json", "training_log.jsonl", "checkpoints", "status.json", "model")
+"""Files of which a run folder holds at least one: only such a folder is replaced by ``--overwrite``."""
 COMPLETE_MARKER = ".peftsum_complete"
 """File written into a checkpoint folder after all of its files are saved and synced."""
 CONFIG_FILE = "peftsum_config.json"
@@ -306,7 +308,7 @@ def _check_output(cfg: TrainConfig) -> Path | None:
     """
     out = Path(cfg.output_dir)
     if not cfg.resume:
-        ensure_writable_target(out, cfg.overwrite, alternative="or --resume to continue it")
+        ensure_writable_target(out, cfg.overwrite, alternative="or --resume to continue it", markers=RUN_MARKERS)
         return None
     saved = out / CONFIG_FILE
     if not saved.is_file():
