@@ -422,6 +422,9 @@ def dry_run(cfgs, world_size: int | None = None) -> tuple[list[MemoryEstimate], 
         if key in seen:
             continue
         seen.add(key)
+        from peftsum.modeling.load import check_model_source
+
+        check_model_source(cfg.model)  # offline and not cached: the one-line hint in a second, no retries
         try:
             model_config = AutoConfig.from_pretrained(cfg.model)
         except Exception as exc:  # noqa: BLE001 - one line for any unreadable config
