@@ -67,3 +67,14 @@ def test_replaceable_rules(tmp_path, monkeypatch):
     (merged / "config.json").write_text("{}")
     check_replaceable(merged, ("config.json",))  # a model folder may be replaced
     check_replaceable(merged)  # no markers: any folder but the protected ones
+
+
+def test_a_missing_local_path_is_named_not_sent_to_the_hub(tmp_path, monkeypatch):
+    """``./local/path`` is a path (``Path`` drops the ``./``, which made it look like a hub id ``local/path``)."""
+    monkeypatch.chdir(tmp_path)
+    res = CliRunner().invoke(app, ["evaluate", "--model-path", "./local/path", "-l", "english", "--split",
+                                   "validation", "--output-file", str(tmp_path / "r.json")], env={"COLUMNS": "400"})
+    assert res.exit_code == 2 and "./local/path: no such model folder" in res.output and "hub" not in res.output
+    res = CliRunner().invoke(app, ["merge", "--adapter", "./nope", "--output-dir", str(tmp_path / "m")],
+                             env={"COLUMNS": "400"})
+    assert res.exit_code == 2 and "nope: no such folder" in res.output

@@ -345,6 +345,8 @@ def load_for_inference(model_path: str, device: str | None = None):
     """
     from peftsum.runtime import inference_device
 
+    if not Path(model_path).exists() and str(model_path).startswith((".", "/", "~")):
+        raise PeftsumError(f"{model_path}: no such model folder")  # a path, not a hub id (Path() drops "./")
     device = inference_device(device)
     path = Path(model_path)
     if path.is_dir() and (path / "model").is_dir():

@@ -42,6 +42,8 @@ def merge_adapter(adapter_dir: str | Path, output_dir: str | Path, overwrite: bo
     adapter_dir = Path(adapter_dir)
     if (adapter_dir / "model").is_dir():
         adapter_dir = adapter_dir / "model"
+    if not adapter_dir.exists():
+        raise PeftsumError(f"{adapter_dir}: no such folder (give a run folder or its model/ adapter folder)")
     if not is_adapter_dir(adapter_dir):
         raise PeftsumError(f"{adapter_dir}: not a PEFT adapter folder (no adapter_config.json); "
                            "a full fine-tuning checkpoint is already standalone")
