@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from _rows import multilingual_folder
 from typer.testing import CliRunner
 
 from peftsum.config import TrainConfig
@@ -50,20 +50,9 @@ def cache(tmp_path, monkeypatch) -> Path:
     return path
 
 
-def multi_folder(root: Path) -> Path:
-    """English (5 training rows) + Russian (2) in the per-language layout, with their validation rows."""
-    data = root / "data"
-    for lang, n in (("english", 5), ("russian", 2)):
-        (data / lang).mkdir(parents=True)
-        rows = (sample_dir() / lang / "train.jsonl").read_text(encoding="utf-8").splitlines()[:n]
-        (data / lang / "train.jsonl").write_text("\n".join(rows) + "\n", encoding="utf-8")
-        shutil.copy(sample_dir() / lang / "validation.jsonl", data / lang / "validation.jsonl")
-    return data
-
-
 def pinned_config(name: str, model_dir, tmp_path) -> TrainConfig:
     runs = {
-        "multi_lora": dict(method="lora", languages=["english", "russian"], data=str(multi_folder(tmp_path)),
+        "multi_lora": dict(method="lora", languages=["english", "russian"], data=str(multilingual_folder(tmp_path)),
                            max_steps=4, batch_size=2, val_samples=3),
         "english_full": dict(method="full", languages=["english"], data="sample", max_steps=3, batch_size=2,
                              train_samples=5, val_samples=2),
@@ -115,7 +104,7 @@ def test_features_equal_per_row_tokenizer_calls_on_every_bundled_language(tiny_t
 
 
 def test_languages_are_mixed_on_indices_exactly_as_mix_languages_mixes_rows(tiny_tokenizer, tmp_path, cache):
-    cfg = resolve(TrainConfig(model="unused", languages=["english", "russian"], data=str(multi_folder(tmp_path)),
+    cfg = resolve(TrainConfig(model="unused", languages=["english", "russian"], data=str(multilingual_folder(tmp_path)),
                               output_dir=str(tmp_path / "run"), max_source_length=96, max_target_length=24,
                               seed=7))
     data = build_training_data(cfg, tiny_tokenizer, log=quiet)
@@ -130,7 +119,7 @@ def test_languages_are_mixed_on_indices_exactly_as_mix_languages_mixes_rows(tiny
 def test_second_run_reuses_the_cache_and_says_so(tiny_model_dir, tiny_tokenizer, tmp_path, cache):
     from peftsum.cli import app
 
-    folder = multi_folder(tmp_path)
+    folder = multilingual_folder(tmp_path)
     cfg = TrainConfig(model=str(tiny_model_dir), method="lora", languages=["english", "russian"], data=str(folder),
                       output_dir=str(tmp_path / "run"), max_steps=1, batch_size=2, max_source_length=64,
                       max_target_length=16, eval_steps=0)

@@ -77,6 +77,11 @@ def test_compare_predictions_adds_a_paired_test(files, tmp_path):
     assert result.exit_code == 0, result.output
     paired = json.loads(out.read_text(encoding="utf-8"))["paired"]
     assert paired["against"] == str(preds)
+    # 5 pairs: the difference is shown, nothing is called significant (fewer than MIN_PAIRED_N = 30)
+    assert paired["n"] == 5 and paired["significance_called"] is False
+    text = " ".join(result.output.split())
+    assert "only 5 pairs, fewer than 30" in text
+    assert "nothing called significant" in text
     assert paired["rouge1"]["mean_diff"] > 0  # references scored against themselves win
     assert set(paired["rougeL"]) == {"mean_diff", "ci_low", "ci_high", "p_value"}
 
@@ -128,19 +133,6 @@ def test_missing_file_and_blank_reference(files, tmp_path):
     gap.write_text("a\n\nc\nd\ne\n", encoding="utf-8")
     line = _error_line(score("-l", "french", "--predictions", str(preds), "--references", str(gap)))
     assert "gap.txt:2: empty text" in line
-
-
-def test_compare_predictions_on_few_pairs_calls_nothing_significant(files, tmp_path):
-    preds, refs, _ = files
-    out = tmp_path / "paired.json"
-    result = score("-l", "french", "--predictions", str(refs), "--references", str(refs),
-                   "--compare-predictions", str(preds), "--output-file", str(out), "--n-resamples", "200")
-    assert result.exit_code == 0, result.output
-    paired = json.loads(out.read_text(encoding="utf-8"))["paired"]
-    assert paired["n"] == 5 and paired["significance_called"] is False
-    text = " ".join(result.output.split())
-    assert "only 5 pairs, fewer than 30" in text
-    assert "nothing called significant" in text
 
 
 def _rows(language: str, split: str) -> list[dict]:

@@ -299,15 +299,10 @@ def test_tensorboard_logging(tiny_model_dir, tmp_path):
 @pytest.fixture(scope="module")
 def multilingual_run(tiny_model_dir, tmp_path_factory):
     """One epoch on English (5 rows) + Russian (2 rows) from a local folder in XL-Sum's per-language layout."""
-    from peftsum.data.xlsum import sample_dir
+    from _rows import multilingual_folder
 
     root = tmp_path_factory.mktemp("multi")
-    data = root / "data"
-    for lang, n in (("english", 5), ("russian", 2)):
-        (data / lang).mkdir(parents=True)
-        rows = (sample_dir() / lang / "train.jsonl").read_text(encoding="utf-8").splitlines()[:n]
-        (data / lang / "train.jsonl").write_text("\n".join(rows) + "\n", encoding="utf-8")
-        shutil.copy(sample_dir() / lang / "validation.jsonl", data / lang / "validation.jsonl")
+    data = multilingual_folder(root)
     cfg = TrainConfig(model=str(tiny_model_dir), method="lora", languages=["english", "ru"], data=str(data),
                       output_dir=str(root / "run"), num_epochs=1, batch_size=4, val_samples=2,
                       max_source_length=64, max_target_length=32, eval_steps=0, save_steps=1)

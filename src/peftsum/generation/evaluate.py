@@ -21,6 +21,18 @@ def run_config(model_path: str | Path) -> dict:
     return {}
 
 
+def _decoding(trained: dict, bf16: bool | None, device: str | None) -> tuple[bool, str, dict]:
+    """How a run is decoded: ``(bf16, device, {"trained", "evaluated"})`` from the command's ``--bf16``/``--device``
+    and the run's saved config (:func:`peftsum.runtime.inference_bf16`, :func:`peftsum.runtime.inference_device`)."""
+    from peftsum.runtime import inference_bf16, inference_device, precision_name
+
+    trained_bf16 = trained.get("bf16")
+    bf16 = inference_bf16(bf16, trained_bf16)
+    precision = {"trained": None if trained_bf16 is None else precision_name(trained_bf16),
+                 "evaluated": precision_name(bf16)}
+    return bf16, inference_device(device), precision
+
+
 def _read_done(pred_file: Path, meta_file: Path, meta: dict, overwrite: bool) -> dict[str, str]:
     if overwrite or not pred_file.exists():
         for f in (pred_file, meta_file):
@@ -81,16 +93,11 @@ def evaluate_model(model_path: str, language: str, output_file: str | Path, spli
     from peftsum.io import write_json_atomic
     from peftsum.metrics import score_texts
     from peftsum.modeling.load import load_for_inference
-    from peftsum.runtime import inference_bf16, inference_device, precision_name
 
     output_file = Path(output_file)
     ensure_writable_target(output_file, overwrite, alternative=None)
     trained = run_config(model_path)
-    trained_bf16 = trained.get("bf16")
-    bf16 = inference_bf16(bf16, trained_bf16)
-    device = inference_device(device)
-    precision = {"trained": None if trained_bf16 is None else precision_name(trained_bf16),
-                 "evaluated": precision_name(bf16)}
+    bf16, device, precision = _decoding(trained, bf16, device)
     max_source_length = max_source_length or trained.get("max_source_length", 512)
     source_prefix = trained.get("source_prefix", "") if source_prefix is None else source_prefix
     split = split or eval_split(language, data)
@@ -170,16 +177,11 @@ def write_samples(model_path: str, language: str, output_file: str | Path, num_s
     from peftsum.generation.decode import generate_summaries
     from peftsum.io import write_text_atomic
     from peftsum.modeling.load import load_for_inference
-    from peftsum.runtime import inference_bf16, inference_device, precision_name
 
     output_file = Path(output_file)
     ensure_writable_target(output_file, overwrite, alternative=None)
     trained = run_config(model_path)
-    trained_bf16 = trained.get("bf16")
-    bf16 = inference_bf16(bf16, trained_bf16)
-    device = inference_device(device)
-    precision = {"trained": None if trained_bf16 is None else precision_name(trained_bf16),
-                 "evaluated": precision_name(bf16)}
+    bf16, device, precision = _decoding(trained, bf16, device)
     split = split or eval_split(language, data)
     rows = load_split(language, split, data, num_samples).rows
     model, tokenizer = load_for_inference(model_path, device)
