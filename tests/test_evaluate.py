@@ -81,3 +81,50 @@ def test_peak_memory_is_flat_from_50_to_200_examples(tiny_model_dir, tmp_path):
     small = _peak_rss_mb(tiny_model_dir, tmp_path, 50)
     large = _peak_rss_mb(tiny_model_dir, tmp_path, 200)
     assert large <= small * 1.10, (small, large)
+
+
+class _CountingTokenizer:
+    """The real tokenizer, recording how many articles each encoding call gets."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer, self.calls = tokenizer, []
+
+    def __call__(self, texts, **kwargs):
+        self.calls.append(len(texts))
+        return self.tokenizer(texts, **kwargs)
+
+
+def test_planned_batches_read_articles_a_chunk_at_a_time(tiny_tokenizer):
+    from peftsum.generation.decode import planned_batches
+
+    texts = [r["text"] for r in load_split("english", "train").rows + load_split("english", "validation").rows]
+    counting = _CountingTokenizer(tiny_tokenizer)
+    batches = list(planned_batches(counting, iter(texts), max_source_length=64, batch_size=2, chunk_rows=4))
+    assert counting.calls == [4, 4, 2]  # 10 articles streamed 4 at a time: never all at once
+    for idx, feats in batches:  # a batch never mixes chunks; every article once, in a batch of <= 2
+        assert len({i // 4 for i in idx}) == 1 and len(idx) == len(feats["input_ids"]) <= 2
+    assert sorted(i for idx, _ in batches for i in idx) == list(range(10))
+    for idx, feats in batches:  # the features are the article's own tokens (EOS last)
+        assert feats["input_ids"][0] == tiny_tokenizer(texts[idx[0]], max_length=64, truncation=True)["input_ids"]
+
+
+def test_evaluation_streams_rows_and_chunking_changes_no_prediction(tiny_model_dir, tmp_path, monkeypatch):
+    """Evaluation reads articles from the Arrow table in chunks (never every row as dicts), and the chunk
+    size changes no prediction (batch size 1: no padding, so batches are independent)."""
+    from peftsum.data import xlsum
+    from peftsum.generation import decode
+    from peftsum.generation.decode import GenerationSettings
+    from peftsum.generation.evaluate import evaluate_model
+
+    data = _rows_file(tmp_path / "english_val.jsonl", 7)
+    kw = dict(split="validation", data=str(data), batch_size=1, progress=False, log=lambda *a: None,
+              settings=GenerationSettings(num_beams=1, max_new_tokens=6, no_repeat_ngram_size=0), n_resamples=50)
+    whole = evaluate_model(str(tiny_model_dir), "english", tmp_path / "a" / "results.json", **kw)
+    monkeypatch.setattr(xlsum.LoadedSplit, "rows", property(lambda self: pytest.fail("evaluation read every row")))
+    monkeypatch.setattr(xlsum, "STREAM_ROWS", 3)
+    monkeypatch.setattr(decode, "STREAM_ROWS", 3)
+    chunked = evaluate_model(str(tiny_model_dir), "english", tmp_path / "b" / "results.json", **kw)
+    assert chunked["ids"] == whole["ids"] == [f"row-{i}" for i in range(7)]
+    assert chunked["per_example"] == whole["per_example"] and chunked["paired"] == whole["paired"]
+    read = lambda p: sorted(p.read_text(encoding="utf-8").splitlines())  # noqa: E731
+    assert read(tmp_path / "a" / "predictions.jsonl") == read(tmp_path / "b" / "predictions.jsonl")

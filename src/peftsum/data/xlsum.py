@@ -17,7 +17,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator, Sequence
 
 from peftsum.data.languages import get_language
 from peftsum.errors import DataError
@@ -27,6 +27,8 @@ FIELDS = ("id", "url", "title", "summary", "text")
 REQUIRED = ("summary", "text")
 SPLITS = ("train", "validation", "test")
 HUB_ID = "csebuetnlp/xlsum"
+STREAM_ROWS = 1024
+"""Rows read from the memory-mapped table at a time when rows are streamed (evaluation, baselines)."""
 _OFFICIAL_SPLIT = {"train": "train", "validation": "val", "test": "test"}
 
 
@@ -64,6 +66,35 @@ class LoadedSplit:
         if "_rows" not in self.__dict__:
             self.__dict__["_rows"] = self.dataset.to_list()
         return self.__dict__["_rows"]
+
+    def iter_rows(self, indices: Sequence[int] | None = None, columns: Sequence[str] | None = None,
+                  chunk_rows: int | None = None) -> Iterator[dict]:
+        """Stream kept rows as dicts, ``chunk_rows`` at a time from the memory-mapped table.
+
+        Only one chunk of articles is in memory at once, so evaluating XL-Sum's largest test split
+        costs a few MB, not the split's size.
+
+        Args:
+            indices: row positions to read, in this order (``None`` = all rows, in order).
+            columns: fields to read (``None`` = all of :data:`FIELDS`).
+            chunk_rows: rows read per chunk (default :data:`STREAM_ROWS`).
+
+        Yields:
+            ``{field: str}`` per row.
+        """
+        dataset = self.dataset if columns is None else self.dataset.select_columns(list(columns))
+        positions = range(len(dataset)) if indices is None else indices
+        chunk_rows = chunk_rows or STREAM_ROWS
+        for start in range(0, len(positions), chunk_rows):
+            part = positions[start:start + chunk_rows]
+            batch = dataset[part.start:part.stop] if isinstance(part, range) else dataset[list(part)]
+            names = list(batch)
+            yield from (dict(zip(names, values)) for values in zip(*(batch[n] for n in names)))
+
+    def column(self, name: str) -> list[str]:
+        """One field of every kept row, in order (``id`` or ``summary``: small; stream articles with
+        :meth:`iter_rows`)."""
+        return list(self.dataset.select_columns([name])[name])
 
     @property
     def num_dropped(self) -> int:

@@ -122,8 +122,7 @@ def write_baselines(cfg: ExperimentConfig, exp_dir: Path, languages: list[str]) 
         if out.is_file():
             continue
         split = cfg.eval_split or eval_split(lang, cfg.data)
-        rows = load_split(lang, split, cfg.data, cfg.eval_samples).rows
-        result = baseline_scores(rows, lang)
+        result = baseline_scores(load_split(lang, split, cfg.data, cfg.eval_samples).iter_rows(), lang)
         result.update({"language": lang, "split": split})
         write_json_atomic(out, result)
 

@@ -25,18 +25,21 @@ ALL_LANGUAGES_FILE = "seed_scorer/all_languages.json"
 """The all-languages LEAD-1 scorer check, relative to the experiment folder."""
 
 
-def _lead_and_oracle(rows: list[dict], language: str) -> dict[str, list[str]]:
+def _lead_and_oracle(rows, language: str) -> tuple[list[str], dict[str, list[str]]]:
+    """``(references, {"LEAD-1": [...], "oracle": [...]})`` in one pass over ``rows`` (a list or a stream)."""
     from peftsum.metrics.baselines import lead1, oracle_sentence
     from peftsum.metrics.rouge import MultilingualRouge
 
     scorer = MultilingualRouge(language)
-    return {
-        "LEAD-1": [lead1(r["text"], scorer.language) for r in rows],
-        "oracle": [oracle_sentence(r["text"], r["summary"], scorer) for r in rows],
-    }
+    refs, systems = [], {"LEAD-1": [], "oracle": []}
+    for r in rows:
+        refs.append(r["summary"])
+        systems["LEAD-1"].append(lead1(r["text"], scorer.language))
+        systems["oracle"].append(oracle_sentence(r["text"], r["summary"], scorer))
+    return refs, systems
 
 
-def seed_check_for_language(exp_dir: Path, runs, language: str, split: str, rows: list[dict]) -> dict:
+def seed_check_for_language(exp_dir: Path, runs, language: str, split: str, rows) -> dict:
     """The scorer check of one evaluated language (the content of ``seed_scorer/<language>.json``).
 
     Args:
@@ -44,7 +47,8 @@ def seed_check_for_language(exp_dir: Path, runs, language: str, split: str, rows
         runs: the experiment's :class:`~peftsum.experiments.config.RunSpec` list; runs evaluated
             on ``language`` with a ``predictions.jsonl`` are included, under their run id.
         language, split: the evaluation.
-        rows: the evaluated rows (for LEAD-1, the oracle and their references).
+        rows: the evaluated rows (for LEAD-1, the oracle and their references): a list or a stream
+            (:meth:`peftsum.data.xlsum.LoadedSplit.iter_rows`), read once.
 
     Returns:
         :func:`~peftsum.metrics.seed_scorer.side_by_side`'s dict for LEAD-1 and the oracle, with
@@ -53,8 +57,8 @@ def seed_check_for_language(exp_dir: Path, runs, language: str, split: str, rows
     """
     from peftsum.metrics.seed_scorer import side_by_side
 
-    refs = [r["summary"] for r in rows]
-    out = side_by_side(_lead_and_oracle(rows, language), refs, language)
+    refs, systems = _lead_and_oracle(rows, language)
+    out = side_by_side(systems, refs, language)
     for entry in out["systems"].values():
         entry["kind"] = "baseline"
     for run in runs:
@@ -96,7 +100,7 @@ def write_seed_scorer_files(cfg, exp_dir: str | Path, runs, languages: list[str]
     written = []
     for lang in languages:
         split = cfg.eval_split or eval_split(lang, cfg.data)
-        rows = load_split(lang, split, cfg.data, cfg.eval_samples).rows
+        rows = load_split(lang, split, cfg.data, cfg.eval_samples).iter_rows()
         path = exp_dir / SEED_DIR / f"{lang}.json"
         write_json_atomic(path, seed_check_for_language(exp_dir, runs, lang, split, rows))
         written.append(path)

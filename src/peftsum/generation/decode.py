@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Iterator
+from typing import Iterable, Iterator
+
+from peftsum.data.xlsum import STREAM_ROWS
 
 DEFAULT_BATCH_SIZE = 32
 """Articles per ``generate`` call. Each decoding step reads the whole output projection (mT5:
@@ -105,30 +107,72 @@ def generate_summaries(model, tokenizer, texts: list[str], settings: GenerationS
     return [o or "" for o in out]
 
 
-def iter_generate(model, tokenizer, texts, settings=GenerationSettings(), max_source_length=512, source_prefix="",
-                  batch_size=DEFAULT_BATCH_SIZE, progress=True, bf16=False) -> Iterator[tuple[list[int], list[str]]]:
-    """Like :func:`generate_summaries` but yields ``(indices, summaries)`` per batch, for streaming to disk.
+def planned_batches(tokenizer, texts: Iterable[str], max_source_length: int = 512, source_prefix: str = "",
+                    batch_size: int = DEFAULT_BATCH_SIZE,
+                    chunk_rows: int | None = None) -> Iterator[tuple[list[int], dict[str, list[list[int]]]]]:
+    """The batches of one decoding pass, read from a stream of articles.
 
-    Decodes on the device of the model's weights (see :func:`peftsum.modeling.load.load_for_inference`).
+    ``chunk_rows`` articles at a time are tokenized (prefix + article, truncated to
+    ``max_source_length`` tokens with EOS last) and cut into length-sorted batches
+    (:func:`length_sorted_batches`), so memory holds one chunk, never the whole split. Every
+    process of a sharded evaluation builds exactly these batches (:mod:`peftsum.generation.sharded`).
+
+    Args:
+        tokenizer: the model's tokenizer.
+        texts: articles, any iterable (a list or :meth:`peftsum.data.xlsum.LoadedSplit.iter_rows`).
+        max_source_length, source_prefix, batch_size: as in :func:`generate_summaries`.
+        chunk_rows: articles tokenized at a time (default :data:`~peftsum.data.xlsum.STREAM_ROWS`).
+
+    Yields:
+        ``(indices, features)``: positions in ``texts`` and their unpadded ``input_ids`` /
+        ``attention_mask`` lists.
+    """
+    import itertools
+
+    it = iter(texts)
+    offset, chunk_rows = 0, chunk_rows or STREAM_ROWS
+    while chunk := list(itertools.islice(it, chunk_rows)):
+        enc = tokenizer([source_prefix + t for t in chunk], max_length=max_source_length, truncation=True)
+        for idx in length_sorted_batches([len(ids) for ids in enc["input_ids"]], batch_size):
+            yield ([offset + i for i in idx],
+                   {"input_ids": [enc["input_ids"][i] for i in idx], "attention_mask": [enc["attention_mask"][i] for i in idx]})
+        offset += len(chunk)
+
+
+def generate_batch(model, tokenizer, features: dict, settings: GenerationSettings, bf16: bool = False) -> list[str]:
+    """Summaries of one planned batch (:func:`planned_batches`), in the batch's order.
+
+    Decodes on the device of the model's weights, under bf16 autocast when ``bf16``.
     """
     import torch
-    from tqdm.auto import tqdm
 
     from peftsum.runtime import autocast_context
 
-    model.eval()
     device = next(model.parameters()).device
-    enc = tokenizer([source_prefix + t for t in texts], max_length=max_source_length, truncation=True)
-    lengths = [len(ids) for ids in enc["input_ids"]]
-    batches = list(length_sorted_batches(lengths, batch_size))
-    bar = tqdm(total=len(texts), desc="generating", unit="summary", disable=not progress)
-    for idx in batches:
-        feats = [{"input_ids": enc["input_ids"][i], "attention_mask": enc["attention_mask"][i]} for i in idx]
-        batch = tokenizer.pad(feats, return_tensors="pt").to(device)
-        with torch.inference_mode(), autocast_context(device.type, bf16):
-            ids = model.generate(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                                 **settings.to_kwargs())
-        preds = [s.strip() for s in tokenizer.batch_decode(ids, skip_special_tokens=True)]
+    feats = [{"input_ids": i, "attention_mask": m} for i, m in zip(features["input_ids"], features["attention_mask"])]
+    batch = tokenizer.pad(feats, return_tensors="pt").to(device)
+    with torch.inference_mode(), autocast_context(device.type, bf16):
+        ids = model.generate(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                             **settings.to_kwargs())
+    return [s.strip() for s in tokenizer.batch_decode(ids, skip_special_tokens=True)]
+
+
+def iter_generate(model, tokenizer, texts: Iterable[str], settings=GenerationSettings(), max_source_length=512,
+                  source_prefix="", batch_size=DEFAULT_BATCH_SIZE, progress=True, bf16=False,
+                  total: int | None = None) -> Iterator[tuple[list[int], list[str]]]:
+    """Like :func:`generate_summaries` but yields ``(indices, summaries)`` per batch, for streaming to disk.
+
+    ``texts`` may be a stream (articles are read :data:`STREAM_ROWS` at a time,
+    :func:`planned_batches`); ``total`` sizes the progress bar when it has no ``len``. Decodes on
+    the device of the model's weights (see :func:`peftsum.modeling.load.load_for_inference`).
+    """
+    from tqdm.auto import tqdm
+
+    model.eval()
+    total = len(texts) if total is None and hasattr(texts, "__len__") else total
+    bar = tqdm(total=total, desc="generating", unit="summary", disable=not progress)
+    for idx, features in planned_batches(tokenizer, texts, max_source_length, source_prefix, batch_size):
+        preds = generate_batch(model, tokenizer, features, settings, bf16)
         bar.update(len(idx))
         yield idx, preds
     bar.close()

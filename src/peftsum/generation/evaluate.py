@@ -33,6 +33,11 @@ def _decoding(trained: dict, bf16: bool | None, device: str | None) -> tuple[boo
     return bf16, inference_device(device), precision
 
 
+def prediction_line(row_id: str, reference: str, prediction: str) -> str:
+    """One line of ``predictions.jsonl``: ``{"id", "reference", "prediction"}`` as UTF-8 JSON, newline-terminated."""
+    return json.dumps({"id": row_id, "reference": reference, "prediction": prediction}, ensure_ascii=False) + "\n"
+
+
 def _read_done(pred_file: Path, meta_file: Path, meta: dict, overwrite: bool) -> dict[str, str]:
     if overwrite or not pred_file.exists():
         for f in (pred_file, meta_file):
@@ -102,7 +107,7 @@ def evaluate_model(model_path: str, language: str, output_file: str | Path, spli
     source_prefix = trained.get("source_prefix", "") if source_prefix is None else source_prefix
     split = split or eval_split(language, data)
     loaded = load_split(language, split, data, num_samples)
-    rows = loaded.rows
+    ids, refs = loaded.column("id"), loaded.column("summary")  # articles are streamed, never held whole
     pred_file = output_file.parent / "predictions.jsonl"
     meta_file = output_file.parent / ".predictions.meta.json"
     meta = {"model_path": str(model_path), "language": loaded.language, "split": split, "data": str(data),
@@ -115,44 +120,43 @@ def evaluate_model(model_path: str, language: str, output_file: str | Path, spli
         from peftsum.distributed import world
 
         rank_device = f"cuda:{world().local_rank}" if device == "cuda" else device  # one GPU per rank
-        done = sharded_predictions(str(model_path), rows, pred_file, meta_file, meta, overwrite, settings,
+        done = sharded_predictions(str(model_path), loaded, pred_file, meta_file, meta, overwrite, settings,
                                    max_source_length, source_prefix, batch_size, progress, log, device=rank_device,
                                    bf16=bf16)
     else:
         done = _read_done(pred_file, meta_file, meta, overwrite)
-    todo = [i for i, r in enumerate(rows) if r["id"] not in done]
+    todo = [i for i, rid in enumerate(ids) if rid not in done]
     if done and not is_distributed():
-        log(f"continuing: {len(rows) - len(todo)} of {len(rows)} predictions already in {pred_file}")
+        log(f"continuing: {len(ids) - len(todo)} of {len(ids)} predictions already in {pred_file}")
     if todo:
         meta_file.write_text(json.dumps(meta))
         model, tokenizer = load_for_inference(model_path, device)
         log(f"decoding on {device} in {precision['evaluated']}")
         # rewrite what is kept (drops a line cut by a kill), then append batch by batch
         with pred_file.open("w", encoding="utf-8") as fh:
-            for r in rows:
-                if r["id"] in done:
-                    fh.write(json.dumps({"id": r["id"], "reference": r["summary"], "prediction": done[r["id"]]},
-                                        ensure_ascii=False) + "\n")
-            for idx, preds in iter_generate(model, tokenizer, [rows[i]["text"] for i in todo], settings,
-                                            max_source_length, source_prefix, batch_size, progress, bf16=bf16):
+            for i, rid in enumerate(ids):
+                if rid in done:
+                    fh.write(prediction_line(rid, refs[i], done[rid]))
+            texts = (r["text"] for r in loaded.iter_rows(todo, columns=["text"]))
+            for idx, preds in iter_generate(model, tokenizer, texts, settings, max_source_length, source_prefix,
+                                            batch_size, progress, bf16=bf16, total=len(todo)):
                 for j, pred in zip(idx, preds):
-                    r = rows[todo[j]]
-                    done[r["id"]] = pred
-                    fh.write(json.dumps({"id": r["id"], "reference": r["summary"], "prediction": pred},
-                                        ensure_ascii=False) + "\n")
+                    rid = ids[todo[j]]
+                    done[rid] = pred
+                    fh.write(prediction_line(rid, refs[todo[j]], pred))
                 fh.flush()
     if not is_main():  # rank 0 scores and writes; the others get its result
         return broadcast(None)
-    predictions = [done[r["id"]] for r in rows]
-    result = score_texts(predictions, [r["summary"] for r in rows], loaded.language, stemmer=stemmer,
-                         n_resamples=n_resamples, seed=seed)
+    predictions = [done[rid] for rid in ids]
+    result = score_texts(predictions, refs, loaded.language, stemmer=stemmer, n_resamples=n_resamples, seed=seed)
     from peftsum.metrics.baselines import compare_to_lead1
 
-    result["paired"] = compare_to_lead1(result, rows)  # model vs LEAD-1 on the same references
+    # model vs LEAD-1 on the same references; the articles are streamed again for their first sentences
+    result["paired"] = compare_to_lead1(result, loaded.iter_rows(columns=["id", "text", "summary"]))
     result.update({"model_path": str(model_path), "split": split, "data": str(data), "source": loaded.source,
                    "dropped_rows": dict(loaded.dropped), "generation": asdict(settings),
                    "max_source_length": max_source_length, "precision": precision, "device": device,
-                   "ids": [r["id"] for r in rows]})
+                   "ids": ids})
     write_json_atomic(output_file, result)
     run_dir = Path(model_path)
     if output_file.resolve().is_relative_to(run_dir.resolve()):  # an evaluation of a run, stored in the run folder

@@ -3,8 +3,9 @@
 ``torchrun --nproc-per-node N -m peftsum evaluate ...`` (or ``accelerate launch``) runs
 :func:`peftsum.generation.evaluate.evaluate_model` on every rank; it hands the decoding to
 :func:`sharded_predictions`. The rows are cut into exactly the length-sorted batches a single
-process would use (:func:`peftsum.generation.decode.length_sorted_batches`), the batches are dealt
-round-robin to the ranks (:func:`peftsum.distributed.shard`), every rank generates its batches
+process would use (:func:`peftsum.generation.decode.planned_batches`, read from the Arrow table a
+chunk at a time), the batches are dealt round-robin to the ranks (as :func:`peftsum.distributed.shard`
+deals a list), every rank generates its batches
 with the same padding as the single process, and the results are gathered and put back in
 the single process's order (:func:`peftsum.distributed.merge_shards`). ``predictions.jsonl`` is
 therefore byte-identical to a one-process evaluation, and so are the ROUGE scores
@@ -19,7 +20,7 @@ from pathlib import Path
 from peftsum import distributed
 
 
-def sharded_predictions(model_path: str, rows: list[dict], pred_file: Path, meta_file: Path, meta: dict,
+def sharded_predictions(model_path: str, loaded, pred_file: Path, meta_file: Path, meta: dict,
                         overwrite: bool, settings, max_source_length: int, source_prefix: str, batch_size: int,
                         progress: bool = True, log=print, device: str | None = None,
                         bf16: bool = False) -> dict[str, str]:
@@ -27,7 +28,8 @@ def sharded_predictions(model_path: str, rows: list[dict], pred_file: Path, meta
 
     Args:
         model_path: what :func:`peftsum.modeling.load.load_for_inference` loads (on every rank).
-        rows: the evaluation rows (``id``, ``text``, ``summary``), identical on every rank.
+        loaded: the evaluation rows (:class:`~peftsum.data.xlsum.LoadedSplit`), identical on every
+            rank; articles are streamed from its table.
         pred_file, meta_file, meta, overwrite: as in ``evaluate_model`` (predictions already in
             ``pred_file`` from the same settings are kept, as in a single-process run).
         settings: :class:`~peftsum.generation.decode.GenerationSettings`.
@@ -44,40 +46,42 @@ def sharded_predictions(model_path: str, rows: list[dict], pred_file: Path, meta
         PeftsumError: ``pred_file`` holds another evaluation (rank 0 raises; the launcher stops
             the others).
     """
-    from peftsum.generation.decode import iter_generate, length_sorted_batches
-    from peftsum.generation.evaluate import _read_done
+    from tqdm.auto import tqdm
+
+    from peftsum.generation.decode import generate_batch, planned_batches
+    from peftsum.generation.evaluate import _read_done, prediction_line
     from peftsum.io import write_text_atomic
     from peftsum.modeling.load import load_for_inference
 
     done = distributed.broadcast(_read_done(pred_file, meta_file, meta, overwrite) if distributed.is_main() else None)
-    todo = [i for i, r in enumerate(rows) if r["id"] not in done]
+    ids, refs = loaded.column("id"), loaded.column("summary")
+    todo = [i for i, rid in enumerate(ids) if rid not in done]
     if done:
-        log(f"continuing: {len(rows) - len(todo)} of {len(rows)} predictions already in {pred_file}")
+        log(f"continuing: {len(ids) - len(todo)} of {len(ids)} predictions already in {pred_file}")
     if not todo:
         return done
     model, tokenizer = load_for_inference(model_path, device)
-    texts = [rows[i]["text"] for i in todo]
-    enc = tokenizer([source_prefix + t for t in texts], max_length=max_source_length, truncation=True)
-    batches = list(length_sorted_batches([len(ids) for ids in enc["input_ids"]], batch_size))
+    model.eval()
+    texts = (r["text"] for r in loaded.iter_rows(todo, columns=["text"]))
+    rank, world_size = distributed.world().rank, distributed.world().world_size
     mine = []
-    show = progress and distributed.is_main()
-    for batch in distributed.shard(batches):
-        # one generate call on exactly this batch, in its order: the same tensors as a single process
-        for idx, preds in iter_generate(model, tokenizer, [texts[j] for j in batch], settings, max_source_length,
-                                        source_prefix, len(batch), progress=show, bf16=bf16):
-            mine.append([(batch[k], p) for k, p in zip(idx, preds)])
+    bar = tqdm(total=len(todo), desc="generating", unit="summary", disable=not (progress and distributed.is_main()))
+    for k, (batch, features) in enumerate(planned_batches(tokenizer, texts, max_source_length, source_prefix,
+                                                          batch_size)):
+        if k % world_size == rank:  # round-robin over batches, as distributed.shard deals a list
+            # one generate call on exactly this batch, in its order: the same tensors as a single process
+            mine.append(list(zip(batch, generate_batch(model, tokenizer, features, settings, bf16))))
+        bar.update(len(batch))
+    bar.close()
     ordered = distributed.merge_shards(distributed.gather(mine))
-    new = [(rows[todo[j]], pred) for part in ordered for j, pred in part]
-    for row, pred in new:
-        done[row["id"]] = pred
+    new = [(todo[j], pred) for part in ordered for j, pred in part]
+    for i, pred in new:
+        done[ids[i]] = pred
     if distributed.is_main():  # the file a single process streams: kept rows, then batches in decoding order
         meta_file.write_text(json.dumps(meta))
         redone = set(todo)
-        kept = [r for i, r in enumerate(rows) if i not in redone]
-        lines = [json.dumps({"id": r["id"], "reference": r["summary"], "prediction": done[r["id"]]},
-                            ensure_ascii=False) + "\n" for r in kept]
-        lines += [json.dumps({"id": r["id"], "reference": r["summary"], "prediction": p}, ensure_ascii=False) + "\n"
-                  for r, p in new]
+        lines = [prediction_line(ids[i], refs[i], done[ids[i]]) for i in range(len(ids)) if i not in redone]
+        lines += [prediction_line(ids[i], refs[i], p) for i, p in new]
         write_text_atomic(pred_file, "".join(lines))
     distributed.barrier()
     return done

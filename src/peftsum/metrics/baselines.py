@@ -12,6 +12,8 @@ score JSON as a model's.
 
 from __future__ import annotations
 
+from typing import Iterable, Iterator
+
 from rouge_score import rouge_scorer
 
 from peftsum.errors import DataError
@@ -39,20 +41,24 @@ def oracle_sentence(text: str, summary: str, scorer: MultilingualRouge) -> str:
     return best
 
 
-def _check_rows(rows: list[dict]) -> None:
-    if not rows:
-        raise DataError("baselines: no rows to score")
-    for i, row in enumerate(rows):
+def _checked(rows: Iterable[dict]) -> Iterator[dict]:
+    """``rows`` as they pass, each checked for ``text`` and ``summary`` (one pass: a stream is fine)."""
+    n = 0
+    for n, row in enumerate(rows, 1):
         for key in ("text", "summary"):
             if not isinstance(row.get(key), str):
-                raise DataError(f"baselines: row {i + 1} (id {row.get('id', '?')}) has no text field {key!r}")
+                raise DataError(f"baselines: row {n} (id {row.get('id', '?')}) has no text field {key!r}")
+        yield row
+    if not n:
+        raise DataError("baselines: no rows to score")
 
 
-def baseline_scores(rows: list[dict], language: str, **score_kwargs) -> dict:
+def baseline_scores(rows: Iterable[dict], language: str, **score_kwargs) -> dict:
     """LEAD-1 and oracle score JSONs for rows with ``text`` and ``summary``.
 
     Args:
-        rows: XL-Sum rows (``text`` = article, ``summary`` = reference).
+        rows: XL-Sum rows (``text`` = article, ``summary`` = reference): a list or a stream
+            (:meth:`peftsum.data.xlsum.LoadedSplit.iter_rows`), read once.
         language: XL-Sum config name or ISO code.
         **score_kwargs: passed to :func:`~peftsum.metrics.rouge.score_texts`
             (``stemmer``, ``normalize``, ``n_resamples``, ``seed``); the oracle picks its
@@ -64,25 +70,26 @@ def baseline_scores(rows: list[dict], language: str, **score_kwargs) -> dict:
     Raises:
         DataError: no rows, a row without text/summary, unknown language.
     """
-    _check_rows(rows)
     scorer = MultilingualRouge(
         language, stemmer=score_kwargs.get("stemmer"), normalize=score_kwargs.get("normalize", True)
     )
-    references = [row["summary"] for row in rows]
-    leads = [lead1(row["text"], scorer.language) for row in rows]
-    oracles = [oracle_sentence(row["text"], row["summary"], scorer) for row in rows]
+    references, leads, oracles = [], [], []
+    for row in _checked(rows):
+        references.append(row["summary"])
+        leads.append(lead1(row["text"], scorer.language))
+        oracles.append(oracle_sentence(row["text"], row["summary"], scorer))
     return {
         "lead1": score_texts(leads, references, scorer.language, **score_kwargs),
         "oracle": score_texts(oracles, references, scorer.language, **score_kwargs),
     }
 
 
-def compare_to_lead1(score: dict, rows: list[dict], **score_kwargs) -> dict:
+def compare_to_lead1(score: dict, rows: Iterable[dict], **score_kwargs) -> dict:
     """Paired bootstrap (Koehn, 2004) of a model's score JSON against LEAD-1 on the same rows.
 
     Args:
         score: the model's score JSON (:func:`~peftsum.metrics.rouge.score_texts`) on ``rows``.
-        rows: the evaluated XL-Sum rows, same order (``text``, ``summary``).
+        rows: the evaluated XL-Sum rows, same order (``text``, ``summary``): a list or a stream, read once.
         **score_kwargs: the settings the model was scored with (``stemmer``, ``normalize``,
             ``n_resamples``, ``seed``); defaults are taken from ``score`` where recorded.
 
@@ -93,14 +100,16 @@ def compare_to_lead1(score: dict, rows: list[dict], **score_kwargs) -> dict:
     Raises:
         DataError: rows that do not match the score (count), or without text/summary.
     """
-    _check_rows(rows)
     boot = score.get("bootstrap", {})
     score_kwargs.setdefault("n_resamples", boot.get("n_resamples", 1000))
     score_kwargs.setdefault("seed", boot.get("seed", 0))
     score_kwargs.setdefault("normalize", score.get("normalization") is not None)
     score_kwargs.setdefault("stemmer", score.get("stemmer") not in (None, "none"))
-    leads = [lead1(row["text"], score["language"]) for row in rows]
-    lead_score = score_texts(leads, [row["summary"] for row in rows], score["language"], **score_kwargs)
+    leads, references = [], []
+    for row in _checked(rows):
+        leads.append(lead1(row["text"], score["language"]))
+        references.append(row["summary"])
+    lead_score = score_texts(leads, references, score["language"], **score_kwargs)
     paired = compare_systems(
         score, lead_score, n_resamples=score_kwargs["n_resamples"], seed=score_kwargs["seed"]
     )
