@@ -9,13 +9,14 @@ from pathlib import Path
 from peftsum.distributed import broadcast, is_distributed, is_main
 from peftsum.errors import PeftsumError
 from peftsum.generation.decode import DEFAULT_BATCH_SIZE, GenerationSettings, iter_generate
-from peftsum.io import ensure_writable_target
+from peftsum.io import ensure_writable_target, write_json_atomic
+from peftsum.run_format import CONFIG_FILE, PREDICTIONS_META_FILE, predictions_beside, prediction_line, write_results
 
 
 def run_config(model_path: str | Path) -> dict:
     """The training config saved with a run (``peftsum_config.json`` in the folder or its parent), or ``{}``."""
     path = Path(model_path)
-    for cand in (path / "peftsum_config.json", path.parent / "peftsum_config.json"):
+    for cand in (path / CONFIG_FILE, path.parent / CONFIG_FILE):
         if cand.is_file():
             return json.loads(cand.read_text(encoding="utf-8"))
     return {}
@@ -90,7 +91,6 @@ def evaluate_model(model_path: str, language: str, output_file: str | Path, spli
         PeftsumError: existing results without ``overwrite``, bad language/split/data, unloadable model.
     """
     from peftsum.data.xlsum import eval_split, load_split
-    from peftsum.io import write_json_atomic
     from peftsum.metrics import score_texts
     from peftsum.modeling.load import load_for_inference
 
@@ -103,8 +103,8 @@ def evaluate_model(model_path: str, language: str, output_file: str | Path, spli
     split = split or eval_split(language, data)
     loaded = load_split(language, split, data, num_samples)
     rows = loaded.rows
-    pred_file = output_file.parent / "predictions.jsonl"
-    meta_file = output_file.parent / ".predictions.meta.json"
+    pred_file = predictions_beside(output_file)
+    meta_file = output_file.parent / PREDICTIONS_META_FILE
     meta = {"model_path": str(model_path), "language": loaded.language, "split": split, "data": str(data),
             "generation": asdict(settings), "max_source_length": max_source_length, "source_prefix": source_prefix,
             "precision": precision["evaluated"]}
@@ -124,22 +124,20 @@ def evaluate_model(model_path: str, language: str, output_file: str | Path, spli
     if done and not is_distributed():
         log(f"continuing: {len(rows) - len(todo)} of {len(rows)} predictions already in {pred_file}")
     if todo:
-        meta_file.write_text(json.dumps(meta))
+        write_json_atomic(meta_file, meta)
         model, tokenizer = load_for_inference(model_path, device)
         log(f"decoding on {device} in {precision['evaluated']}")
         # rewrite what is kept (drops a line cut by a kill), then append batch by batch
         with pred_file.open("w", encoding="utf-8") as fh:
             for r in rows:
                 if r["id"] in done:
-                    fh.write(json.dumps({"id": r["id"], "reference": r["summary"], "prediction": done[r["id"]]},
-                                        ensure_ascii=False) + "\n")
+                    fh.write(prediction_line(r["id"], r["summary"], done[r["id"]]))
             for idx, preds in iter_generate(model, tokenizer, [rows[i]["text"] for i in todo], settings,
                                             max_source_length, source_prefix, batch_size, progress, bf16=bf16):
                 for j, pred in zip(idx, preds):
                     r = rows[todo[j]]
                     done[r["id"]] = pred
-                    fh.write(json.dumps({"id": r["id"], "reference": r["summary"], "prediction": pred},
-                                        ensure_ascii=False) + "\n")
+                    fh.write(prediction_line(r["id"], r["summary"], pred))
                 fh.flush()
     if not is_main():  # rank 0 scores and writes; the others get its result
         return broadcast(None)
@@ -153,7 +151,7 @@ def evaluate_model(model_path: str, language: str, output_file: str | Path, spli
                    "dropped_rows": dict(loaded.dropped), "generation": asdict(settings),
                    "max_source_length": max_source_length, "precision": precision, "device": device,
                    "ids": [r["id"] for r in rows]})
-    write_json_atomic(output_file, result)
+    result = write_results(output_file, result)  # stamped with the schema version
     run_dir = Path(model_path)
     if output_file.resolve().is_relative_to(run_dir.resolve()):  # an evaluation of a run, stored in the run folder
         from peftsum.training.record import refresh_model_card

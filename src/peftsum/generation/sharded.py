@@ -13,7 +13,6 @@ therefore byte-identical to a one-process evaluation, and so are the ROUGE score
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from peftsum import distributed
@@ -46,7 +45,8 @@ def sharded_predictions(model_path: str, rows: list[dict], pred_file: Path, meta
     """
     from peftsum.generation.decode import iter_generate, length_sorted_batches
     from peftsum.generation.evaluate import _read_done
-    from peftsum.io import write_text_atomic
+    from peftsum.io import write_json_atomic
+    from peftsum.run_format import write_predictions
     from peftsum.modeling.load import load_for_inference
 
     done = distributed.broadcast(_read_done(pred_file, meta_file, meta, overwrite) if distributed.is_main() else None)
@@ -71,13 +71,10 @@ def sharded_predictions(model_path: str, rows: list[dict], pred_file: Path, meta
     for row, pred in new:
         done[row["id"]] = pred
     if distributed.is_main():  # the file a single process streams: kept rows, then batches in decoding order
-        meta_file.write_text(json.dumps(meta))
+        write_json_atomic(meta_file, meta)
         redone = set(todo)
         kept = [r for i, r in enumerate(rows) if i not in redone]
-        lines = [json.dumps({"id": r["id"], "reference": r["summary"], "prediction": done[r["id"]]},
-                            ensure_ascii=False) + "\n" for r in kept]
-        lines += [json.dumps({"id": r["id"], "reference": r["summary"], "prediction": p}, ensure_ascii=False) + "\n"
-                  for r, p in new]
-        write_text_atomic(pred_file, "".join(lines))
+        write_predictions(pred_file, [(r["id"], r["summary"], done[r["id"]]) for r in kept]
+                          + [(r["id"], r["summary"], p) for r, p in new])
     distributed.barrier()
     return done
