@@ -39,6 +39,14 @@ def test_failed_run_is_recorded_and_the_rest_go_on(tiny_model_dir, tmp_path):
     assert metrics["train_languages"] == ["english"]
     assert (exp / "baselines" / "hindi.json").is_file()
     assert "no_such_layer" in (exp / "report.md").read_text(encoding="utf-8")
+    # every JSON file of the record carries the schema version (peftsum.run_format)
+    from peftsum.run_format import SCHEMA_VERSION, VERSION_KEY
+
+    record = [*(exp / "runs").glob("*/status.json"), *(exp / "runs").glob("*/metrics.json"),
+              *(exp / "runs").glob("*/eval/*/results.json"), *(exp / "baselines").glob("*.json"),
+              *(exp / "seed_scorer").glob("*.json")]
+    assert len(record) == 2 + 1 + 2 + 2 + 3, record  # status x2, metrics, results x2, baselines x2, seed_scorer x3
+    assert all(json.loads(p.read_text())[VERSION_KEY] == SCHEMA_VERSION for p in record), record
 
     # a rerun retries only the failed run
     again = run_experiment(cfg, exp, log=lambda *_: None)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from rich.table import Table
 
-ROUGE_KEYS = ("rouge1", "rouge2", "rougeL", "rougeLsum")
+from peftsum.run_format import ROUGE_KEYS
 ROUGE_NAMES = {"rouge1": "ROUGE-1", "rouge2": "ROUGE-2", "rougeL": "ROUGE-L", "rougeLsum": "ROUGE-Lsum"}
 
 

@@ -13,6 +13,8 @@ from pathlib import Path
 from peftsum.config import TrainConfig, check_keys, load_yaml, make_config
 from peftsum.errors import ConfigError
 from peftsum.names import check_name, ensure_inside
+from peftsum.run_format import RUNS_DIR
+from peftsum.run_format import run_id as make_run_id
 
 DEFAULT_CONFIG = "demo.yaml"
 """The embedded default experiment (``peftsum experiment`` with no config)."""
@@ -215,13 +217,13 @@ def expand_runs(cfg: ExperimentConfig, exp_dir: Path, model_path: str) -> list[R
         label = spec.pop("name", spec["method"])
         for train_langs, eval_langs in sets:
             for seed in cfg.seeds:
-                run_id = f"{label}-{'+'.join(train_langs)}-s{seed}"
+                run_id = make_run_id(label, train_langs, seed)
                 if run_id in seen:
                     continue
                 seen.add(run_id)
                 lang_key = "+".join(train_langs)
                 values = {**cfg.train, **(cfg.per_language.get(lang_key) or {}), **spec, "languages": train_langs, "seed": seed, "model": model_path,
-                          "data": cfg.data, "output_dir": str(exp_dir / "runs" / run_id)}
+                          "data": cfg.data, "output_dir": str(exp_dir / RUNS_DIR / run_id)}
                 ensure_inside(exp_dir, values["output_dir"], f"run folder of {run_id!r}")
                 runs.append(RunSpec(run_id, label, make_config(TrainConfig, values, run_id), eval_langs))
     return runs

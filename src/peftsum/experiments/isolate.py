@@ -15,7 +15,7 @@ from __future__ import annotations
 import multiprocessing
 from pathlib import Path
 
-from peftsum.io import read_json, write_json_atomic
+from peftsum.run_format import STATUS_FILE, read_status, write_status
 
 
 def _die_with_parent(parent_pid: int) -> None:
@@ -63,7 +63,7 @@ def execute_run_isolated(run, cfg, log=print) -> dict:
         out of memory) a ``failed`` status naming its exit code, written here.
     """
     run_dir = Path(run.train.output_dir)
-    status_path = run_dir / "status.json"
+    status_path = run_dir / STATUS_FILE
     before = status_path.stat().st_mtime_ns if status_path.is_file() else None
     import os
 
@@ -76,11 +76,10 @@ def execute_run_isolated(run, cfg, log=print) -> dict:
         proc.join()
         raise
     if status_path.is_file() and status_path.stat().st_mtime_ns != before:
-        return read_json(status_path)
+        return read_status(status_path)
     status = {"status": "failed", "error": f"the run's process exited with code {proc.exitcode} before "
               "writing status.json (killed, or out of memory)", "seconds": None, "run_id": run.run_id,
               "label": run.label, "train_languages": run.train.languages, "eval_languages": run.eval_languages}
     log(f"run {run.run_id} failed: {status['error']}")
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(status_path, status)
-    return status
+    return write_status(run_dir, status)

@@ -18,8 +18,10 @@ from peftsum.errors import PeftsumError
 from peftsum.experiments.config import ExperimentConfig, RunSpec, expand_runs
 from peftsum.experiments.isolate import execute_run_isolated
 from peftsum.experiments.seed_check import write_seed_scorer_files
-from peftsum.io import read_json, write_json_atomic, write_text_atomic
+from peftsum.io import write_text_atomic
 from peftsum.names import ensure_inside
+from peftsum.run_format import (CONFIG_FILE, EXPERIMENT_FILE, EXPERIMENT_MARKERS, METRICS_FILE, MODEL_DIR, STATUS_FILE,
+                                baseline_path, read_status, results_path, write_baseline, write_status)
 
 
 def resolve_base_model(cfg: ExperimentConfig, log=print) -> str:
@@ -37,21 +39,17 @@ def resolve_base_model(cfg: ExperimentConfig, log=print) -> str:
     return str(ensure_tiny_model())
 
 
-def _eval_file(run_dir: Path, language: str) -> Path:
-    return run_dir / "eval" / language / "results.json"
-
-
 def run_is_done(run: RunSpec) -> bool:
     """True when the run trained successfully and every evaluation file exists."""
     run_dir = Path(run.train.output_dir)
-    status = run_dir / "status.json"
+    status = run_dir / STATUS_FILE
     if not status.is_file():
         return False
     try:
-        done = read_json(status).get("status") == "done"
+        done = read_status(status)["status"] == "done"
     except PeftsumError:
         return False
-    return done and all(_eval_file(run_dir, lang).is_file() for lang in run.eval_languages)
+    return done and all(results_path(run_dir, lang).is_file() for lang in run.eval_languages)
 
 
 def resumable_checkpoint(run: RunSpec) -> Path | None:
@@ -62,7 +60,7 @@ def resumable_checkpoint(run: RunSpec) -> Path | None:
     (AdaLoRA cannot: its importance scores are not checkpointed).
     """
     from peftsum.modeling.methods import get_method
-    from peftsum.training.trainer import CONFIG_FILE, latest_complete_checkpoint
+    from peftsum.training.trainer import latest_complete_checkpoint
 
     run_dir = Path(run.train.output_dir)
     if not (run_dir / CONFIG_FILE).is_file() or not get_method(run.train.method).resumable:
@@ -83,7 +81,7 @@ def execute_run(run: RunSpec, cfg: ExperimentConfig, log=print) -> dict:
     run_dir = Path(run.train.output_dir)
     start = time.perf_counter()
     try:
-        if not (run_dir / "metrics.json").is_file():
+        if not (run_dir / METRICS_FILE).is_file():
             ckpt = resumable_checkpoint(run)
             if ckpt is not None:  # an interrupted earlier attempt continues from its last complete checkpoint
                 log(f"{run.run_id}: resuming from {ckpt.name}")
@@ -92,10 +90,10 @@ def execute_run(run: RunSpec, cfg: ExperimentConfig, log=print) -> dict:
                 run.train.resume, run.train.overwrite = False, True
             train(run.train, log=log)
         for lang in run.eval_languages:
-            out = ensure_inside(run_dir, _eval_file(run_dir, lang), "evaluation file")
+            out = ensure_inside(run_dir, results_path(run_dir, lang), "evaluation file")
             if out.is_file():
                 continue
-            evaluate_model(str(run_dir / "model"), lang, out, cfg.eval_split, cfg.data, cfg.eval_samples,
+            evaluate_model(str(run_dir / MODEL_DIR), lang, out, cfg.eval_split, cfg.data, cfg.eval_samples,
                            GenerationSettings(**cfg.generation), cfg.eval_batch_size, log=log)
         status = {"status": "done", "error": None}
     except Exception as exc:  # any failure of one run is recorded; the others go on
@@ -107,7 +105,7 @@ def execute_run(run: RunSpec, cfg: ExperimentConfig, log=print) -> dict:
                    "train_languages": run.train.languages, "eval_languages": run.eval_languages})
     if is_main():  # several processes (torchrun): rank 0 writes
         run_dir.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(run_dir / "status.json", status)
+        status = write_status(run_dir, status)
     barrier()
     return status
 
@@ -118,17 +116,16 @@ def write_baselines(cfg: ExperimentConfig, exp_dir: Path, languages: list[str]) 
     from peftsum.metrics.baselines import baseline_scores
 
     for lang in languages:
-        out = exp_dir / "baselines" / f"{lang}.json"
-        if out.is_file():
+        if baseline_path(exp_dir, lang).is_file():
             continue
         split = cfg.eval_split or eval_split(lang, cfg.data)
         result = baseline_scores(load_split(lang, split, cfg.data, cfg.eval_samples).iter_rows(), lang)
         result.update({"language": lang, "split": split})
-        write_json_atomic(out, result)
+        write_baseline(exp_dir, lang, result)
 
 
 def _check_existing(exp_dir: Path, cfg: ExperimentConfig, overwrite: bool) -> None:
-    saved = exp_dir / "experiment.yaml"
+    saved = exp_dir / EXPERIMENT_FILE
     if not saved.is_file() and exp_dir.is_dir() and any(exp_dir.iterdir()) and not overwrite:
         raise PeftsumError(f"{exp_dir} exists and is not an experiment folder (no experiment.yaml); "
                            "choose another --output-dir")
@@ -138,7 +135,7 @@ def _check_existing(exp_dir: Path, cfg: ExperimentConfig, overwrite: bool) -> No
 
             from peftsum.io import check_replaceable
 
-            check_replaceable(exp_dir, ("experiment.yaml", "runs", "report.md") if any(exp_dir.iterdir()) else None)
+            check_replaceable(exp_dir, EXPERIMENT_MARKERS if any(exp_dir.iterdir()) else None)
             shutil.rmtree(exp_dir)
         return
     old = yaml.safe_load(saved.read_text(encoding="utf-8")) or {}
@@ -169,7 +166,7 @@ def _run_experiment(cfg: ExperimentConfig, exp_dir: Path, overwrite: bool, log) 
     if is_main():  # several processes (torchrun): rank 0 checks and prepares the folder, the others wait
         _check_existing(exp_dir, cfg, overwrite)
         exp_dir.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(exp_dir / "experiment.yaml",
+        write_text_atomic(exp_dir / EXPERIMENT_FILE,
                           yaml.safe_dump(cfg.to_dict(), sort_keys=False, allow_unicode=True))
         base = resolve_base_model(cfg, log)
     barrier()
@@ -180,7 +177,7 @@ def _run_experiment(cfg: ExperimentConfig, exp_dir: Path, overwrite: bool, log) 
     for i, run in enumerate(runs, 1):
         if run_is_done(run):
             log(f"[{i}/{len(runs)}] {run.run_id}: done already, skipped")
-            statuses[run.run_id] = read_json(Path(run.train.output_dir) / "status.json")
+            statuses[run.run_id] = read_status(Path(run.train.output_dir) / STATUS_FILE)
             continue
         log(f"[{i}/{len(runs)}] {run.run_id}: training on {', '.join(run.train.languages)}, "
             f"evaluating on {', '.join(run.eval_languages)}")

@@ -17,11 +17,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from peftsum.io import iter_jsonl, write_json_atomic
+from peftsum.run_format import (PREDICTIONS_FILE, SEED_SCORER_ALL_FILE, SEED_SCORER_DIR, eval_dir, read_predictions,
+                                write_record)
 
-SEED_DIR = "seed_scorer"
+SEED_DIR = SEED_SCORER_DIR
 """Folder (in the experiment folder) of the per-language scorer-check files."""
-ALL_LANGUAGES_FILE = "seed_scorer/all_languages.json"
+ALL_LANGUAGES_FILE = f"{SEED_SCORER_DIR}/{SEED_SCORER_ALL_FILE}"
 """The all-languages LEAD-1 scorer check, relative to the experiment folder."""
 
 
@@ -64,10 +65,10 @@ def seed_check_for_language(exp_dir: Path, runs, language: str, split: str, rows
     for run in runs:
         if language not in run.eval_languages:
             continue
-        path = Path(run.train.output_dir) / "eval" / language / "predictions.jsonl"
+        path = eval_dir(run.train.output_dir, language) / PREDICTIONS_FILE
         if not path.is_file():
             continue
-        preds = [obj for _, obj in iter_jsonl(path)]
+        preds = read_predictions(path)
         if not preds:
             continue
         one = side_by_side({run.run_id: [str(p.get("prediction", "")) for p in preds]},
@@ -102,10 +103,10 @@ def write_seed_scorer_files(cfg, exp_dir: str | Path, runs, languages: list[str]
         split = cfg.eval_split or eval_split(lang, cfg.data)
         rows = load_split(lang, split, cfg.data, cfg.eval_samples).iter_rows()
         path = exp_dir / SEED_DIR / f"{lang}.json"
-        write_json_atomic(path, seed_check_for_language(exp_dir, runs, lang, split, rows))
+        write_record(path, seed_check_for_language(exp_dir, runs, lang, split, rows))
         written.append(path)
     path = exp_dir / ALL_LANGUAGES_FILE
-    write_json_atomic(path, all_languages_lead1())
+    write_record(path, all_languages_lead1())
     written.append(path)
     return written
 

@@ -9,13 +9,14 @@ from pathlib import Path
 from peftsum.distributed import broadcast, is_distributed, is_main
 from peftsum.errors import PeftsumError
 from peftsum.generation.decode import DEFAULT_BATCH_SIZE, GenerationSettings, iter_generate
-from peftsum.io import ensure_writable_target
+from peftsum.io import ensure_writable_target, write_json_atomic
+from peftsum.run_format import CONFIG_FILE, PREDICTIONS_META_FILE, predictions_beside, prediction_line, write_results
 
 
 def run_config(model_path: str | Path) -> dict:
     """The training config saved with a run (``peftsum_config.json`` in the folder or its parent), or ``{}``."""
     path = Path(model_path)
-    for cand in (path / "peftsum_config.json", path.parent / "peftsum_config.json"):
+    for cand in (path / CONFIG_FILE, path.parent / CONFIG_FILE):
         if cand.is_file():
             return json.loads(cand.read_text(encoding="utf-8"))
     return {}
@@ -31,11 +32,6 @@ def _decoding(trained: dict, bf16: bool | None, device: str | None) -> tuple[boo
     precision = {"trained": None if trained_bf16 is None else precision_name(trained_bf16),
                  "evaluated": precision_name(bf16)}
     return bf16, inference_device(device), precision
-
-
-def prediction_line(row_id: str, reference: str, prediction: str) -> str:
-    """One line of ``predictions.jsonl``: ``{"id", "reference", "prediction"}`` as UTF-8 JSON, newline-terminated."""
-    return json.dumps({"id": row_id, "reference": reference, "prediction": prediction}, ensure_ascii=False) + "\n"
 
 
 def _read_done(pred_file: Path, meta_file: Path, meta: dict, overwrite: bool) -> dict[str, str]:
@@ -95,7 +91,6 @@ def evaluate_model(model_path: str, language: str, output_file: str | Path, spli
         PeftsumError: existing results without ``overwrite``, bad language/split/data, unloadable model.
     """
     from peftsum.data.xlsum import eval_split, load_split
-    from peftsum.io import write_json_atomic
     from peftsum.metrics import score_texts
     from peftsum.modeling.load import load_for_inference
 
@@ -108,8 +103,8 @@ def evaluate_model(model_path: str, language: str, output_file: str | Path, spli
     split = split or eval_split(language, data)
     loaded = load_split(language, split, data, num_samples)
     ids, refs = loaded.column("id"), loaded.column("summary")  # articles are streamed, never held whole
-    pred_file = output_file.parent / "predictions.jsonl"
-    meta_file = output_file.parent / ".predictions.meta.json"
+    pred_file = predictions_beside(output_file)
+    meta_file = output_file.parent / PREDICTIONS_META_FILE
     meta = {"model_path": str(model_path), "language": loaded.language, "split": split, "data": str(data),
             "generation": asdict(settings), "max_source_length": max_source_length, "source_prefix": source_prefix,
             "precision": precision["evaluated"]}
@@ -129,7 +124,7 @@ def evaluate_model(model_path: str, language: str, output_file: str | Path, spli
     if done and not is_distributed():
         log(f"continuing: {len(ids) - len(todo)} of {len(ids)} predictions already in {pred_file}")
     if todo:
-        meta_file.write_text(json.dumps(meta))
+        write_json_atomic(meta_file, meta)
         model, tokenizer = load_for_inference(model_path, device)
         log(f"decoding on {device} in {precision['evaluated']}")
         # rewrite what is kept (drops a line cut by a kill), then append batch by batch
@@ -157,7 +152,7 @@ def evaluate_model(model_path: str, language: str, output_file: str | Path, spli
                    "dropped_rows": dict(loaded.dropped), "generation": asdict(settings),
                    "max_source_length": max_source_length, "precision": precision, "device": device,
                    "ids": ids})
-    write_json_atomic(output_file, result)
+    result = write_results(output_file, result)  # stamped with the schema version
     run_dir = Path(model_path)
     if output_file.resolve().is_relative_to(run_dir.resolve()):  # an evaluation of a run, stored in the run folder
         from peftsum.training.record import refresh_model_card

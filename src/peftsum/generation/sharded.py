@@ -14,7 +14,6 @@ therefore byte-identical to a one-process evaluation, and so are the ROUGE score
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from peftsum import distributed
@@ -49,8 +48,9 @@ def sharded_predictions(model_path: str, loaded, pred_file: Path, meta_file: Pat
     from tqdm.auto import tqdm
 
     from peftsum.generation.decode import generate_batch, planned_batches
-    from peftsum.generation.evaluate import _read_done, prediction_line
-    from peftsum.io import write_text_atomic
+    from peftsum.generation.evaluate import _read_done
+    from peftsum.io import write_json_atomic
+    from peftsum.run_format import write_predictions
     from peftsum.modeling.load import load_for_inference
 
     done = distributed.broadcast(_read_done(pred_file, meta_file, meta, overwrite) if distributed.is_main() else None)
@@ -78,10 +78,9 @@ def sharded_predictions(model_path: str, loaded, pred_file: Path, meta_file: Pat
     for i, pred in new:
         done[ids[i]] = pred
     if distributed.is_main():  # the file a single process streams: kept rows, then batches in decoding order
-        meta_file.write_text(json.dumps(meta))
+        write_json_atomic(meta_file, meta)
         redone = set(todo)
-        lines = [prediction_line(ids[i], refs[i], done[ids[i]]) for i in range(len(ids)) if i not in redone]
-        lines += [prediction_line(ids[i], refs[i], p) for i, p in new]
-        write_text_atomic(pred_file, "".join(lines))
+        write_predictions(pred_file, [(ids[i], refs[i], done[ids[i]]) for i in range(len(ids)) if i not in redone]
+                          + [(ids[i], refs[i], p) for i, p in new])
     distributed.barrier()
     return done

@@ -115,10 +115,11 @@ def render_table(result: dict):
 
 
 def write_json(result: dict, path: Path) -> None:
-    """Write a score JSON (UTF-8, indented), creating the parent folder."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+    """Write a score JSON (UTF-8, indented) atomically, creating the parent folder
+    (:func:`peftsum.io.write_json_atomic`)."""
+    from peftsum.io import write_json_atomic
+
+    write_json_atomic(path, result)
 
 
 def add_seed_scorer(result: dict, predictions: Path, references: Path) -> dict:

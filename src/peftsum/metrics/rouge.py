@@ -32,8 +32,10 @@ from peftsum.metrics.profiles import get_profile
 from peftsum.metrics.sanity import output_sanity
 from peftsum.metrics.sentences import split_sentences
 from peftsum.metrics.tokenize import XLSumTokenizer
+from peftsum.run_format import ROUGE_KEYS
 
-VARIANTS: tuple[str, ...] = ("rouge1", "rouge2", "rougeL", "rougeLsum")
+VARIANTS: tuple[str, ...] = ROUGE_KEYS
+"""The four ROUGE variants scored (:data:`peftsum.run_format.ROUGE_KEYS`)."""
 
 
 class MultilingualRouge:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from peftsum.errors import PeftsumError
 from peftsum.generation.decode import GenerationSettings
+from peftsum.run_format import ROUGE_KEYS
 
 XLSUM_LICENCE = "CC BY-NC-SA 4.0"
 """XL-Sum's licence (Hasan et al., 2021); it applies to models trained on it when shared."""
@@ -101,7 +102,7 @@ def scores_table(results: list[dict]) -> str:
              "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
     for r in results:
         f1 = [f"{r[k]['f1']:.2f}" if isinstance(r.get(k), dict) else "-"
-              for k in ("rouge1", "rouge2", "rougeL", "rougeLsum")]
+              for k in ROUGE_KEYS]
         lines.append(f"| {r.get('language')} | {r.get('split')} | {r.get('num_examples')} | {' | '.join(f1)} |")
     return "\n".join(lines)
 

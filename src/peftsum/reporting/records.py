@@ -1,7 +1,7 @@
 """Read an experiment folder (see ``docs/run_format.md``) into plain Python records.
 
-Nothing here computes or formats; it only reads and validates the run files, so every
-number the report shows can be traced to one file.
+Nothing here computes or formats; it reads the run files through :mod:`peftsum.run_format`
+(which checks their keys) and parses them, so every number the report shows can be traced to one file.
 """
 
 from __future__ import annotations
@@ -12,11 +12,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from peftsum import run_format as rf
 from peftsum.errors import DataError, PeftsumError
-from peftsum.io import iter_jsonl, read_json_object
+from peftsum.io import iter_jsonl
+from peftsum.run_format import ROUGE_KEYS
 
-#: The four ROUGE variants of a score JSON, in display order.
-ROUGE_KEYS: tuple[str, ...] = ("rouge1", "rouge2", "rougeL", "rougeLsum")
+read_predictions = rf.read_predictions
+"""``predictions.jsonl`` rows in file order (:func:`peftsum.run_format.read_predictions`), for the report modules."""
 
 
 @dataclass
@@ -81,7 +83,7 @@ class RunRecord:
     """One training run folder.
 
     Attributes:
-        run_id: the folder name, ``<method>-<train langs joined by +>-s<seed>``.
+        run_id: the folder name, ``<label>-<train languages joined by +>-s<seed>``.
         path: the run folder.
         status: ``"done"``, ``"failed"``, or ``"unknown"`` (no ``status.json``).
         error: the error text from ``status.json`` (failed runs), else ``None``.
@@ -89,7 +91,7 @@ class RunRecord:
         metrics: the parsed ``metrics.json`` or ``None`` when absent (failed runs only).
         method: PEFT registry name (``full``, ``lora``, ...), from ``metrics.json`` or the run id.
         train_languages: training languages, from ``metrics.json`` or the run id.
-        seed: training seed (``metrics.json`` config, else the ``-s<seed>`` suffix), or ``None``.
+        seed: training seed (``metrics.json``'s ``config.seed``, else the ``-s<seed>`` suffix), or ``None``.
         label: the experiment's name for this variant (``lora-r16``; ``status.json``'s ``label``),
             else the method. Runs are grouped, pooled over seeds and reported per label.
         evals: evaluation records keyed by language.
@@ -238,15 +240,11 @@ _RUN_ID = re.compile(r"^(?P<method>[^-]+)-(?P<langs>.+)-s(?P<seed>\d+)$")
 
 
 def _seed_from(metrics: dict, run_id: str) -> int | None:
+    """The training seed: ``config.seed`` of ``metrics.json`` (what training writes), else the run id's ``-s<seed>``."""
     config = metrics.get("config") if isinstance(metrics.get("config"), dict) else {}
-    hyper = metrics.get("hyperparameters") if isinstance(metrics.get("hyperparameters"), dict) else {}
-    candidates = [metrics.get("seed"), config.get("seed"), hyper.get("seed")]
-    for section in ("training", "train"):
-        if isinstance(config.get(section), dict):
-            candidates.append(config[section].get("seed"))
-    for value in candidates:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
+    value = config.get("seed")
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
     match = _RUN_ID.match(run_id)
     return int(match.group("seed")) if match else None
 
@@ -272,51 +270,42 @@ def load_run(run_dir: Path) -> RunRecord:
     """
     run_dir = Path(run_dir)
     run_id = run_dir.name
-    status_path = run_dir / "status.json"
-    metrics_path = run_dir / "metrics.json"
+    status_path = run_dir / rf.STATUS_FILE
+    metrics_path = run_dir / rf.METRICS_FILE
     status, error, seconds, label = "unknown", None, None, None
     if status_path.is_file():
-        st = read_json_object(status_path)
-        label = st.get("label") if isinstance(st.get("label"), str) and st.get("label") else None
-        status = str(st.get("status", "unknown"))
-        if status not in ("done", "failed"):
-            raise DataError(f'{status_path}: \'status\' must be "done" or "failed", found {status!r}')
+        st = rf.read_status(status_path)
+        label = st.get("label") or None
+        status = st["status"]
         error = st.get("error")
-        error = None if error is None else str(error)
         seconds = _number(st.get("seconds"), status_path, "'seconds'", allow_none=True)
     metrics: dict | None = None
     if metrics_path.is_file():
-        metrics = read_json_object(metrics_path)
+        metrics = rf.read_metrics(metrics_path)
     elif status != "failed":
         raise DataError(f"{metrics_path}: file not found (the run's status is {status!r})")
 
     match = _RUN_ID.match(run_id)
     method = (metrics or {}).get("method") or (label if label and label in _method_names() else None) \
         or (match.group("method") if match else run_id)
-    langs = (metrics or {}).get("train_languages")
-    if metrics is not None:
-        if not isinstance(langs, list) or not all(isinstance(x, str) for x in langs) or not langs:
-            raise DataError(f"{metrics_path}: 'train_languages' must be a non-empty list of language names")
-        if not isinstance(metrics.get("method"), str):
-            raise DataError(f"{metrics_path}: missing 'method' (registry name such as 'full' or 'lora')")
-    elif match:
-        langs = match.group("langs").split("+")
+    if metrics is not None:  # method and train_languages are checked by read_metrics
+        langs = metrics["train_languages"]
     else:
-        langs = []
+        langs = match.group("langs").split("+") if match else []
     seed = _seed_from(metrics or {}, run_id)
 
     evals: dict[str, EvalRecord] = {}
-    eval_root = run_dir / "eval"
+    eval_root = run_dir / rf.EVAL_DIR
     if eval_root.is_dir():
         for lang_dir in sorted(p for p in eval_root.iterdir() if p.is_dir()):
-            res_path = lang_dir / "results.json"
+            res_path = lang_dir / rf.RESULTS_FILE
             if not res_path.is_file():
                 continue
-            data = read_json_object(res_path)
+            data = rf.read_results(res_path)
             score = parse_score(data, res_path)
             if not score.language:
                 score.language = lang_dir.name
-            pred = lang_dir / "predictions.jsonl"
+            pred = rf.predictions_beside(res_path)
             gen = data.get("generation")
             evals[lang_dir.name] = EvalRecord(
                 language=lang_dir.name,
@@ -327,7 +316,7 @@ def load_run(run_dir: Path) -> RunRecord:
                 else None,
                 device=str(data["device"]) if data.get("device") else None,
             )
-    log = run_dir / "training_log.jsonl"
+    log = run_dir / rf.TRAINING_LOG_FILE
     train_curve, val_curve = read_training_log(log) if log.is_file() else ([], [])
     return RunRecord(
         run_id=run_id,
@@ -353,7 +342,7 @@ def load_baseline(path: Path) -> Baseline:
     Raises:
         DataError: corrupt JSON or a missing/invalid ``lead1``/``oracle`` score (file named).
     """
-    data = read_json_object(path)
+    data = rf.read_baseline(path)
     lead = parse_score(data.get("lead1"), path, where="lead1.")
     oracle = parse_score(data.get("oracle"), path, where="oracle.")
     language = str(data.get("language") or path.stem)
@@ -384,36 +373,28 @@ def load_experiment(exp_dir: Path) -> Experiment:
         raise PeftsumError(f"{root}: no such folder")
     if not root.is_dir():
         raise PeftsumError(f"{root}: not a folder (give an experiment folder holding runs/)")
-    runs_dir = root / "runs"
+    runs_dir = root / rf.RUNS_DIR
     run_dirs: list[Path] = []
     skipped: list[Path] = []
+
+    def is_run(folder: Path) -> bool:
+        return (folder / rf.METRICS_FILE).is_file() or (folder / rf.STATUS_FILE).is_file()
+
     if runs_dir.is_dir():
         for d in sorted(p for p in runs_dir.iterdir() if p.is_dir()):
-            if (d / "metrics.json").is_file() or (d / "status.json").is_file():
-                run_dirs.append(d)
-            else:
-                skipped.append(d)
-    elif (root / "metrics.json").is_file() or (root / "status.json").is_file():
+            (run_dirs if is_run(d) else skipped).append(d)
+    elif is_run(root):
         run_dirs.append(root)
     if not run_dirs:
         raise PeftsumError(f"no runs found in {root}: expected {root}/runs/<run_id>/metrics.json")
     runs = [load_run(d) for d in run_dirs]
     baselines: dict[str, Baseline] = {}
-    base_dir = root / "baselines"
+    base_dir = root / rf.BASELINES_DIR
     if base_dir.is_dir():
         for p in sorted(base_dir.glob("*.json")):
             b = load_baseline(p)
             baselines[p.stem] = b
     return Experiment(root=root, runs=runs, baselines=baselines, skipped=skipped)
-
-
-def read_predictions(path: Path) -> list[dict]:
-    """Read ``predictions.jsonl`` rows (``{"id", "reference", "prediction"}``), in file order.
-
-    Raises:
-        DataError: a line is not a JSON object (file and line named).
-    """
-    return [obj for _, obj in iter_jsonl(path)]
 
 
 def read_training_log(path: Path) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from peftsum.run_format import EVAL_DIR, METRICS_FILE, MODEL_CARD_FILE, RESULTS_FILE, ROUGE_KEYS
+
 
 def count_parameters(model) -> tuple[int, int]:
     """Count parameters from the model itself (tied/shared tensors once).
@@ -28,11 +30,6 @@ def count_parameters(model) -> tuple[int, int]:
         if param.requires_grad:
             trainable += param.numel()
     return trainable, total
-
-
-def dir_size_mb(path: Path) -> float:
-    """Size of the files under ``path`` in MB (10^6 bytes)."""
-    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file()) / 1e6
 
 
 def weights_size_mb(path: Path) -> float:
@@ -146,7 +143,7 @@ def _evaluations_section(evaluations: list[dict] | None) -> str:
     for res in evaluations:
         prec = res.get("precision") or {}
         rows.append(f"| {res.get('language')} | {res.get('split')} | {res.get('num_examples')} | "
-                    + " / ".join(_fmt((res.get(k) or {}).get("f1")) for k in ("rouge1", "rouge2", "rougeL"))
+                    + " / ".join(_fmt((res.get(k) or {}).get("f1")) for k in ROUGE_KEYS[:3])
                     + f" | {prec.get('evaluated') or 'n/a'} on {res.get('device') or 'n/a'} |")
     return ("\n## Evaluations\n\nmultilingual ROUGE F1 (0-100), decoding settings as recorded in each "
             "`eval/<language>/results.json`.\n\n| language | split | examples | ROUGE-1 / 2 / L | decoded in |\n"
@@ -155,13 +152,14 @@ def _evaluations_section(evaluations: list[dict] | None) -> str:
 
 def evaluations_of(run_dir: Path) -> list[dict]:
     """The ``eval/<language>/results.json`` dicts of a run folder, by language (empty when none)."""
-    import json
+    from peftsum.errors import PeftsumError
+    from peftsum.run_format import read_results
 
     out = []
-    for res in sorted(Path(run_dir).glob("eval/*/results.json")):
+    for res in sorted(Path(run_dir).glob(f"{EVAL_DIR}/*/{RESULTS_FILE}")):
         try:
-            out.append(json.loads(res.read_text(encoding="utf-8")))
-        except ValueError:
+            out.append(read_results(res))
+        except PeftsumError:
             continue  # a corrupt file is reported by the report reader, not here
     return out
 
@@ -175,15 +173,14 @@ def refresh_model_card(run_dir: Path) -> bool:
     Returns:
         Whether the card was written (``False`` when the folder has no ``metrics.json``).
     """
-    import json
-
     from peftsum.io import write_text_atomic
+    from peftsum.run_format import read_metrics
 
-    metrics_path = Path(run_dir) / "metrics.json"
+    metrics_path = Path(run_dir) / METRICS_FILE
     if not metrics_path.is_file():
         return False
-    metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
-    write_text_atomic(Path(run_dir) / "README.md", model_card(metrics, evaluations_of(run_dir)))
+    metrics = read_metrics(metrics_path)
+    write_text_atomic(Path(run_dir) / MODEL_CARD_FILE, model_card(metrics, evaluations_of(run_dir)))
     return True
 
 

@@ -49,16 +49,9 @@ from peftsum.config import TrainConfig
 from peftsum.errors import ConfigError, PeftsumError
 from peftsum.io import apply_umask_tree, ensure_writable_target
 
-RUN_MARKERS = ("peftsum_config.json", "metrics.json", "training_log.jsonl", "checkpoints", "status.json", "model")
-"""Files of which a run folder holds at least one: only such a folder is replaced by ``--overwrite``."""
-COMPLETE_MARKER = ".peftsum_complete"
-"""File written into a checkpoint folder after all of its files are saved and synced."""
-CONFIG_FILE = "peftsum_config.json"
-"""The resolved config of a run, compared on ``--resume``."""
-COUNTERS_FILE = "peftsum_counters.json"
-"""Tokens and examples seen up to a checkpoint (restored on resume)."""
-INIT_ADAPTER_DIR = "adapter_init"
-"""Where a method with ``convert_on_save`` (PiSSA) keeps its initial adapter, inside the run folder."""
+from peftsum.run_format import (  # noqa: F401  (the run folder's names; re-exported for existing imports)
+    COMPLETE_MARKER, CONFIG_FILE, COUNTERS_FILE, INIT_ADAPTER_DIR, METRICS_FILE, ROUGE_KEYS, RUN_MARKERS,
+    TRAINING_LOG_FILE, write_metrics)
 _RESUME_IGNORED = {"resume", "overwrite", "tensorboard", "output_dir", "model_as_given"}
 """Config keys that may change on ``--resume``: none of them changes the trajectory of training.
 Everything else (``max_steps`` and ``num_epochs`` included: they shape the LR schedule) must match."""
@@ -193,6 +186,7 @@ def _make_trainer_class():
         def _save_checkpoint(self, model, trial):
             from peftsum import distributed
             from peftsum.faults import checkpoint_disk_full, is_disk_full
+            from peftsum.io import write_json_atomic
 
             limit = self.args.save_total_limit
             self.args.save_total_limit = None  # rotate only after the new checkpoint is complete
@@ -204,8 +198,8 @@ def _make_trainer_class():
                 distributed.barrier()  # every rank's files (RNG state, FSDP shards) are in before the marker
                 if not distributed.is_main():
                     return
-                _write_synced(ckpt / COUNTERS_FILE,
-                              json.dumps({"tokens_seen": self.tokens_seen, "examples_seen": self.examples_seen}))
+                write_json_atomic(ckpt / COUNTERS_FILE,
+                                  {"tokens_seen": self.tokens_seen, "examples_seen": self.examples_seen})
                 apply_umask_tree(ckpt)  # safetensors writes 0600: the umask's modes, like every other output
                 _sync_tree(ckpt)
                 _write_synced(ckpt / COMPLETE_MARKER, "ok\n")
@@ -345,13 +339,13 @@ def finished_run(cfg: TrainConfig) -> dict | None:
     from peftsum.io import read_json_object
 
     out = Path(cfg.output_dir)
-    if not cfg.resume or not (out / "metrics.json").is_file() or not (out / CONFIG_FILE).is_file():
+    if not cfg.resume or not (out / METRICS_FILE).is_file() or not (out / CONFIG_FILE).is_file():
         return None
     diff = _config_diff(json.loads((out / CONFIG_FILE).read_text(encoding="utf-8")), cfg.to_dict())
     if diff:
         raise ConfigError(f"--resume with a changed config ({'; '.join(diff)}); use the original settings "
                           "or a new --output-dir")
-    return read_json_object(out / "metrics.json")
+    return read_json_object(out / METRICS_FILE)
 
 
 def _prepare_output(cfg: TrainConfig, resume_ckpt: Path | None, log) -> Path:
@@ -494,7 +488,7 @@ def _rouge_evaluator(cfg: TrainConfig, rows_by_lang: dict[str, list[dict]], toke
                                        max_source_length=cfg.max_source_length, source_prefix=cfg.source_prefix,
                                        batch_size=cfg.batch_size * 2, progress=False, bf16=cfg.bf16)
             res = score_texts(preds, [r["summary"] for r in rows], lang, n_resamples=0)
-            for key in ("rouge1", "rouge2", "rougeL", "rougeLsum"):
+            for key in ROUGE_KEYS:
                 totals.setdefault(key, []).append(res[key]["f1"])
         model.train(was_training)
         return {f"eval_{k}": sum(v) / len(v) for k, v in totals.items()}
@@ -706,7 +700,7 @@ def build_trainer(cfg: TrainConfig, log=print) -> TrainingSetup:
     except ValueError as exc:  # the Trainer's own checks (e.g. save_steps not a multiple of eval_steps)
         raise ConfigError(f"invalid training settings: {str(exc).strip().splitlines()[0]}") from None
 
-    callbacks = [JsonlLogCallback(out / "training_log.jsonl", _step_of(resume_ckpt) if resume_ckpt else None)
+    callbacks = [JsonlLogCallback(out / TRAINING_LOG_FILE, _step_of(resume_ckpt) if resume_ckpt else None)
                  ] if distributed.is_main() else []
     callbacks += [factory() for factory in method.callbacks]
     if cfg.early_stopping_patience:
@@ -761,7 +755,7 @@ def run_training(setup: TrainingSetup, log=print) -> dict:
     Raises:
         PeftsumError: a non-finite loss (naming the step).
     """
-    from peftsum.io import atomic_dir, write_json_atomic, write_text_atomic
+    from peftsum.io import atomic_dir, write_text_atomic
     from peftsum.modeling.methods import describe_hyper
     from peftsum.runtime import precision_name
     from peftsum.training.record import count_parameters, git_commit, library_versions, model_card, \
@@ -860,7 +854,7 @@ def run_training(setup: TrainingSetup, log=print) -> dict:
 
     metrics.update(check_divergence([r["loss"] for r in history], getattr(trainer.model.config, "vocab_size", None),
                                     metrics["eval_loss"]))
-    write_json_atomic(out / "metrics.json", metrics)
+    metrics = write_metrics(out, metrics)  # stamped with the schema version
     write_text_atomic(out / "README.md", model_card(metrics))
     if not setup.method.is_peft:  # the checkpoint folder carries the card too (PEFT writes its own)
         write_text_atomic(model_dir / "README.md", model_card(metrics))
@@ -903,7 +897,7 @@ def train(cfg: TrainConfig, log=print) -> dict:
             return run_training(build_trainer(cfg, log), log)
         except BaseException as exc:
             # a run that failed before training started leaves nothing behind to block the rerun
-            started = (out / "training_log.jsonl").exists() or any((out / "checkpoints").glob("checkpoint-*"))
+            started = (out / TRAINING_LOG_FILE).exists() or any((out / "checkpoints").glob("checkpoint-*"))
             if fresh and out.is_dir() and not started and _is_main():
                 shutil.rmtree(out, ignore_errors=True)
             from peftsum.faults import DiskFull, is_disk_full
