@@ -17,6 +17,7 @@ import typer
 from rich.console import Console
 
 from peftsum.errors import PeftsumError
+from peftsum.modeling.methods import METHODS
 
 app = typer.Typer(
     help=(
@@ -80,7 +81,7 @@ DataOpt = typer.Option(
 @_run
 def data_languages() -> None:
     """List XL-Sum's 45 languages with ISO code and script."""
-    from peftsum.data.languages import LANGUAGES
+    from peftsum.languages import LANGUAGES
     from peftsum.display import make_table
 
     table = make_table("language", "code", "script")
@@ -146,7 +147,7 @@ def data_stats(
     from peftsum.modeling.tiny import ensure_tiny_model
     from peftsum.display import print_stats
 
-    from peftsum.data.languages import get_language
+    from peftsum.languages import get_language
 
     language = get_language(language).name
     tok_name = (f"the tokenizer of {tokenizer}" if tokenizer else
@@ -196,7 +197,7 @@ def methods() -> None:
 @_run
 def train_cmd(
     config: Optional[Path] = typer.Option(None, "--config", help="YAML file; any flag below can come from it."),
-    method: Optional[str] = typer.Option(None, help="full, lora, dora, rslora, pissa, ia3, adalora, prefix, prompt, loha, vera (see `peftsum methods`)."),
+    method: Optional[str] = typer.Option(None, help=f"{', '.join(METHODS)} (see `peftsum methods`)."),
     model: Optional[str] = typer.Option(None, help="Hub id (google/mt5-small) or folder. 'tiny' = the offline tiny model."),
     language: Optional[list[str]] = typer.Option(None, "--language", "-l", help="XL-Sum language(s); repeat or comma-separate."),
     data: Optional[str] = typer.Option(None, help="sample (bundled), hub, or a local folder/file."),
@@ -307,7 +308,7 @@ def _eval_split(language: str, data: str, split: str | None) -> str:
     """``split`` as given; when not given and the language has no test rows, say that validation is used."""
     if split is not None:
         return split
-    from peftsum.data.languages import get_language
+    from peftsum.languages import get_language
     from peftsum.data.xlsum import eval_split
 
     chosen = eval_split(language, data)

@@ -204,11 +204,16 @@ def model_card(metrics: dict, evaluations: list[dict] | None = None) -> str:
         Markdown with a Hugging Face metadata header: base model, method and its
         hyperparameters, training languages and data, training and validation metrics, how to
         load the model (plain ``transformers`` / ``peft`` calls), versions and the peftsum commit.
+
+    Raises:
+        ConfigError: ``metrics["method"]`` is not a registry method.
     """
+    from peftsum.modeling.methods import get_method
+
     hp = metrics.get("hyperparameters", {})
     method = metrics.get("method")
     base = metrics.get("model")
-    is_peft = method != "full"
+    is_peft = get_method(method).is_peft
     if is_peft:
         load = (
             "from peft import PeftModel\n"
