@@ -523,7 +523,8 @@ def score_cmd(
     """Score predictions against references with multilingual ROUGE (XL-Sum's tokenization)."""
     from peftsum.io import ensure_writable_target
     from peftsum.locking import lock_or_none
-    from peftsum.metrics.io import render_table, score_files, write_json
+    from peftsum.display import score_table, seed_score_table
+    from peftsum.metrics.io import score_files, write_json
 
     if output_file is not None:
         ensure_writable_target(output_file, overwrite, alternative=None)
@@ -531,12 +532,12 @@ def score_cmd(
     with lock_or_none(output_file.parent if output_file is not None else None, "score"):
         result = score_files(language, predictions, references, compare_predictions=compare_predictions,
                              stemmer=stemmer, normalize=normalize, n_resamples=n_resamples, seed=seed)
-        console.print(render_table(result))
+        console.print(score_table(result))
         if compare_seed_scorer:
-            from peftsum.metrics.io import add_seed_scorer, render_seed_table
+            from peftsum.metrics.io import add_seed_scorer
 
             add_seed_scorer(result, predictions, references)
-            console.print(render_seed_table(result))
+            console.print(seed_score_table(result))
         if output_file is not None:
             write_json(result, output_file)
             console.print(f"scores: {output_file}", highlight=False)

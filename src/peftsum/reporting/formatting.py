@@ -12,14 +12,6 @@ DASH = "—"
 #: Order methods appear in tables and plots: the registry's (full fine-tuning first); others follow by name.
 METHOD_ORDER: tuple[str, ...] = tuple(METHODS)
 
-ROUGE_LABELS: dict[str, str] = {
-    "rouge1": "ROUGE-1",
-    "rouge2": "ROUGE-2",
-    "rougeL": "ROUGE-L",
-    "rougeLsum": "ROUGE-Lsum",
-}
-
-
 def method_label(method: str) -> str:
     """Display name of a registry method name (``"lora"`` -> ``"LoRA"``, :attr:`Method.label`); other
     names as they are."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from peftsum.display import ROUGE_LABELS
 from peftsum.io import write_text_atomic as atomic_write_text
 from peftsum.reporting.analysis import (
     ALPHA,
@@ -23,7 +24,6 @@ from peftsum.reporting.figures import (
 )
 from peftsum.reporting.formatting import (
     DASH,
-    ROUGE_LABELS,
     fmt_ci,
     fmt_count,
     fmt_diff,

@@ -140,17 +140,12 @@ def _precision_line(metrics: dict) -> str:
 
 
 def _evaluations_section(evaluations: list[dict] | None) -> str:
+    from peftsum.modeling.shipping import scores_table
+
     if not evaluations:
         return ""
-    rows = []
-    for res in evaluations:
-        prec = res.get("precision") or {}
-        rows.append(f"| {res.get('language')} | {res.get('split')} | {res.get('num_examples')} | "
-                    + " / ".join(_fmt((res.get(k) or {}).get("f1")) for k in ("rouge1", "rouge2", "rougeL"))
-                    + f" | {prec.get('evaluated') or 'n/a'} on {res.get('device') or 'n/a'} |")
     return ("\n## Evaluations\n\nmultilingual ROUGE F1 (0-100), decoding settings as recorded in each "
-            "`eval/<language>/results.json`.\n\n| language | split | examples | ROUGE-1 / 2 / L | decoded in |\n"
-            "| --- | --- | ---: | --- | --- |\n" + "\n".join(rows) + "\n")
+            "`eval/<language>/results.json`.\n\n" + scores_table(evaluations) + "\n")
 
 
 def evaluations_of(run_dir: Path) -> list[dict]:
