@@ -270,6 +270,9 @@ METHODS: dict[str, Method] = {
 }
 """All methods, keyed by ``--method`` name."""
 
+REFERENCE_METHOD = "full"
+"""The method every other is compared with in reports (full fine-tuning, the registry's non-PEFT row)."""
+
 
 def get_method(name: str) -> Method:
     """Look up a method by name (case and surrounding spaces ignored).

@@ -11,6 +11,7 @@ from peftsum.reporting.analysis import (
     PairedTest,
 )
 from peftsum.display import ROUGE_LABELS
+from peftsum.modeling.methods import REFERENCE_METHOD
 from peftsum.reporting.formatting import (
     fmt_ci,
     fmt_diff,
@@ -127,7 +128,7 @@ def language_sentence(sec: LanguageSection) -> str:
             parts.append(
                 f"{group_label(g)} reaches {fmt_pct(rel)} of the {metric} of {group_label(ref)} ({detail})."
             )
-    orphans = [group_label(g) for g in sec.groups if g.method != "full" and g.key not in sec.reference]
+    orphans = [group_label(g) for g in sec.groups if g.method != REFERENCE_METHOD and g.key not in sec.reference]
     if orphans:
         parts.append(
             f"No full fine-tuning run with the same training languages to compare {', '.join(orphans)} with."
@@ -184,7 +185,7 @@ def when_to_use(
     cost = []
     full_rows: dict = {}
     for r in efficiency:  # sorted: the variant labelled "full" (or the first full one) is the reference
-        if r.method == "full":
+        if r.method == REFERENCE_METHOD:
             full_rows.setdefault(r.train_languages, r)
     for row in efficiency:
         if row.train_languages not in full_rows or row is full_rows[row.train_languages]:
