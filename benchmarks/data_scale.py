@@ -95,7 +95,7 @@ def language_mix(total: int, languages: str) -> dict[str, int]:
     """Rows per language: all English, or all 45 languages in proportion to XL-Sum's training sizes."""
     if languages == "english":
         return {"english": total}
-    from peftsum.data.languages import LANGUAGES
+    from peftsum.languages import LANGUAGES
 
     # approximate XL-Sum training rows per language (English exact); only the proportions matter here
     sizes = {"amharic": 5761, "arabic": 37519, "azerbaijani": 6478, "bengali": 8102, "burmese": 4569,

@@ -35,7 +35,7 @@ TYPES = ["rouge1", "rouge2", "rougeL", "rougeLsum"]
 
 def load_pairs(n_pairs: int) -> list[tuple[str, str, str]]:
     """(language, prediction, reference) triples; distinct texts, interleaved by kind."""
-    from peftsum.data.languages import LANGUAGES
+    from peftsum.languages import LANGUAGES
     from peftsum.metrics import split_sentences
 
     titles, sentences = [], []

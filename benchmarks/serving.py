@@ -75,7 +75,7 @@ def write_adapters(base: Path, k: int, out: Path, rank: int = 8) -> list[tuple[s
     import torch
     from peft import LoraConfig, get_peft_model
 
-    from peftsum.data.languages import LANGUAGES
+    from peftsum.languages import LANGUAGES
     from peftsum.modeling.load import load_model
     from peftsum.serving.registry import share_weights
 

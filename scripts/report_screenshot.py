@@ -67,7 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     from peftsum.errors import PeftsumError
     from peftsum.io import write_json_atomic
     from peftsum.reporting import write_report
-    from peftsum.reporting.browser import check_images, find_chromium, screenshot
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the browser helper lives with the tests
+    from _browser import check_images, find_chromium, screenshot
 
     try:
         summary = run_summary(args.exp_dir)

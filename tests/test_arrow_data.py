@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 from peftsum.config import TrainConfig
 from peftsum.data.arrow import build_training_data, load_rows, tokenize_split
 from peftsum.data.features import LABEL_PAD, make_collator, mix_languages, tokenize_rows
-from peftsum.data.languages import LANGUAGES
+from peftsum.languages import LANGUAGES
 from peftsum.data.xlsum import load_split, sample_dir
 from peftsum.errors import DataError
 from peftsum.training.trainer import build_trainer, resolve

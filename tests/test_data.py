@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from peftsum.data.languages import LANGUAGES, get_language, parse_languages
+from peftsum.languages import LANGUAGES, get_language, parse_languages
 from peftsum.data.xlsum import load_split, read_jsonl, sample_dir, validate_rows
 from peftsum.errors import DataError
 

@@ -73,7 +73,7 @@ def _build(tiny_model_dir, tmp_path, **kw):
 
 @pytest.mark.parametrize("env, kw, message", [
     ({"ACCELERATE_USE_FSDP": "true"}, {"method": "prefix"},
-     "prefix is not supported under FSDP; use --method full or lora with FSDP, or train prefix data-parallel"),
+     "prefix is not supported under FSDP; use --method full, lora or rslora with FSDP, or train prefix data-parallel"),
     ({"ACCELERATE_USE_FSDP": "true"}, {"method": "full"}, "FSDP needs CUDA GPUs"),
     ({"ACCELERATE_MIXED_PRECISION": "fp16"}, {"method": "lora"}, "mixed_precision fp16 is refused: --fp16 refused for mt5"),
     ({"ACCELERATE_MIXED_PRECISION": "bf16"}, {"method": "lora", "bf16": False}, "pass --bf16"),

@@ -1,5 +1,8 @@
 """The method registry: every method trains on the tiny mT5, saves in PEFT's format and reloads.
 
+Adding a method is one row in ``peftsum.modeling.methods.METHODS`` plus its row in :data:`ROWS`
+below: the registry checks, the end-to-end test, the merge test and the README check all read them.
+
 The parametrised test trains each of the 11 methods for a few steps on real bundled English rows,
 checks that the loss on those rows went down, saves, and then a *fresh* Python process that
 imports only torch/transformers/peft reloads every adapter with plain ``PeftModel.from_pretrained``
@@ -22,11 +25,28 @@ import torch
 from peftsum.config import TrainConfig
 from peftsum.errors import ConfigError
 from peftsum.modeling.methods import ALL_LINEAR, METHODS, MethodHyper, build_peft_config, check_target_modules, \
-    get_method, method_hyper, resolve_target_modules
+    get_method, method_hyper, method_of_adapter, methods_markdown, resolve_target_modules
 
-EXPECTED = ["full", "lora", "dora", "rslora", "pissa", "ia3", "adalora", "prefix", "prompt", "loha", "vera"]
-PEFT_TYPE = {"lora": "LORA", "dora": "LORA", "rslora": "LORA", "pissa": "LORA", "ia3": "IA3", "adalora": "ADALORA",
-             "prefix": "PREFIX_TUNING", "prompt": "PROMPT_TUNING", "loha": "LOHA", "vera": "VERA"}
+# One row per method, what its trained model must show: the PEFT type in its adapter_config.json
+# (None: a full checkpoint), the adapter_config.json entries that tell it apart, whether
+# `peftsum merge` folds it into the weights, and whether PEFT mixes it with other adapters in one batch.
+ROWS = [
+    # name      peft_type        adapter_config entries                   merges mixes
+    ("full",    None,            {},                                      False, False),
+    ("lora",    "LORA",          {"use_dora": False, "use_rslora": False}, True, True),
+    ("dora",    "LORA",          {"use_dora": True},                      True,  False),
+    ("rslora",  "LORA",          {"use_rslora": True},                    True,  True),
+    # PiSSA saves a plain LoRA (rank 2r) that applies to the unmodified base
+    ("pissa",   "LORA",          {"init_lora_weights": True, "r": 16},    True,  True),
+    ("ia3",     "IA3",           {},                                      True,  False),
+    ("adalora", "ADALORA",       {},                                      True,  False),
+    ("prefix",  "PREFIX_TUNING", {},                                      False, False),
+    ("prompt",  "PROMPT_TUNING", {},                                      False, False),
+    ("loha",    "LOHA",          {},                                      True,  False),
+    ("vera",    "VERA",          {},                                      True,  False),
+]
+EXPECTED = [row[0] for row in ROWS]
+ROW = {row[0]: row for row in ROWS}
 STEPS = 4
 LR_FACTOR = 5  # a few steps at 5x the default rate move every method visibly (AdaLoRA starts from E = 0)
 
@@ -37,9 +57,21 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def test_registry_lists_the_eleven_methods_once():
     assert sorted(METHODS) == sorted(EXPECTED)
     for name, m in METHODS.items():
-        assert m.name == name and m.summary and m.learning_rate > 0
-        assert m.is_peft == (name != "full")
+        _, peft_type, _, merges, mixes = ROW[name]
+        assert m.name == name and m.label and m.summary and m.learning_rate > 0
+        assert m.is_peft == (peft_type is not None) == (m.peft_type is not None)
         assert ("target_modules" in m.uses) == bool(m.target_modules)
+        assert (m.peft_type, m.mergeable, m.mixed_batch) == (peft_type, merges, mixes), name
+    assert len({m.label for m in METHODS.values()}) == len(METHODS)
+
+
+def test_readme_method_table_is_the_registry():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    table = methods_markdown()
+    assert table in readme, "README.md's method table is out of date; paste methods_markdown() into it"
+    assert table.count("\n") == len(METHODS) + 2  # header, rule, one line per method
 
 
 def test_default_target_modules_are_peft_defaults_for_mt5():
@@ -231,7 +263,8 @@ def test_method_trains_saves_reloads_in_a_fresh_process_and_generates(method_run
     # orthogonality regulariser is not part of it)
     assert res["after"] < res["before"], (res["before"], res["after"])
     model_dir = res["dir"] / "model"
-    if name == "full":
+    _, peft_type, entries, _, _ = ROW[name]
+    if peft_type is None:
         assert (model_dir / "config.json").is_file() and (model_dir / "model.safetensors").is_file()
         assert reloaded[name]["class"] == "MT5ForConditionalGeneration"
         # the generation length saved with the model is the configured summary length, not a default
@@ -239,16 +272,14 @@ def test_method_trains_saves_reloads_in_a_fresh_process_and_generates(method_run
     else:
         adapter_cfg = json.loads((model_dir / "adapter_config.json").read_text())
         assert (model_dir / "adapter_model.safetensors").is_file()
-        assert adapter_cfg["peft_type"] == PEFT_TYPE[name]
+        assert adapter_cfg["peft_type"] == peft_type
+        assert {k: adapter_cfg[k] for k in entries} == entries
         assert adapter_cfg["task_type"] == "SEQ_2_SEQ_LM"
         assert reloaded[name]["class"].startswith("PeftModel")
         assert res["metrics"]["trainable_params"] < res["metrics"]["total_params"]
-        if name == "dora":
-            assert adapter_cfg["use_dora"] is True
-        if name == "rslora":
-            assert adapter_cfg["use_rslora"] is True
-        if name == "pissa":  # converted to a plain LoRA (rank 2r) that applies to the unmodified base
-            assert adapter_cfg["init_lora_weights"] is True and adapter_cfg["r"] == 16
+        # serving and merge tell the method from the saved file (PiSSA's is a plain LoRA)
+        saved = method_of_adapter(adapter_cfg).name
+        assert saved == name or (METHODS[name].convert_on_save and saved == "lora"), saved
     before_save = torch.load(res["dir"] / "logits.pt")
     after_reload = torch.load(res["dir"] / "reloaded_logits.pt")
     assert (after_reload - before_save).abs().max().item() <= 1e-5
@@ -295,7 +326,7 @@ def test_every_weight_method_merges_into_a_standalone_model(method_runs, tmp_pat
     for name in EXPECTED[1:]:
         res = results[name]
         assert "error" not in res, res.get("error")
-        if name in ("prefix", "prompt"):
+        if not ROW[name][3]:
             with pytest.raises(PeftsumError, match="cannot be merged"):
                 merge_adapter(res["dir"], tmp_path / name)
             assert not (tmp_path / name).exists()

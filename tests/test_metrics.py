@@ -117,6 +117,18 @@ def test_stemmer_choice_follows_xlsum_and_is_recorded():
         assert score_texts(*pair, language, stemmer=True)["stemmer"] == "none"  # XL-Sum has none
 
 
+def test_stemmer_and_segmenter_registries_cover_the_profiles_and_refuse_unknown_names():
+    from peftsum.metrics.profiles import SEGMENTERS, STEMMERS
+    from peftsum.metrics.segmenters import _FACTORIES as SEGMENTER_FACTORIES, get_segmenter
+    from peftsum.metrics.stemmers import _FACTORIES as STEMMER_FACTORIES, get_stemmer
+
+    assert set(STEMMERS.values()) == set(STEMMER_FACTORIES) and set(SEGMENTERS.values()) == set(SEGMENTER_FACTORIES)
+    for lookup, kind in ((get_stemmer, "stemmer"), (get_segmenter, "segmenter")):
+        with pytest.raises(ConfigError, match=f"unknown {kind} 'porter'; choose one of: ") as err:
+            lookup("porter")
+        assert "\n" not in str(err.value)
+
+
 def test_hindi_and_bengali_stemmers():
     # Ramanathan & Rao (2003): longest suffix first, stem keeps 2+ characters.
     assert stem_hindi("लड़कियों") == "लड़क"  # -ियों (plural oblique)

@@ -28,7 +28,7 @@ import pytest
 import unidic_lite
 
 import peftsum
-from peftsum.data.languages import LANGUAGES
+from peftsum.languages import LANGUAGES
 from peftsum.metrics import score_texts, split_sentences
 
 SAMPLE = Path(peftsum.__file__).parent / "data" / "sample" / "xlsum"

@@ -171,9 +171,8 @@ def test_tables_fit_80_columns_without_cutting_values(args):
 
 
 def test_score_and_evaluate_print_one_score_table_that_fits():
-    from peftsum.display import print_scores
+    from peftsum.display import print_scores, score_table
     from peftsum.metrics import score_texts
-    from peftsum.metrics.io import render_table
 
     rows = [json.loads(line) for line in (sample_dir() / "english" / "validation.jsonl").read_text().splitlines()]
     other = score_texts([r["text"][:100] for r in rows], [r["summary"] for r in rows], "english", n_resamples=50)
@@ -183,7 +182,7 @@ def test_score_and_evaluate_print_one_score_table_that_fits():
     result["paired"] = compare_systems(result, other, n_resamples=50, seed=0)
     a, b = Console(width=80, record=True), Console(width=80, record=True)
     print_scores(a, result)  # peftsum evaluate
-    b.print(render_table(result))  # peftsum score
+    b.print(score_table(result))  # peftsum score
     text = a.export_text()
     assert text == b.export_text()
     assert max(len(line) for line in text.splitlines()) <= 80 and "…" not in text

@@ -473,7 +473,7 @@ def test_cli_report(tmp_path):
 
 # --------------------------------------------------------------------------- browser
 def test_report_renders_in_headless_chromium(report, tmp_path):
-    from peftsum.reporting.browser import check_images, find_chromium, screenshot
+    from _browser import check_images, find_chromium, screenshot
 
     if find_chromium() is None:
         pytest.skip(

@@ -36,7 +36,7 @@ def test_mismatched_counts_are_a_data_error():
 
 
 def test_all_bundled_languages_lead1(tmp_path):
-    from peftsum.data.languages import LANGUAGES
+    from peftsum.languages import LANGUAGES
     from peftsum.experiments.seed_check import all_languages_lead1
 
     data = all_languages_lead1()

@@ -26,6 +26,7 @@ from peftsum.config import TrainConfig
 from peftsum.data.xlsum import load_split
 from peftsum.generation.decode import GenerationSettings
 from peftsum.modeling.methods import METHODS
+from peftsum.serving.registry import adapter_method, can_mix
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -121,6 +122,11 @@ def _metric(text: str, name: str) -> float:
 
 def test_mixed_batch_flag_marks_what_peft_can_mix():
     assert sorted(n for n, m in METHODS.items() if m.mixed_batch) == ["lora", "pissa", "rslora"]
+    # the adapter file decides too: a DoRA file is never mixed, whatever its run says
+    assert can_mix("lora", {"peft_type": "LORA"}) and can_mix("rslora", {"peft_type": "LORA", "use_rslora": True})
+    assert not can_mix("lora", {"peft_type": "LORA", "use_dora": True}) and not can_mix("ia3", {"peft_type": "IA3"})
+    assert adapter_method({"peft_type": "LORA", "use_dora": True}, {}) == "dora"
+    assert adapter_method({"peft_type": "LOKR"}, {}) == "lokr"
 
 
 # --------------------------------------------------------------------------- mixed batches
@@ -449,7 +455,7 @@ def test_serve_command_runs_a_server(tiny_model_dir, experiment):
 
 def _cdp_session(chromium: str, profile: Path):
     """Chromium driven through the DevTools protocol over ``--remote-debugging-pipe`` (fd 3 in, fd 4 out)."""
-    from peftsum.reporting.browser import _flags
+    from _browser import _flags
 
     to_chrome_r, to_chrome_w = os.pipe()
     from_chrome_r, from_chrome_w = os.pipe()
@@ -492,7 +498,7 @@ def _cdp_session(chromium: str, profile: Path):
 
 
 def test_page_summarizes_in_headless_chromium(url, tmp_path):
-    from peftsum.reporting.browser import find_chromium
+    from _browser import find_chromium
 
     chromium = find_chromium()
     if chromium is None:

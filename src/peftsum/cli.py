@@ -17,6 +17,7 @@ import typer
 from rich.console import Console
 
 from peftsum.errors import PeftsumError
+from peftsum.modeling.methods import METHODS
 
 app = typer.Typer(
     help=(
@@ -80,7 +81,7 @@ DataOpt = typer.Option(
 @_run
 def data_languages() -> None:
     """List XL-Sum's 45 languages with ISO code and script."""
-    from peftsum.data.languages import LANGUAGES
+    from peftsum.languages import LANGUAGES
     from peftsum.display import make_table
 
     table = make_table("language", "code", "script")
@@ -146,7 +147,7 @@ def data_stats(
     from peftsum.modeling.tiny import ensure_tiny_model
     from peftsum.display import print_stats
 
-    from peftsum.data.languages import get_language
+    from peftsum.languages import get_language
 
     language = get_language(language).name
     tok_name = (f"the tokenizer of {tokenizer}" if tokenizer else
@@ -196,7 +197,7 @@ def methods() -> None:
 @_run
 def train_cmd(
     config: Optional[Path] = typer.Option(None, "--config", help="YAML file; any flag below can come from it."),
-    method: Optional[str] = typer.Option(None, help="full, lora, dora, rslora, pissa, ia3, adalora, prefix, prompt, loha, vera (see `peftsum methods`)."),
+    method: Optional[str] = typer.Option(None, help=f"{', '.join(METHODS)} (see `peftsum methods`)."),
     model: Optional[str] = typer.Option(None, help="Hub id (google/mt5-small) or folder. 'tiny' = the offline tiny model."),
     language: Optional[list[str]] = typer.Option(None, "--language", "-l", help="XL-Sum language(s); repeat or comma-separate."),
     data: Optional[str] = typer.Option(None, help="sample (bundled), hub, or a local folder/file."),
@@ -307,7 +308,7 @@ def _eval_split(language: str, data: str, split: str | None) -> str:
     """``split`` as given; when not given and the language has no test rows, say that validation is used."""
     if split is not None:
         return split
-    from peftsum.data.languages import get_language
+    from peftsum.languages import get_language
     from peftsum.data.xlsum import eval_split
 
     chosen = eval_split(language, data)
@@ -522,7 +523,8 @@ def score_cmd(
     """Score predictions against references with multilingual ROUGE (XL-Sum's tokenization)."""
     from peftsum.io import ensure_writable_target
     from peftsum.locking import lock_or_none
-    from peftsum.metrics.io import render_table, score_files, write_json
+    from peftsum.display import score_table, seed_score_table
+    from peftsum.metrics.io import score_files, write_json
 
     if output_file is not None:
         ensure_writable_target(output_file, overwrite, alternative=None)
@@ -530,12 +532,12 @@ def score_cmd(
     with lock_or_none(output_file.parent if output_file is not None else None, "score"):
         result = score_files(language, predictions, references, compare_predictions=compare_predictions,
                              stemmer=stemmer, normalize=normalize, n_resamples=n_resamples, seed=seed)
-        console.print(render_table(result))
+        console.print(score_table(result))
         if compare_seed_scorer:
-            from peftsum.metrics.io import add_seed_scorer, render_seed_table
+            from peftsum.metrics.io import add_seed_scorer
 
             add_seed_scorer(result, predictions, references)
-            console.print(render_seed_table(result))
+            console.print(seed_score_table(result))
         if output_file is not None:
             write_json(result, output_file)
             console.print(f"scores: {output_file}", highlight=False)

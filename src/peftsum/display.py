@@ -2,7 +2,7 @@
 
 Every column wraps (``overflow="fold"``): a value that does not fit goes on to the next line and
 is never cut with an ellipsis. One renderer for score JSONs (:func:`score_table`) serves
-``peftsum evaluate`` and ``peftsum score``.
+``peftsum evaluate`` and ``peftsum score``; :func:`seed_score_table` shows ``score --compare-seed-scorer``.
 """
 
 from __future__ import annotations
@@ -10,7 +10,9 @@ from __future__ import annotations
 from rich.table import Table
 
 from peftsum.run_format import ROUGE_KEYS
-ROUGE_NAMES = {"rouge1": "ROUGE-1", "rouge2": "ROUGE-2", "rougeL": "ROUGE-L", "rougeLsum": "ROUGE-Lsum"}
+
+ROUGE_LABELS: dict[str, str] = {"rouge1": "ROUGE-1", "rouge2": "ROUGE-2", "rougeL": "ROUGE-L", "rougeLsum": "ROUGE-Lsum"}
+"""Display name of each ROUGE key, in the terminal and in the report."""
 
 
 def make_table(*columns: str, title: str | None = None, caption: str | None = None, numeric: tuple[str, ...] = ()) -> Table:
@@ -64,10 +66,25 @@ def score_table(result: dict) -> Table:
     for key in ROUGE_KEYS:
         s = result[key]
         ci = f"[{s['ci_low']:.2f}, {s['ci_high']:.2f}]" if s.get("ci_low") is not None else "-"
-        row = [ROUGE_NAMES[key], f"{s['f1']:.2f}", ci, f"{s['precision']:.2f}", f"{s['recall']:.2f}"]
+        row = [ROUGE_LABELS[key], f"{s['f1']:.2f}", ci, f"{s['precision']:.2f}", f"{s['recall']:.2f}"]
         if paired:
             row += [f"{paired[key]['mean_diff']:+.2f}", f"{paired[key]['p_value']:.3f}" + ("" if called else " (not called)")]
         table.add_row(*row)
+    return table
+
+
+def seed_score_table(result: dict) -> Table:
+    """A score JSON's ``seed_scorer`` block (:func:`peftsum.metrics.io.add_seed_scorer`) as a table: each
+    ROUGE variant's F1 (0-100) by peftsum's scorer, by the seed study's, and the difference."""
+    block = result["seed_scorer"]
+    share = block["reference_token_share"]
+    caption = (f"seed scorer: {block['scorers']['seed']}; it keeps "
+               + ("no" if share is None else f"{share:.0%} of the") + " reference tokens peftsum counts")
+    table = make_table("variant", "peftsum F1", "seed scorer F1", "Δ (peftsum − seed)", caption=caption,
+                       title=f"Same texts, two scorers ({result['language']}, {result['num_examples']} examples)")
+    for variant in ROUGE_KEYS:
+        table.add_row(variant, f"{block['peftsum'][variant]:.2f}", f"{block['seed'][variant]:.2f}",
+                      f"{block['difference'][variant]:+.2f}")
     return table
 
 

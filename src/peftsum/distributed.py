@@ -11,7 +11,8 @@ data-parallel training; this module holds the little peftsum needs around it:
   the run folder while the others wait);
 * :func:`is_main`, :func:`barrier`, :func:`broadcast`, :func:`gather` for "only rank 0 writes";
 * :func:`shard` splits a list of batches round-robin over the ranks and :func:`merge_shards`
-  puts the gathered results back in the original order (sharded evaluation).
+  puts the gathered results back in the original order (sharded evaluation);
+* :func:`fsdp_requested` and :func:`refuse_distributed` for commands that must run as one process.
 
 Single-process runs (no launcher) see ``world_size == 1`` and every function is a no-op.
 """
@@ -21,6 +22,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from typing import Any, Sequence
+
+from peftsum.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -159,6 +162,25 @@ def merge_shards(parts: Sequence[Sequence[Any]]) -> list[Any]:
             if i < len(part):
                 out.append(part[i])
     return out
+
+
+def fsdp_requested() -> bool:
+    """True when the launcher asked for FSDP (``accelerate launch`` with an FSDP config)."""
+    return os.environ.get("ACCELERATE_USE_FSDP", "false").strip().lower() in ("1", "true", "yes")
+
+
+def refuse_distributed(command: str, instead: str) -> None:
+    """Refuse a one-process command started by a multi-process launcher (or with an FSDP config).
+
+    Args:
+        command: the command's name (``merge``).
+        instead: what to run instead.
+
+    Raises:
+        ConfigError: launched with ``WORLD_SIZE > 1`` or ``ACCELERATE_USE_FSDP``.
+    """
+    if world().world_size > 1 or fsdp_requested():
+        raise ConfigError(f"{command} does not run under FSDP or several processes; {instead}")
 
 
 def effective_batch(batch_size: int, gradient_accumulation_steps: int, world_size: int | None = None) -> int:

@@ -157,23 +157,13 @@ def write_bytes_atomic(path: Path, data: bytes) -> Path:
     Raises:
         OSError: the folder is not writable.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        apply_umask(tmp)
-        with os.fdopen(fd, "wb") as fh:
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    return path
+
+    return _replace_with(path, write, suffix=".tmp")
 
 
 def write_text_atomic(path: Path, text: str) -> Path:
@@ -187,9 +177,15 @@ def write_with_atomic(path: Path, writer: Callable[[Path], None]) -> Path:
     Used for matplotlib's ``savefig``, which wants a file name. The temp name keeps the
     destination's suffix so writers that infer the format from it still work.
     """
+    return _replace_with(Path(path), writer, suffix=Path(path).suffix)
+
+
+def _replace_with(path: Path, writer: Callable[[Path], None], suffix: str) -> Path:
+    """Create a hidden temp file ``.<name>.XXXX<suffix>`` next to ``path``, let ``writer`` fill it, then
+    ``os.replace`` it onto ``path``; the temp file is removed if anything fails (then re-raised)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     os.close(fd)
     try:
         apply_umask(tmp)

@@ -19,7 +19,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from peftsum.data.languages import get_language
+from peftsum.languages import get_language
 from peftsum.errors import DataError
 from peftsum.io import iter_jsonl
 

@@ -130,7 +130,7 @@ def load_experiment(path: str | Path | None, overrides: list[str] | None = None)
         ConfigError: unknown keys anywhere (named with the valid ones), bad types, unknown
             methods or languages, an experiment with no runs.
     """
-    from peftsum.data.languages import parse_languages
+    from peftsum.languages import parse_languages
     from peftsum.generation.decode import GenerationSettings
     from peftsum.modeling.methods import get_method
 

@@ -119,7 +119,7 @@ def all_languages_lead1() -> dict:
         {"split", "num_examples", "script", "reference_token_share", "peftsum": {variant: F1},
         "seed": {...}, "difference": {...}}}}``; F1 on a 0-100 scale.
     """
-    from peftsum.data.languages import LANGUAGES
+    from peftsum.languages import LANGUAGES
     from peftsum.data.xlsum import eval_split, load_split
     from peftsum.metrics.baselines import lead1
     from peftsum.metrics.profiles import get_profile

@@ -14,7 +14,7 @@ from typing import Optional
 
 from peftsum.errors import DataError
 from peftsum.metrics.bootstrap import compare_systems
-from peftsum.metrics.rouge import VARIANTS, score_texts
+from peftsum.metrics.rouge import score_texts
 
 PREDICTION_FIELDS = ("prediction",)
 REFERENCE_FIELDS = ("reference", "summary")
@@ -107,13 +107,6 @@ def score_files(
     return result
 
 
-def render_table(result: dict):
-    """A rich ``Table`` of a score JSON: the same renderer as ``peftsum evaluate`` (:func:`peftsum.display.score_table`)."""
-    from peftsum.display import score_table
-
-    return score_table(result)
-
-
 def write_json(result: dict, path: Path) -> None:
     """Write a score JSON (UTF-8, indented) atomically, creating the parent folder
     (:func:`peftsum.io.write_json_atomic`)."""
@@ -140,21 +133,3 @@ def add_seed_scorer(result: dict, predictions: Path, references: Path) -> dict:
     result["seed_scorer"] = {"scorers": res["scorers"], "reference_token_share": res["reference_token_share"],
                              **res["systems"]["predictions"]}
     return result
-
-
-def render_seed_table(result: dict):
-    """A rich ``Table``: each ROUGE variant by peftsum's scorer, by the seed study's, and the difference."""
-    from rich.table import Table
-
-    block = result["seed_scorer"]
-    share = block["reference_token_share"]
-    table = Table("variant", "peftsum F1", "seed scorer F1", "Δ (peftsum − seed)",
-                  title=f"Same texts, two scorers ({result['language']}, {result['num_examples']} examples)")
-    for variant in VARIANTS:
-        table.add_row(variant, f"{block['peftsum'][variant]:.2f}", f"{block['seed'][variant]:.2f}",
-                      f"{block['difference'][variant]:+.2f}")
-    table.caption = (
-        f"seed scorer: {block['scorers']['seed']}; it keeps "
-        + ("no" if share is None else f"{share:.0%} of the") + " reference tokens peftsum counts"
-    )
-    return table

@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from peftsum.data.languages import get_language
+from peftsum.languages import get_language
 
 SEGMENTERS: dict[str, str] = {
     "chinese_simplified": "jieba",
@@ -57,7 +57,7 @@ class Profile:
         language: XL-Sum config name.
         segmenter: word segmenter name, or ``None`` (punctuation + whitespace split).
         default_stemmer: the stemmer XL-Sum uses, or ``None``.
-        script: expected script (``peftsum.data.languages``), e.g. ``"Devanagari"``.
+        script: expected script (``peftsum.languages``), e.g. ``"Devanagari"``.
         unicode_scripts: the Unicode script names that count as that script.
     """
 
@@ -72,7 +72,7 @@ def get_profile(language: str) -> Profile:
     """The :class:`Profile` of an XL-Sum language (name or ISO code).
 
     Raises:
-        DataError: unknown language (from :func:`peftsum.data.languages.get_language`).
+        DataError: unknown language (from :func:`peftsum.languages.get_language`).
     """
     lang = get_language(language)
     return Profile(

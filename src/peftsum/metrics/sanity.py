@@ -5,7 +5,7 @@ answers in the training language), nothing at all, or T5 sentinel tokens left ov
 from span-corruption pretraining. For every evaluation peftsum counts:
 
 * ``script_share``: the share (0-1) of predictions whose letters are mostly (more than
-  half) in the language's expected script (``peftsum.data.languages``; Japanese counts
+  half) in the language's expected script (``peftsum.languages``; Japanese counts
   Han, Hiragana and Katakana). Letters are characters of Unicode category L; a
   prediction without letters does not count as in-script;
 * ``empty_predictions``: predictions that are empty or whitespace only;

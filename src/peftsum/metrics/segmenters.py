@@ -22,6 +22,8 @@ import functools
 import logging
 from typing import Callable
 
+from peftsum.errors import ConfigError
+
 _ASAT = "\u103a"
 _DOT_BELOW = "\u1037"
 _VIRAMA = "\u1039"
@@ -86,9 +88,17 @@ _FACTORIES: dict[str, Callable[[], Callable[[str], list[str]]]] = {
     "pythainlp-newmm": _newmm,
     "burmese-syllables": lambda: segment_burmese,
 }
+"""Segmenter name (the values of :data:`peftsum.metrics.profiles.SEGMENTERS`) -> factory of a text ->
+tokens function; libraries are imported on first use."""
 
 
 @functools.lru_cache(maxsize=None)
 def get_segmenter(name: str) -> Callable[[str], list[str]]:
-    """The segmenter called ``name`` (a value of :data:`peftsum.metrics.profiles.SEGMENTERS`)."""
+    """The segmenter called ``name`` (a value of :data:`peftsum.metrics.profiles.SEGMENTERS`).
+
+    Raises:
+        ConfigError: a name that is not in the segmenter registry (the message lists the known ones).
+    """
+    if name not in _FACTORIES:
+        raise ConfigError(f"unknown segmenter {name!r}; choose one of: {', '.join(_FACTORIES)}")
     return _FACTORIES[name]()

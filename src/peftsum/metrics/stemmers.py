@@ -79,21 +79,34 @@ def stem_bengali(token: str) -> str:
     return token
 
 
+def _snowball(language: str) -> Callable[[str], str]:
+    from nltk.stem.snowball import SnowballStemmer
+
+    return SnowballStemmer(language, ignore_stopwords=False).stem
+
+
+def _turkish() -> Callable[[str], str]:
+    from TurkishStemmer import TurkishStemmer
+
+    return TurkishStemmer().stem
+
+
+_FACTORIES: dict[str, Callable[[], Callable[[str], str]]] = {
+    **{f"snowball-{lang}": functools.partial(_snowball, lang)
+       for lang in ("arabic", "english", "french", "portuguese", "russian", "spanish")},
+    "hindi-light": lambda: stem_hindi,
+    "bengali-rules": lambda: stem_bengali,
+    "turkishstemmer": _turkish,
+}
+"""Stemmer name (the values of :data:`peftsum.metrics.profiles.STEMMERS`) -> factory of a token -> stem
+function; libraries are imported on first use."""
+
+
 @functools.lru_cache(maxsize=None)
 def _base_stemmer(name: str) -> Callable[[str], str]:
-    if name.startswith("snowball-"):
-        from nltk.stem.snowball import SnowballStemmer
-
-        return SnowballStemmer(name.removeprefix("snowball-"), ignore_stopwords=False).stem
-    if name == "hindi-light":
-        return stem_hindi
-    if name == "bengali-rules":
-        return stem_bengali
-    if name == "turkishstemmer":
-        from TurkishStemmer import TurkishStemmer
-
-        return TurkishStemmer().stem
-    raise ConfigError(f"unknown stemmer {name!r}")
+    if name not in _FACTORIES:
+        raise ConfigError(f"unknown stemmer {name!r}; choose one of: {', '.join(_FACTORIES)}")
+    return _FACTORIES[name]()
 
 
 def get_stemmer(name: Optional[str]) -> Optional[Callable[[str], str]]:
@@ -101,6 +114,9 @@ def get_stemmer(name: Optional[str]) -> Optional[Callable[[str], str]]:
 
     The function applies XL-Sum's length rule: tokens of at most
     :data:`MIN_STEM_LENGTH` characters come back unchanged. ``None`` gives ``None``.
+
+    Raises:
+        ConfigError: a name that is not in the stemmer registry (the message lists the known ones).
     """
     if name is None:
         return None

@@ -7,11 +7,6 @@ from pathlib import Path
 from peftsum.errors import PeftsumError
 from peftsum.io import atomic_dir
 
-MERGEABLE = {"LORA", "IA3", "LOHA", "LOKR", "ADALORA", "VERA", "OFT", "BOFT"}
-"""PEFT types whose update can be written into the base weights (prefix/prompt tuning cannot).
-LoRA covers DoRA, rsLoRA and peftsum's PiSSA adapters (saved converted to a plain LoRA)."""
-
-
 def merge_adapter(adapter_dir: str | Path, output_dir: str | Path, overwrite: bool = False) -> Path:
     """Merge a PEFT adapter into its base model (``merge_and_unload``) and save it with the tokenizer,
     a ``generation_config.json`` holding the decoding settings it was evaluated with (XL-Sum's when
@@ -27,14 +22,15 @@ def merge_adapter(adapter_dir: str | Path, output_dir: str | Path, overwrite: bo
         ``output_dir``; it loads with ``AutoModelForSeq2SeqLM.from_pretrained`` without peft.
 
     Raises:
-        PeftsumError: not an adapter folder, a method that cannot be merged (prefix/prompt
-            tuning add virtual tokens, not weight updates), or an existing output without ``overwrite``;
+        PeftsumError: not an adapter folder, an adapter of no peftsum method, a method that cannot be
+            merged (:attr:`~peftsum.modeling.methods.Method.mergeable`: prefix/prompt tuning add virtual
+            tokens, not weight updates), or an existing output without ``overwrite``;
             started under several processes or FSDP (ConfigError).
     """
     import json
 
     from peftsum.modeling.load import is_adapter_dir, load_for_inference
-    from peftsum.training.parallel import refuse_distributed
+    from peftsum.distributed import refuse_distributed
 
     refuse_distributed("merge", "run `peftsum merge` as one plain process (no torchrun, accelerate launch or FSDP "
                        "config) on the saved model/ folder, which is a standard, unsharded checkpoint")
@@ -47,12 +43,19 @@ def merge_adapter(adapter_dir: str | Path, output_dir: str | Path, overwrite: bo
     if not is_adapter_dir(adapter_dir):
         raise PeftsumError(f"{adapter_dir}: not a PEFT adapter folder (no adapter_config.json); "
                            "a full fine-tuning checkpoint is already standalone")
+    from peftsum.modeling.methods import METHODS, method_of_adapter
+
     try:
-        peft_type = str(json.loads((adapter_dir / "adapter_config.json").read_text())["peft_type"]).upper()
-    except (ValueError, KeyError) as exc:
+        adapter_config = json.loads((adapter_dir / "adapter_config.json").read_text())
+        peft_type = str(adapter_config["peft_type"]).upper().split(".")[-1]
+    except (ValueError, KeyError, TypeError) as exc:
         raise PeftsumError(f"{adapter_dir / 'adapter_config.json'}: unreadable adapter config ({exc})") from None
-    peft_type = peft_type.split(".")[-1]
-    if peft_type not in MERGEABLE:  # checked before loading anything
+    method = method_of_adapter(adapter_config)  # checked before loading anything
+    if method is None:
+        merges = ", ".join(m.name for m in METHODS.values() if m.mergeable)
+        raise PeftsumError(f"{adapter_dir}: {peft_type} adapters come from no peftsum method; "
+                           f"peftsum merges the adapters of: {merges}")
+    if not method.mergeable:
         raise PeftsumError(f"{adapter_dir}: {peft_type} adapters cannot be merged into the weights "
                            "(prefix/prompt tuning add virtual tokens); serve them with the base model instead")
     from peftsum.modeling.shipping import evaluation_results, merged_model_card, set_generation_settings, \
@@ -70,7 +73,7 @@ def merge_adapter(adapter_dir: str | Path, output_dir: str | Path, overwrite: bo
     base = str(model.peft_config[model.active_adapter].base_model_name_or_path)
     merged = model.merge_and_unload()
     set_generation_settings(merged.generation_config, settings)
-    card = merged_model_card(base=base, adapter=str(adapter_dir), method=(metrics or {}).get("method", peft_type.lower()),
+    card = merged_model_card(base=base, adapter=str(adapter_dir), method=(metrics or {}).get("method", method.name),
                              metrics=metrics, results=results, settings=settings,
                              max_source_length=(trained or {}).get("max_source_length", 512),
                              source_prefix=(trained or {}).get("source_prefix", ""))

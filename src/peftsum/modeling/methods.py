@@ -3,8 +3,11 @@
 Each :class:`Method` row says how to build its ``peft`` config (or ``None`` for full
 fine-tuning), its default learning rate, its default ``target_modules`` for mT5/T5, its
 default rank, and what the trainer must do beyond PEFT's standard calls (AdaLoRA's rank
-allocation callback; PiSSA's conversion to a plain LoRA on save). Adding a method is one row in
-:data:`METHODS`; nothing else in peftsum branches on the method name.
+allocation callback; PiSSA's conversion to a plain LoRA on save), its display name, whether it
+merges into the base weights, mixes with other adapters in one served batch and trains under FSDP.
+Adding a method is one row in :data:`METHODS` (and its row in ``tests/test_methods.py``); nothing
+else in peftsum branches on the method name: merge, serving, the report's labels, the run card,
+the CLI help and the README's method table (:func:`methods_markdown`) all read the row.
 
 Sources of the defaults (checked against peft 0.21.2 by ``tests/test_methods.py``):
 
@@ -68,6 +71,7 @@ class Method:
 
     Attributes:
         name: registry key used by ``--method``.
+        label: display name in reports, figures and the README (``"LoRA"``).
         summary: one line for ``peftsum methods``.
         learning_rate: default peak learning rate (source in the module docstring).
         target_modules: default ``target_modules`` for mT5, or ``()`` where the method has none.
@@ -93,9 +97,20 @@ class Method:
             layers only. DoRA is refused by PEFT; AdaLoRA's ``SVDLinear``, IA3, LoHa, VeRA and the
             prompt-learning methods ignore ``adapter_names`` (peft 0.21.2), so ``peftsum serve``
             batches their requests per adapter.
+        peft_type: PEFT's ``peft_type`` in the saved ``adapter_config.json`` (``None``: full fine-tuning
+            saves a plain checkpoint). Several methods share ``"LORA"``.
+        config_flag: the ``adapter_config.json`` key that is true for this method and tells it apart
+            from the others of its ``peft_type`` (DoRA's ``use_dora``), or ``None``.
+        mergeable: ``peftsum merge`` can fold the adapter into the base weights (prefix and prompt
+            tuning add virtual tokens instead; full fine-tuning has nothing to merge).
+        fsdp: trained under FSDP (full fine-tuning and plain LoRA: PEFT documents FSDP for LoRA and
+            the Trainer's ``update_fsdp_plugin_peft`` wraps LoRA layers; the others keep state outside
+            ``nn.Linear``, prefix key/values, AdaLoRA's budget, VeRA's shared matrices, IA3's vectors,
+            whose sharding neither PEFT nor peftsum tests).
     """
 
     name: str
+    label: str
     summary: str
     learning_rate: float
     target_modules: tuple[str, ...]
@@ -109,6 +124,10 @@ class Method:
     extra_record: Callable[[MethodHyper], dict] | None = None
     packed_head: bool = True
     mixed_batch: bool = False
+    peft_type: str | None = None
+    config_flag: str | None = None
+    mergeable: bool = True
+    fsdp: bool = False
 
     @property
     def is_peft(self) -> bool:
@@ -171,7 +190,7 @@ def _adalora_record(h: MethodHyper) -> dict:
 
 
 def _adalora_callback():
-    from peftsum.training.callbacks import AdaLoraAllocateCallback
+    from peftsum.callbacks import AdaLoraAllocateCallback
 
     return AdaLoraAllocateCallback()
 
@@ -219,32 +238,40 @@ _LORA_USES = ("r", "lora_alpha", "lora_dropout", "target_modules")
 METHODS: dict[str, Method] = {
     m.name: m
     for m in (
-        Method("full", "full fine-tuning: every weight trains", 5e-5, (), None),
-        Method("lora", "LoRA, low-rank update B@A (Hu et al., 2021)", 5e-4, _QV, _lora(), _LORA_USES, r=8,
-               mixed_batch=True),
-        Method("dora", "DoRA, weight-decomposed LoRA (Liu et al., 2024)", 5e-4, _QV, _lora(use_dora=True),
-               _LORA_USES, r=8),
-        Method("rslora", "rank-stabilised LoRA, scale alpha/sqrt(r) (Kalajdzievski, 2023)", 5e-4, _QV,
-               _lora(use_rslora=True), _LORA_USES, r=8, mixed_batch=True),
-        Method("pissa", "LoRA initialised from principal singular vectors (Meng et al., 2024)", 5e-4, _QV,
-               _lora(init_lora_weights="pissa"), _LORA_USES, r=8, convert_on_save=True,
-               mixed_batch=True),
-        Method("adalora", "AdaLoRA, adaptive rank budget, init_r 1.5r pruned to r (Zhang et al., 2023)", 5e-4,
-               ALL_LINEAR, _adalora, _LORA_USES, r=8, callbacks=(_adalora_callback,), resumable=False,
-               extra_record=_adalora_record, packed_head=False),
-        Method("ia3", "IA3, learned rescaling of k, v and the FFN activation (Liu et al., 2022)", 3e-3,
-               ("k", "v", "wo"), _ia3, ("target_modules",)),
-        Method("loha", "LoHa, Hadamard product of two low-rank pairs (Hyeon-Woo et al., 2022)", 5e-4, _QV,
-               _loha, ("r", "lora_alpha", "target_modules"), r=8),
-        Method("vera", "VeRA, shared frozen random matrices + trained scaling vectors (Kopiczko et al., 2024)",
-               5e-3, _QV, _vera, ("r", "lora_dropout", "target_modules"), r=256),
-        Method("prefix", "prefix tuning, trained key/value prefixes (Li & Liang, 2021); decoder-side in PEFT",
-               1e-2, (), _prefix, ("num_virtual_tokens",), gradient_checkpointing=False),
-        Method("prompt", "prompt tuning, trained input embeddings (Lester et al., 2021)", 3e-2, (), _prompt,
-               ("num_virtual_tokens",)),
+        Method("full", "Full FT", "full fine-tuning: every weight trains", 5e-5, (), None, mergeable=False,
+               fsdp=True),
+        Method("lora", "LoRA", "LoRA, low-rank update B@A (Hu et al., 2021)", 5e-4, _QV, _lora(), _LORA_USES, r=8,
+               mixed_batch=True, peft_type="LORA", fsdp=True),
+        Method("dora", "DoRA", "DoRA, weight-decomposed LoRA (Liu et al., 2024)", 5e-4, _QV, _lora(use_dora=True),
+               _LORA_USES, r=8, peft_type="LORA", config_flag="use_dora"),
+        Method("rslora", "rsLoRA", "rank-stabilised LoRA, scale alpha/sqrt(r) (Kalajdzievski, 2023)", 5e-4, _QV,
+               _lora(use_rslora=True), _LORA_USES, r=8, mixed_batch=True, peft_type="LORA",
+               config_flag="use_rslora", fsdp=True),
+        Method("pissa", "PiSSA", "LoRA initialised from principal singular vectors (Meng et al., 2024)", 5e-4,
+               _QV, _lora(init_lora_weights="pissa"), _LORA_USES, r=8, convert_on_save=True, mixed_batch=True,
+               peft_type="LORA"),
+        Method("adalora", "AdaLoRA", "AdaLoRA, adaptive rank budget, init_r 1.5r pruned to r (Zhang et al., 2023)",
+               5e-4, ALL_LINEAR, _adalora, _LORA_USES, r=8, callbacks=(_adalora_callback,), resumable=False,
+               extra_record=_adalora_record, packed_head=False, peft_type="ADALORA"),
+        Method("ia3", "IA3", "IA3, learned rescaling of k, v and the FFN activation (Liu et al., 2022)", 3e-3,
+               ("k", "v", "wo"), _ia3, ("target_modules",), peft_type="IA3"),
+        Method("loha", "LoHa", "LoHa, Hadamard product of two low-rank pairs (Hyeon-Woo et al., 2022)", 5e-4, _QV,
+               _loha, ("r", "lora_alpha", "target_modules"), r=8, peft_type="LOHA"),
+        Method("vera", "VeRA",
+               "VeRA, shared frozen random matrices + trained scaling vectors (Kopiczko et al., 2024)",
+               5e-3, _QV, _vera, ("r", "lora_dropout", "target_modules"), r=256, peft_type="VERA"),
+        Method("prefix", "Prefix tuning",
+               "prefix tuning, trained key/value prefixes (Li & Liang, 2021); decoder-side in PEFT",
+               1e-2, (), _prefix, ("num_virtual_tokens",), gradient_checkpointing=False,
+               peft_type="PREFIX_TUNING", mergeable=False),
+        Method("prompt", "Prompt tuning", "prompt tuning, trained input embeddings (Lester et al., 2021)", 3e-2, (),
+               _prompt, ("num_virtual_tokens",), peft_type="PROMPT_TUNING", mergeable=False),
     )
 }
 """All methods, keyed by ``--method`` name."""
+
+REFERENCE_METHOD = "full"
+"""The method every other is compared with in reports (full fine-tuning, the registry's non-PEFT row)."""
 
 
 def get_method(name: str) -> Method:
@@ -267,6 +294,41 @@ def get_method(name: str) -> Method:
         hint = f"did you mean {close[0]}? " if close else ""
         raise ConfigError(f"unknown method {name!r}; {hint}choose one of: {', '.join(METHODS)}")
     return METHODS[key]
+
+
+def method_of_adapter(adapter_config: dict) -> Method | None:
+    """The method that wrote an ``adapter_config.json``, from its ``peft_type`` and flags.
+
+    Args:
+        adapter_config: the parsed ``adapter_config.json``.
+
+    Returns:
+        The row whose :attr:`Method.peft_type` matches and whose :attr:`Method.config_flag` is set in
+        the config, else the first row of that type without a flag (a plain LoRA for ``"LORA"``;
+        PiSSA saves a plain LoRA), or ``None`` when no method writes that ``peft_type``.
+    """
+    peft_type = str(adapter_config.get("peft_type", "")).upper().split(".")[-1]
+    rows = [m for m in METHODS.values() if m.peft_type == peft_type]
+    flagged = [m for m in rows if m.config_flag and adapter_config.get(m.config_flag)]
+    plain = [m for m in rows if not m.config_flag]
+    return (flagged or plain or [None])[0]
+
+
+def methods_markdown() -> str:
+    """The README's method table, one row per :data:`METHODS` entry (``tests/test_methods.py`` checks
+    that README.md holds exactly this text).
+
+    Returns:
+        A markdown table: ``--method`` name, display name, default learning rate and rank, whether it
+        merges, mixes in a served batch and runs under FSDP, and its one-line summary.
+    """
+    yes = {True: "yes", False: "-"}
+    lines = ["| `--method` | name | lr | r | merge | mixed batch | FSDP | summary |",
+             "|---|---|---|---|---|---|---|---|"]
+    for m in METHODS.values():
+        lines.append(f"| `{m.name}` | {m.label} | {m.learning_rate:g} | {m.r or '-'} | {yes[m.mergeable]} "
+                     f"| {yes[m.mixed_batch]} | {yes[m.fsdp]} | {m.summary} |")
+    return "\n".join(lines) + "\n"
 
 
 def resolve_target_modules(method: Method, requested: str | list[str] | tuple[str, ...] | None) -> list[str]:

@@ -97,7 +97,7 @@ RECIPE = "lead"
 
 def pretraining_rows() -> list[tuple[str, dict]]:
     """``(language, row)`` for every bundled row of the ``train`` split, all 45 languages."""
-    from peftsum.data.languages import LANGUAGES
+    from peftsum.languages import LANGUAGES
     from peftsum.data.xlsum import read_jsonl, sample_dir
 
     rows = []
@@ -198,7 +198,7 @@ def pretrain_tiny(base_dir: str | Path, output_dir: str | Path, steps: int = 150
 
     from peftsum.data.features import make_collator
     from peftsum.modeling.load import load_model, load_tokenizer
-    from peftsum.training.callbacks import NanGuardCallback, ProgressBarCallback
+    from peftsum.callbacks import NanGuardCallback, ProgressBarCallback
 
     output_dir = Path(output_dir)
     set_seed(seed)

@@ -95,15 +95,19 @@ def data_and_licence(data: str | None) -> tuple[str, str | None]:
 
 
 def scores_table(results: list[dict]) -> str:
-    """Markdown table of ROUGE F1 (0-100) per evaluated language, or a sentence saying there are none."""
+    """Markdown table of ROUGE F1 (0-100) per evaluated language and the precision and device decoding
+    ran in, or a sentence saying there are none. The one table of ``results.json`` scores in both model
+    cards (a run's, :func:`peftsum.training.record.model_card`, and a merged model's)."""
     if not results:
         return "No evaluation results were found with the run (`eval/<language>/results.json`)."
-    lines = ["| language | split | rows | ROUGE-1 | ROUGE-2 | ROUGE-L | ROUGE-Lsum |",
-             "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+    lines = ["| language | split | rows | ROUGE-1 | ROUGE-2 | ROUGE-L | ROUGE-Lsum | decoded in |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |"]
     for r in results:
-        f1 = [f"{r[k]['f1']:.2f}" if isinstance(r.get(k), dict) else "-"
+        f1 = [f"{r[k]['f1']:.2f}" if isinstance(r.get(k), dict) and r[k].get("f1") is not None else "-"
               for k in ROUGE_KEYS]
-        lines.append(f"| {r.get('language')} | {r.get('split')} | {r.get('num_examples')} | {' | '.join(f1)} |")
+        decoded = f"{(r.get('precision') or {}).get('evaluated') or 'n/a'} on {r.get('device') or 'n/a'}"
+        lines.append(f"| {r.get('language')} | {r.get('split')} | {r.get('num_examples')} | {' | '.join(f1)} "
+                     f"| {decoded} |")
     return "\n".join(lines)
 
 

@@ -16,12 +16,10 @@ from __future__ import annotations
 import io
 import os
 import json
-import shutil
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from peftsum.errors import PeftsumError
 from peftsum.io import atomic_dir
 
 TOKENIZER_TEXT_CHARS = 2000
@@ -48,7 +46,7 @@ class TinyModelSpec:
 
 
 def _training_texts() -> list[str]:
-    from peftsum.data.languages import LANGUAGES
+    from peftsum.languages import LANGUAGES
     from peftsum.data.xlsum import SPLITS, read_jsonl, sample_dir
 
     texts: list[str] = []
@@ -181,16 +179,6 @@ def is_model_dir(path: str | Path) -> bool:
     """True if ``path`` holds a Hugging Face model (``config.json`` plus weights)."""
     path = Path(path)
     return (path / "config.json").is_file() and any(path.glob("*.safetensors"))
-
-
-def remove_model_dir(path: Path) -> None:
-    """Delete a model folder (used by ``--overwrite``)."""
-    if path.exists():
-        shutil.rmtree(path)
-    elif path.is_symlink():  # pragma: no cover
-        path.unlink()
-    else:
-        raise PeftsumError(f"{path}: nothing to remove")
 
 
 def default_tiny_dir() -> Path:

@@ -4,7 +4,6 @@ Public API:
 
 - :func:`write_report` — write ``report.md``, ``report.html`` and ``figures/*.png``.
 - :func:`load_experiment` — read an experiment folder into records (see ``docs/run_format.md``).
-- :mod:`peftsum.reporting.browser` — open a report in headless Chromium (tests, screenshots).
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass, field
 
+from peftsum.modeling.methods import REFERENCE_METHOD
 from peftsum.reporting.formatting import variant_label, variant_sort_key
 from peftsum.reporting.records import (
     ROUGE_KEYS,
@@ -294,10 +295,10 @@ def _group_sort_key(g: Group):
 def _full_reference(groups: dict[tuple, Group], train_languages: tuple[str, ...]) -> Group | None:
     """The full fine-tuning group every other variant is compared with: the one labelled ``full``, else the
     first full fine-tuning variant in report order."""
-    if ("full", train_languages) in groups:
-        return groups[("full", train_languages)]
-    fulls = sorted((g for g in groups.values() if g.method == "full" and g.train_languages == train_languages),
-                   key=_group_sort_key)
+    if (REFERENCE_METHOD, train_languages) in groups:
+        return groups[(REFERENCE_METHOD, train_languages)]
+    fulls = sorted((g for g in groups.values()
+                    if g.method == REFERENCE_METHOD and g.train_languages == train_languages), key=_group_sort_key)
     return fulls[0] if fulls else None
 
 
@@ -329,7 +330,7 @@ def build_sections(exp: Experiment) -> list[LanguageSection]:
             language=lang, split=split or None, baseline=base, baseline_note=note, groups=ordered
         )
         for g in ordered:
-            if g.method == "full":
+            if g.method == REFERENCE_METHOD:
                 continue
             ref = _full_reference(groups, g.train_languages)
             if ref is not None:

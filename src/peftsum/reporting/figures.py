@@ -11,7 +11,8 @@ from peftsum.reporting.analysis import (
     LanguageSection,
     efficiency_lookup,
 )
-from peftsum.reporting.formatting import ROUGE_LABELS, method_label, method_sort_key
+from peftsum.display import ROUGE_LABELS
+from peftsum.reporting.formatting import method_label, method_sort_key
 from peftsum.reporting.records import ROUGE_KEYS, RunRecord
 from peftsum.reporting.summary import group_label
 
@@ -147,25 +148,12 @@ def plot_rouge_bars(section: LanguageSection, path: Path, colors: dict[str, str]
             error_kw={"elinewidth": 1, "ecolor": "#222222"},
         )
     if section.baseline is not None:
+        lines = ((section.baseline.lead1, "LEAD-1", "#444444", "--", 1.3),
+                 (section.baseline.oracle, "oracle", "#000000", ":", 1.6))
         for j, m in enumerate(ROUGE_KEYS):
-            ax.hlines(
-                section.baseline.lead1.f1[m],
-                j - 0.45,
-                j + 0.45,
-                colors="#444444",
-                linestyles="--",
-                lw=1.3,
-                label="LEAD-1" if j == 0 else None,
-            )
-            ax.hlines(
-                section.baseline.oracle.f1[m],
-                j - 0.45,
-                j + 0.45,
-                colors="#000000",
-                linestyles=":",
-                lw=1.6,
-                label="oracle" if j == 0 else None,
-            )
+            for scores, name, color, style, width in lines:
+                ax.hlines(scores.f1[m], j - 0.45, j + 0.45, colors=color, linestyles=style, lw=width,
+                          label=name if j == 0 else None)
     ax.set_xticks(range(len(ROUGE_KEYS)), [ROUGE_LABELS[m] for m in ROUGE_KEYS])
     ax.set_ylabel("F1 (0-100)")
     title = section.language + (f" ({section.split})" if section.split else "")

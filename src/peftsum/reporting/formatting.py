@@ -5,41 +5,18 @@ All functions return ``"—"`` for ``None``.
 
 from __future__ import annotations
 
+from peftsum.modeling.methods import METHODS
+
 DASH = "—"
 
-#: Display names for PEFT registry names; unknown names are shown as-is.
-METHOD_LABELS: dict[str, str] = {
-    "full": "Full FT",
-    "lora": "LoRA",
-    "dora": "DoRA",
-    "adalora": "AdaLoRA",
-    "ia3": "IA3",
-    "loha": "LoHa",
-    "lokr": "LoKr",
-    "vera": "VeRA",
-    "boft": "BOFT",
-    "oft": "OFT",
-    "prefix": "Prefix tuning",
-    "prefix_tuning": "Prefix tuning",
-    "prompt": "Prompt tuning",
-    "prompt_tuning": "Prompt tuning",
-    "p_tuning": "P-tuning",
-}
-
-#: Order methods appear in tables and plots; others follow alphabetically.
-METHOD_ORDER: tuple[str, ...] = tuple(METHOD_LABELS)
-
-ROUGE_LABELS: dict[str, str] = {
-    "rouge1": "ROUGE-1",
-    "rouge2": "ROUGE-2",
-    "rougeL": "ROUGE-L",
-    "rougeLsum": "ROUGE-Lsum",
-}
-
+#: Order methods appear in tables and plots: the registry's (full fine-tuning first); others follow by name.
+METHOD_ORDER: tuple[str, ...] = tuple(METHODS)
 
 def method_label(method: str) -> str:
-    """Display name of a registry method name (``"lora"`` -> ``"LoRA"``)."""
-    return METHOD_LABELS.get(method, method)
+    """Display name of a registry method name (``"lora"`` -> ``"LoRA"``, :attr:`Method.label`); other
+    names as they are."""
+    row = METHODS.get(method)
+    return row.label if row else method
 
 
 def variant_label(method: str, label: str | None = None) -> str:
@@ -59,7 +36,7 @@ def variant_sort_key(method: str, label: str | None = None) -> tuple:
 
 
 def method_sort_key(method: str) -> tuple[int, str]:
-    """Sort key putting ``full`` first, then the known PEFT methods, then the rest by name."""
+    """Sort key: registry order (``full`` first, then the PEFT methods), then the rest by name."""
     try:
         return (METHOD_ORDER.index(method), method)
     except ValueError:

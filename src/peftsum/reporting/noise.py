@@ -14,7 +14,8 @@ from __future__ import annotations
 from collections import Counter
 
 from peftsum.reporting.analysis import PRIMARY, LanguageSection
-from peftsum.reporting.formatting import ROUGE_LABELS, fmt_score
+from peftsum.display import ROUGE_LABELS
+from peftsum.reporting.formatting import fmt_score
 from peftsum.reporting.records import read_predictions
 from peftsum.reporting.summary import group_label
 

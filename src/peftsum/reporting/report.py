@@ -5,7 +5,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from peftsum.display import ROUGE_LABELS
 from peftsum.io import write_text_atomic as atomic_write_text
+from peftsum.modeling.methods import REFERENCE_METHOD
 from peftsum.reporting.analysis import (
     ALPHA,
     PRIMARY,
@@ -23,7 +25,6 @@ from peftsum.reporting.figures import (
 )
 from peftsum.reporting.formatting import (
     DASH,
-    ROUGE_LABELS,
     fmt_ci,
     fmt_count,
     fmt_diff,
@@ -225,7 +226,7 @@ def _results_table(sec: LanguageSection, noisy: bool = False) -> Table:
         rel = (
             ("not stated (noise)" if noisy else fmt_pct(sec.relative(g, PRIMARY)))
             if g.key in sec.reference
-            else ("reference" if g.method == "full" else DASH)
+            else ("reference" if g.method == REFERENCE_METHOD else DASH)
         )
         tests = [t for t in sec.tests_for(g, PRIMARY) if t.p_value is not None]
         if len(tests) == 1:

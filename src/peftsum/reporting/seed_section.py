@@ -12,7 +12,8 @@ from pathlib import Path
 from peftsum.errors import DataError
 from peftsum.experiments.seed_check import ALL_LANGUAGES_FILE, SEED_DIR
 from peftsum.io import read_json_object
-from peftsum.reporting.formatting import DASH, ROUGE_LABELS, fmt_score
+from peftsum.display import ROUGE_LABELS
+from peftsum.reporting.formatting import DASH, fmt_score
 from peftsum.reporting.render import Block, Image, Para, Table
 
 #: Metrics shown side by side.

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from peftsum.errors import ConfigError
+from peftsum.modeling.methods import REFERENCE_METHOD
 from peftsum.reporting.formatting import fmt_mb, fmt_ratio, method_label
 from peftsum.reporting.render import Para, Table
 
@@ -41,7 +42,7 @@ def serving_blocks(exp_root: Path) -> list:
     full = cost["full"]
     if full["runs"]:
         langs = ", ".join(sorted({lang or "?" for lang in full["languages"]}))
-        rows.append([method_label("full"), f"{full['runs']} ({langs})", "-", "-", "-", fmt_mb(full["merged_disk_mb"]),
+        rows.append([method_label(REFERENCE_METHOD), f"{full['runs']} ({langs})", "-", "-", "-", fmt_mb(full["merged_disk_mb"]),
                      "-"])
     if not rows:
         return []

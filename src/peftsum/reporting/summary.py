@@ -10,8 +10,9 @@ from peftsum.reporting.analysis import (
     LanguageSection,
     PairedTest,
 )
+from peftsum.display import ROUGE_LABELS
+from peftsum.modeling.methods import REFERENCE_METHOD
 from peftsum.reporting.formatting import (
-    ROUGE_LABELS,
     fmt_ci,
     fmt_diff,
     fmt_mb,
@@ -127,7 +128,7 @@ def language_sentence(sec: LanguageSection) -> str:
             parts.append(
                 f"{group_label(g)} reaches {fmt_pct(rel)} of the {metric} of {group_label(ref)} ({detail})."
             )
-    orphans = [group_label(g) for g in sec.groups if g.method != "full" and g.key not in sec.reference]
+    orphans = [group_label(g) for g in sec.groups if g.method != REFERENCE_METHOD and g.key not in sec.reference]
     if orphans:
         parts.append(
             f"No full fine-tuning run with the same training languages to compare {', '.join(orphans)} with."
@@ -138,24 +139,14 @@ def language_sentence(sec: LanguageSection) -> str:
 def efficiency_sentence(row: EfficiencyRow, full: EfficiencyRow) -> str | None:
     """How one method's training cost compares with full fine-tuning on the same languages."""
     bits = []
-    p = _bigger_smaller(
-        _ratio(row.mean("trainable_params"), full.mean("trainable_params")),
-        "more trainable parameters",
-        "fewer trainable parameters",
-        "as many trainable parameters",
-    )
-    if p:
-        bits.append(p)
-    s = _bigger_smaller(
-        _ratio(row.mean("checkpoint_size_mb"), full.mean("checkpoint_size_mb")),
-        "larger on disk",
-        "smaller on disk",
-        "the same size on disk",
-    )
-    if s:
-        bits.append(
-            f"{s} ({fmt_mb(row.mean('checkpoint_size_mb'))} vs {fmt_mb(full.mean('checkpoint_size_mb'))})"
-        )
+    for key, words, shown in (
+        ("trainable_params", ("more trainable parameters", "fewer trainable parameters",
+                              "as many trainable parameters"), None),
+        ("checkpoint_size_mb", ("larger on disk", "smaller on disk", "the same size on disk"), fmt_mb),
+    ):
+        text = _bigger_smaller(_ratio(row.mean(key), full.mean(key)), *words)
+        if text:
+            bits.append(f"{text} ({shown(row.mean(key))} vs {shown(full.mean(key))})" if shown else text)
     t = _ratio(row.mean("train_runtime_s"), full.mean("train_runtime_s"))
     if t is not None:
         # timings on a shared machine vary by several percent: within 10% reads "about as fast"
@@ -194,7 +185,7 @@ def when_to_use(
     cost = []
     full_rows: dict = {}
     for r in efficiency:  # sorted: the variant labelled "full" (or the first full one) is the reference
-        if r.method == "full":
+        if r.method == REFERENCE_METHOD:
             full_rows.setdefault(r.train_languages, r)
     for row in efficiency:
         if row.train_languages not in full_rows or row is full_rows[row.train_languages]:

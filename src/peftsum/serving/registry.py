@@ -4,8 +4,8 @@ Three kinds of entry, chosen from the method registry (:attr:`peftsum.modeling.m
 
 * ``mixed``: adapters PEFT can mix in one batch (plain LoRA layers). All of them live in one
   ``PeftModel`` and a batch passes ``adapter_names=[...]`` (``"__base__"`` = the bare base).
-* ``single``: other PEFT adapters (DoRA, AdaLoRA, IA3, LoHa, VeRA, prefix, prompt): each has its
-  own ``PeftModel``; its requests are batched per adapter.
+* ``single``: the other PEFT adapters (``mixed_batch`` false: DoRA, AdaLoRA, IA3, ...): each has
+  its own ``PeftModel``; its requests are batched per adapter.
 * ``full``: a full fine-tuning checkpoint, served as its own model with its own tokenizer.
 
 Every PEFT wrapper sits on a *structural* copy of the base whose parameters are the base's own
@@ -91,31 +91,29 @@ def _run_files(path: Path) -> tuple[dict, dict]:
     return {}, {}
 
 
-_PEFT_TYPE_METHOD = {"LORA": "lora", "ADALORA": "adalora", "IA3": "ia3", "LOHA": "loha", "VERA": "vera",
-                     "PREFIX_TUNING": "prefix", "PROMPT_TUNING": "prompt"}
-
-
 def adapter_method(adapter_config: dict, run_config: dict) -> str:
-    """The peftsum method of an adapter: the run's ``method``, else inferred from ``adapter_config.json``.
+    """The peftsum method of an adapter: the run's ``method``, else inferred from ``adapter_config.json``
+    (:func:`peftsum.modeling.methods.method_of_adapter`).
 
     Returns:
         A method name; ``peft_type`` lower-cased when peftsum has no row for it.
     """
+    from peftsum.modeling.methods import method_of_adapter
+
     if run_config.get("method"):
         return str(run_config["method"])
-    peft_type = str(adapter_config.get("peft_type", "")).upper()
-    if peft_type == "LORA" and adapter_config.get("use_dora"):
-        return "dora"
-    return _PEFT_TYPE_METHOD.get(peft_type, peft_type.lower() or "unknown")
+    row = method_of_adapter(adapter_config)
+    return row.name if row else (str(adapter_config.get("peft_type", "")).lower() or "unknown")
 
 
 def can_mix(method: str, adapter_config: dict) -> bool:
-    """True when PEFT can decode this adapter's rows in a batch with other adapters (registry flag)."""
-    from peftsum.modeling.methods import METHODS
+    """True when PEFT can decode this adapter's rows in a batch with other adapters: the registry's
+    :attr:`~peftsum.modeling.methods.Method.mixed_batch` holds for the run's method and for the method
+    the adapter's own ``adapter_config.json`` shows (a DoRA file is never mixed, whatever the run says)."""
+    from peftsum.modeling.methods import METHODS, method_of_adapter
 
-    row = METHODS.get(method)
-    return bool(row and row.mixed_batch and adapter_config.get("peft_type") == "LORA"
-                and not adapter_config.get("use_dora"))
+    row, saved = METHODS.get(method), method_of_adapter(adapter_config)
+    return bool(row and row.mixed_batch and saved and saved.mixed_batch)
 
 
 def _arch(config: dict) -> dict:

@@ -224,7 +224,7 @@ def estimate(cfg, world_size: int = 1, fsdp: bool = False, model_config=None, ca
     if getattr(model_config, "tie_word_embeddings", False) and _stores_separate_head(cfg.model):
         # transformers loads the head untied when the checkpoint stores it: one more vocab x d matrix
         n = model_config.vocab_size * model_config.d_model
-        full = method.name == "full"
+        full = not method.is_peft
         counts = ModelCounts(counts.total + n, counts.trainable + (n if full else 0), counts.linear + n,
                              counts.adafactor_state + (model_config.vocab_size + model_config.d_model if full else 0),
                              counts.root + n, full)
@@ -390,7 +390,7 @@ def dry_run(cfgs, world_size: int | None = None) -> tuple[list[MemoryEstimate], 
     """Estimates for each distinct method of ``cfgs`` at several world sizes, and the table to print.
 
     Rows: data-parallel at 1, 2, 4, 8 processes and the launcher's world size; FSDP (full sharding)
-    at every size above 1 for the methods FSDP runs (``peftsum.training.parallel.FSDP_METHODS``).
+    at every size above 1 for the methods FSDP runs (``Method.fsdp`` in ``peftsum.modeling.methods``).
     Reads each model's config.json only (the weights are not loaded).
 
     Args:
@@ -408,7 +408,7 @@ def dry_run(cfgs, world_size: int | None = None) -> tuple[list[MemoryEstimate], 
 
     from peftsum.distributed import world
     from peftsum.errors import ConfigError
-    from peftsum.training.parallel import FSDP_METHODS
+    from peftsum.modeling.methods import get_method
     from peftsum.training.trainer import resolve
 
     world_size = world_size or world().world_size
@@ -430,7 +430,7 @@ def dry_run(cfgs, world_size: int | None = None) -> tuple[list[MemoryEstimate], 
         except Exception as exc:  # noqa: BLE001 - one line for any unreadable config
             raise ConfigError(f"{cfg.model}: cannot read the model's config ({str(exc).splitlines()[0][:200]})") from None
         rows = [estimate(cfg, n, False, model_config=model_config) for n in sizes]
-        if cfg.method in FSDP_METHODS:
+        if get_method(cfg.method).fsdp:
             rows += [estimate(cfg, n, True, model_config=model_config) for n in sizes if n > 1]
         all_rows += rows
         parts.append(f"{cfg.model}: {cfg.method}, batch {cfg.batch_size} per device, {cfg.max_source_length}/"

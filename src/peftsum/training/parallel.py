@@ -18,20 +18,8 @@ from __future__ import annotations
 import os
 
 from peftsum.config import TrainConfig
-from peftsum.distributed import effective_batch, world
+from peftsum.distributed import effective_batch, fsdp_requested, world
 from peftsum.errors import ConfigError
-
-FSDP_METHODS = frozenset({"full", "lora", "rslora"})
-"""Methods trained under FSDP: full fine-tuning and plain LoRA (PEFT documents FSDP for LoRA; the
-Trainer's ``update_fsdp_plugin_peft`` wraps LoRA layers). The others keep extra state outside
-``nn.Linear`` (prefix key/values, AdaLoRA's rank budget, VeRA's shared matrices, IA3 scaling
-vectors) whose sharding neither PEFT nor peftsum tests."""
-
-
-def fsdp_requested() -> bool:
-    """True when the launcher asked for FSDP (``accelerate launch`` with an FSDP config)."""
-    return os.environ.get("ACCELERATE_USE_FSDP", "false").strip().lower() in ("1", "true", "yes")
-
 
 def launcher_precision() -> str:
     """The mixed precision the launcher asked for (``ACCELERATE_MIXED_PRECISION``: no, bf16, fp16)."""
@@ -50,7 +38,7 @@ def check_parallel(cfg: TrainConfig, method) -> None:
             1.16 enables FSDP only for GPU distributed types: ``AcceleratorState`` sets
             ``DistributedType.FSDP`` inside its ``MULTI_GPU/...`` branch, so CPU processes would silently
             run DDP); a launcher precision that contradicts the resolved ``bf16``; a PEFT method other
-            than :data:`FSDP_METHODS` under FSDP. Each message names what to use instead.
+            without :attr:`~peftsum.modeling.methods.Method.fsdp` under FSDP. Each message names what to use instead.
     """
     if launcher_precision() == "fp16" and not cfg.fp16:
         import dataclasses
@@ -67,9 +55,13 @@ def check_parallel(cfg: TrainConfig, method) -> None:
         raise ConfigError(
             "the launcher's mixed_precision is bf16 but this run resolved to fp32 (--no-bf16 or PEFTSUM_BF16=0); "
             "pass --bf16, or set mixed_precision: no in the accelerate config, so the run record says what ran")
-    if fsdp_requested() and method.name not in FSDP_METHODS:
+    if fsdp_requested() and not method.fsdp:
+        from peftsum.modeling.methods import METHODS
+
+        names = [m.name for m in METHODS.values() if m.fsdp]
         raise ConfigError(
-            f"{method.name} is not supported under FSDP; use --method full or lora with FSDP, or train "
+            f"{method.name} is not supported under FSDP; use --method {', '.join(names[:-1])} or {names[-1]} "
+            f"with FSDP, or train "
             f"{method.name} data-parallel (torchrun --nproc-per-node N -m peftsum train, no FSDP config)")
     if fsdp_requested() and not _has_cuda():
         raise ConfigError(
@@ -81,20 +73,6 @@ def _has_cuda() -> bool:
     import torch
 
     return torch.cuda.is_available()
-
-
-def refuse_distributed(command: str, instead: str) -> None:
-    """Refuse a one-process command started by a multi-process launcher (or with an FSDP config).
-
-    Args:
-        command: the command's name (``merge``).
-        instead: what to run instead.
-
-    Raises:
-        ConfigError: launched with ``WORLD_SIZE > 1`` or ``ACCELERATE_USE_FSDP``.
-    """
-    if world().world_size > 1 or fsdp_requested():
-        raise ConfigError(f"{command} does not run under FSDP or several processes; {instead}")
 
 
 def describe_batch(cfg: TrainConfig) -> str:

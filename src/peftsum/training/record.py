@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from peftsum.run_format import EVAL_DIR, METRICS_FILE, MODEL_CARD_FILE, RESULTS_FILE, ROUGE_KEYS
+from peftsum.run_format import EVAL_DIR, METRICS_FILE, MODEL_CARD_FILE, RESULTS_FILE
 
 
 def count_parameters(model) -> tuple[int, int]:
@@ -137,17 +137,12 @@ def _precision_line(metrics: dict) -> str:
 
 
 def _evaluations_section(evaluations: list[dict] | None) -> str:
+    from peftsum.modeling.shipping import scores_table
+
     if not evaluations:
         return ""
-    rows = []
-    for res in evaluations:
-        prec = res.get("precision") or {}
-        rows.append(f"| {res.get('language')} | {res.get('split')} | {res.get('num_examples')} | "
-                    + " / ".join(_fmt((res.get(k) or {}).get("f1")) for k in ROUGE_KEYS[:3])
-                    + f" | {prec.get('evaluated') or 'n/a'} on {res.get('device') or 'n/a'} |")
     return ("\n## Evaluations\n\nmultilingual ROUGE F1 (0-100), decoding settings as recorded in each "
-            "`eval/<language>/results.json`.\n\n| language | split | examples | ROUGE-1 / 2 / L | decoded in |\n"
-            "| --- | --- | ---: | --- | --- |\n" + "\n".join(rows) + "\n")
+            "`eval/<language>/results.json`.\n\n" + scores_table(evaluations) + "\n")
 
 
 def evaluations_of(run_dir: Path) -> list[dict]:
@@ -201,11 +196,16 @@ def model_card(metrics: dict, evaluations: list[dict] | None = None) -> str:
         Markdown with a Hugging Face metadata header: base model, method and its
         hyperparameters, training languages and data, training and validation metrics, how to
         load the model (plain ``transformers`` / ``peft`` calls), versions and the peftsum commit.
+
+    Raises:
+        ConfigError: ``metrics["method"]`` is not a registry method.
     """
+    from peftsum.modeling.methods import get_method
+
     hp = metrics.get("hyperparameters", {})
     method = metrics.get("method")
     base = metrics.get("model")
-    is_peft = method != "full"
+    is_peft = get_method(method).is_peft
     if is_peft:
         load = (
             "from peft import PeftModel\n"

@@ -1,6 +1,6 @@
 """Open a report in headless Chromium: check that every figure loads, take a screenshot.
 
-Used by the test-suite and ``scripts/report_screenshot.py``. Needs a Chromium binary
+Used by the test-suite and ``scripts/report_screenshot.py`` (not part of the installed package). Needs a Chromium binary
 (Debian: ``apt-get install -y chromium``); :func:`find_chromium` returns ``None`` without one.
 """
 
