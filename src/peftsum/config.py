@@ -23,9 +23,9 @@ class TrainConfig:
     """Everything ``peftsum train`` needs. Defaults follow XL-Sum (Hasan et al., 2021) where it has one."""
 
     model: str = "google/mt5-small"
-    """Hub id or local folder of any ``AutoModelForSeq2SeqLM``."""
+    """Hub id or local folder of any ``AutoModelForSeq2SeqLM``; ``tiny`` = the offline tiny mT5 (built on first use)."""
     method: str = "lora"
-    """Fine-tuning method (``peftsum methods`` lists them)."""
+    """Fine-tuning method: ``full`` or a PEFT method such as ``lora`` or ``ia3`` (``peftsum methods`` lists them)."""
     languages: list[str] = field(default_factory=lambda: ["english"])
     """XL-Sum config names to train on; several = multilingual training with exponent smoothing."""
     data: str = "sample"
@@ -108,13 +108,39 @@ class TrainConfig:
     tensorboard: bool = False
     """Also log to TensorBoard in ``<output_dir>/tensorboard`` (``pip install 'peftsum[tensorboard]'``)."""
     resume: bool = False
-    """Continue from the latest checkpoint in ``output_dir``."""
+    """Continue from the latest complete checkpoint in ``output_dir``."""
     overwrite: bool = False
     """Replace an existing run folder."""
 
     def to_dict(self) -> dict[str, Any]:
         """The config as plain JSON-able values."""
         return dataclasses.asdict(self)
+
+
+def field_docs(cls) -> dict[str, str]:
+    """Each field's attribute docstring (the string literal under it in the class body), by field name.
+
+    This is where the help of ``peftsum train``'s options comes from (``peftsum.options``): a new
+    field with a docstring is a new, documented flag. Fields without a docstring map to ``""``.
+
+    Args:
+        cls: a config dataclass whose source is available (``inspect.getsource``).
+
+    Returns:
+        ``{field name: docstring with whitespace collapsed}``, in field order.
+    """
+    import ast
+    import inspect
+    import textwrap
+
+    body = ast.parse(textwrap.dedent(inspect.getsource(cls))).body[0].body
+    docs = {}
+    for node, after in zip(body, body[1:] + [None]):
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            text = after.value.value if (isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant)
+                                         and isinstance(after.value.value, str)) else ""
+            docs[node.target.id] = " ".join(text.split())
+    return {name: docs.get(name, "") for name in field_names(cls)}
 
 
 def field_names(cls) -> list[str]:
@@ -228,126 +254,55 @@ def load_yaml(path: str | Path) -> dict:
     return data
 
 
-def train_config_from(file: str | Path | None, overrides: dict) -> TrainConfig:
-    """A :class:`TrainConfig` from an optional YAML file plus flag overrides (flags win).
+def apply_overrides(data: dict, assignments: list[str]) -> dict:
+    """Apply ``KEY=VALUE`` overrides (``train.max_steps=10``, ``languages=[hindi]``) to a config mapping.
 
-    ``overrides`` with value ``None`` are ignored (flag not given).
+    Values are parsed as YAML (``10`` -> int, ``[a, b]`` -> list, ``null`` -> None).
+
+    Raises:
+        ConfigError: an assignment without ``=`` or a dotted key whose parent is not a mapping.
+    """
+    import yaml
+
+    data = dict(data)
+    for item in assignments or []:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. train.max_steps=10")
+        key, raw = item.split("=", 1)
+        value = yaml.safe_load(raw) if raw.strip() else None
+        parts = key.strip().split(".")
+        node = data
+        for part in parts[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {item!r}: {part!r} is not a mapping")
+            node[part] = dict(child)
+            node = node[part]
+        if parts == ["languages"] and isinstance(value, str):  # --set languages=russian: a list of one
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        node[parts[-1]] = value
+    return data
+
+
+def train_config_from(file: str | Path | None, overrides: dict, assignments: list[str] | None = None) -> TrainConfig:
+    """A :class:`TrainConfig` from an optional YAML file, ``--set KEY=VALUE`` assignments and flag
+    overrides, in that order (flags win).
+
+    ``overrides`` with value ``None`` are ignored (flag not given); ``assignments`` are parsed by
+    :func:`apply_overrides` (values as YAML).
+
+    Raises:
+        ConfigError: an unknown key in the file or in ``--set`` (named, with the valid ones), an
+            assignment without ``=``, a value of the wrong type.
     """
     data = load_yaml(file) if file else {}
     data = _normalise(data)
     check_keys(TrainConfig, data, str(file))
+    if assignments:
+        assigned = _normalise(apply_overrides({}, assignments))
+        check_keys(TrainConfig, assigned, "--set")
+        data.update(assigned)
     data.update({k: v for k, v in _normalise(overrides).items() if v is not None})
     return make_config(TrainConfig, data, str(file or "flags"))
-
-
-def resolve(cfg: TrainConfig) -> TrainConfig:
-    """Validate a config and fill in defaults; returns a resolved *copy*.
-
-    Languages become XL-Sum config names; the learning rate defaults to the method's; the
-    method name is normalised; a local model folder becomes its absolute path. Nothing is loaded.
-
-    Args:
-        cfg: the config as given (flags, YAML).
-
-    Returns:
-        A new :class:`TrainConfig` (the input is not modified).
-
-    Raises:
-        ConfigError: unknown method, optimizer or scheduler; a combination that cannot work (fp16
-            with bf16, load_best without ROUGE or without evaluations, early stopping without
-            load_best, no steps, sizes below 1, warmup or smoothing outside [0, 1));
-            ``tensorboard`` without the package; ``--resume`` or ``--gradient-checkpointing``
-            with a method that does not support it (registry flags).
-        DataError: an unknown language.
-    """
-    from peftsum.data.languages import parse_languages
-    from peftsum.hub import resolve_model_source
-    from peftsum.modeling.methods import get_method
-    from peftsum.runtime import resolve_bf16
-    from peftsum.training.ranges import check_train_ranges
-
-    cfg = dataclasses.replace(cfg)
-    method = get_method(cfg.method)
-    cfg.method = method.name
-    cfg.model = resolve_model_source(cfg.model)  # a local folder is stored absolute (loads from any cwd)
-    cfg.languages = parse_languages(cfg.languages)
-    if cfg.learning_rate is None:
-        cfg.learning_rate = method.learning_rate
-    if cfg.fp16 and cfg.bf16:
-        raise ConfigError("--fp16 and --bf16 are exclusive; use --bf16 (or neither for fp32)")
-    if cfg.resume and cfg.overwrite:
-        raise ConfigError("--resume continues the run in --output-dir and --overwrite replaces it; pass one of them")
-    check_train_ranges(cfg)
-    # explicit choice, else PEFTSUM_BF16, else auto: bf16 where the hardware runs it natively; never next to fp16
-    cfg.bf16 = resolve_bf16(cfg.bf16, fp16=cfg.fp16)
-    _check_values(cfg)
-    _check_combinations(cfg, method)
-    return cfg
-
-
-def _check_values(cfg: TrainConfig) -> None:
-    """Raise :class:`ConfigError` for a value no run can use: an unknown optimizer or scheduler, a
-    ratio outside [0, 1), a size below 1, a negative ``eval_steps``."""
-    if cfg.optimizer not in ("adamw", "adafactor"):
-        raise ConfigError(f"unknown optimizer {cfg.optimizer!r}; choose adamw or adafactor")
-    if cfg.lr_scheduler not in ("linear", "constant", "cosine"):
-        raise ConfigError(f"unknown lr_scheduler {cfg.lr_scheduler!r}; choose linear, constant or cosine")
-    if not 0.0 <= cfg.warmup_ratio < 1.0:
-        raise ConfigError(f"warmup_ratio must be in [0, 1), got {cfg.warmup_ratio}")
-    if not 0.0 <= cfg.label_smoothing < 1.0:
-        raise ConfigError(f"label_smoothing must be in [0, 1), got {cfg.label_smoothing}")
-    for name in ("batch_size", "gradient_accumulation_steps", "max_source_length", "max_target_length",
-                 "logging_steps", "num_virtual_tokens", "eval_rouge_samples"):
-        if getattr(cfg, name) < 1:
-            raise ConfigError(f"{name} must be at least 1, got {getattr(cfg, name)}")
-    if cfg.lora_r is not None and cfg.lora_r < 1:
-        raise ConfigError(f"lora_r (the adapter rank r) must be at least 1, got {cfg.lora_r}")
-    if cfg.eval_steps is not None and cfg.eval_steps < 0:
-        raise ConfigError(f"eval_steps must be >= 0 (0 = evaluate only after training), got {cfg.eval_steps}")
-
-
-def _check_combinations(cfg: TrainConfig, method) -> None:
-    """Raise :class:`ConfigError` for settings that cannot work together or with ``method`` (a registry row)."""
-    if cfg.early_stopping_patience and not cfg.load_best:
-        raise ConfigError("early_stopping_patience needs --load-best (and --eval-rouge)")
-    if cfg.load_best and not cfg.eval_rouge:
-        raise ConfigError("--load-best keeps the best checkpoint by validation ROUGE-L; it needs --eval-rouge")
-    if cfg.load_best and cfg.eval_steps == 0:
-        raise ConfigError("--load-best needs evaluations during training; set eval_steps > 0 or leave it unset")
-    if cfg.max_steps <= 0 and cfg.num_epochs <= 0:
-        raise ConfigError("set num_epochs > 0 or max_steps > 0")
-    if cfg.gradient_checkpointing and not method.gradient_checkpointing:
-        raise ConfigError(f"--gradient-checkpointing does not work with {method.name}: transformers drops the "
-                          "key/value cache that carries the prefixes inside checkpointed layers; train without it")
-    if cfg.resume and not method.resumable:
-        raise ConfigError(f"--resume is not supported for {method.name}: its training state is not fully "
-                          "checkpointed (AdaLoRA's importance scores); start again with --overwrite")
-    if cfg.tensorboard:
-        try:
-            import tensorboard  # noqa: F401
-        except ImportError:
-            raise ConfigError("--tensorboard needs the tensorboard package: pip install 'peftsum[tensorboard]'") from None
-
-
-def refuse_fp16(cfg: TrainConfig) -> None:
-    """Refuse fp16 for T5-family models from the model's config alone (before any weights are loaded).
-
-    Raises:
-        ConfigError: ``cfg.fp16`` with a T5/mT5 model (its activations overflow in fp16). A model
-            whose config cannot be read passes here; loading it reports the problem.
-    """
-    if not cfg.fp16:
-        return
-    from transformers import AutoConfig
-
-    from peftsum.modeling.load import is_t5_family
-
-    try:
-        model_config = AutoConfig.from_pretrained(cfg.model)
-    except Exception:
-        return  # load_model reports an unloadable model with a proper message
-    if is_t5_family(model_config):
-        raise ConfigError(
-            f"--fp16 refused for {model_config.model_type}: T5/mT5 activations overflow in fp16 (NaN loss); "
-            "use --bf16 (Ampere+ GPU or a CPU with bf16) or fp32 (neither flag)"
-        )

@@ -35,7 +35,7 @@ wrong for T5-family models:
 The recipe, top to bottom (:func:`train` = :func:`build_trainer` + :func:`run_training`), each step
 in the module where it belongs:
 
-1. config: :func:`peftsum.config.resolve` (validation beside :class:`~peftsum.config.TrainConfig`);
+1. config: :func:`peftsum.config_checks.resolve` (validation beside :class:`~peftsum.config.TrainConfig`);
 2. run folder: :func:`peftsum.training.output.check_output` / ``prepare_output`` (what may be
    replaced, what a resume needs);
 3. model and tokenizer: :mod:`peftsum.modeling.load`;
@@ -61,7 +61,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from peftsum.config import TrainConfig, resolve
+from peftsum.config import TrainConfig
+from peftsum.config_checks import resolve
 from peftsum.errors import PeftsumError
 from peftsum.training.output import (  # noqa: F401  (the run-folder names, importable from here as before)
     COMPLETE_MARKER,
@@ -134,14 +135,14 @@ def build_trainer(cfg: TrainConfig, log=print) -> TrainingSetup:
     Nothing is trained. ``peftsum_config.json`` is written (the resolved config).
 
     Args:
-        cfg: the config (not modified; see :func:`peftsum.config.resolve`).
+        cfg: the config (not modified; see :func:`peftsum.config_checks.resolve`).
         log: where progress lines go.
 
     Returns:
         A :class:`TrainingSetup`; :func:`run_training` trains it.
 
     Raises:
-        PeftsumError: everything :func:`peftsum.config.resolve` raises; fp16 with a T5-family model; an
+        PeftsumError: everything :func:`peftsum.config_checks.resolve` raises; fp16 with a T5-family model; an
             existing output without ``overwrite``; an unusable resume (nothing to resume, config
             changed: the message lists each difference); an unloadable model; bad data;
             target modules that match no layer (the message lists the layers that exist);
@@ -150,14 +151,14 @@ def build_trainer(cfg: TrainConfig, log=print) -> TrainingSetup:
     Under several processes (torchrun / accelerate launch) every rank builds the same trainer;
     rank 0 alone prepares the folder and writes files (``peftsum.distributed``).
     """
-    from peftsum.data.arrow import build_training_data
-    from peftsum.training.seq2seq import make_trainer
-
     # cheap checks first: a typo or an unusable output folder fails in about a second, before transformers loads
     model_as_given = cfg.model
     cfg = resolve(cfg)
     resume_ckpt = check_output(cfg)
     _check_sources(cfg, log)
+    from peftsum.data.arrow import build_training_data
+    from peftsum.training.seq2seq import make_trainer
+
     method, hyper, log = _start_run(cfg, resume_ckpt, model_as_given, log)
     out = Path(cfg.output_dir)
     tokenizer, model, tie_state = _load_model(cfg)
@@ -204,7 +205,7 @@ def _start_run(cfg: TrainConfig, resume_ckpt: Path | None, model_as_given: str, 
     from transformers import set_seed
 
     from peftsum import distributed
-    from peftsum.config import refuse_fp16
+    from peftsum.config_checks import refuse_fp16
     from peftsum.io import write_json_atomic
     from peftsum.modeling.methods import get_method, method_hyper
     from peftsum.training.parallel import check_parallel, describe_batch
