@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from peftsum.config import TrainConfig, apply_overrides, check_keys, load_yaml, make_config  # noqa: F401
+from peftsum.config import TrainConfig, apply_overrides, check_keys, load_yaml, make_config
 from peftsum.errors import ConfigError
 from peftsum.names import check_name, ensure_inside
 

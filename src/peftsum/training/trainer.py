@@ -127,8 +127,6 @@ class TrainingSetup:
     model_as_given: str | None = None
 
 
-
-
 def build_trainer(cfg: TrainConfig, log=print) -> TrainingSetup:
     """Validate ``cfg``, prepare the run folder, load model and data, and build the trainer.
 
