@@ -7,6 +7,7 @@ Every command runs inside :func:`_run`, which turns a :class:`~peftsum.errors.Pe
 from __future__ import annotations
 
 import functools
+import inspect
 import os
 import sys
 import warnings
@@ -17,7 +18,6 @@ import typer
 from rich.console import Console
 
 from peftsum.errors import PeftsumError
-from peftsum.modeling.methods import METHODS
 
 app = typer.Typer(
     help=(
@@ -193,74 +193,21 @@ def methods() -> None:
     console.print(f"--target-modules all-linear = {','.join(ALL_LINEAR)}", highlight=False)
 
 
-@app.command("train")
-@_run
-def train_cmd(
-    config: Optional[Path] = typer.Option(None, "--config", help="YAML file; any flag below can come from it."),
-    method: Optional[str] = typer.Option(None, help=f"{', '.join(METHODS)} (see `peftsum methods`)."),
-    model: Optional[str] = typer.Option(None, help="Hub id (google/mt5-small) or folder. 'tiny' = the offline tiny model."),
-    language: Optional[list[str]] = typer.Option(None, "--language", "-l", help="XL-Sum language(s); repeat or comma-separate."),
-    data: Optional[str] = typer.Option(None, help="sample (bundled), hub, or a local folder/file."),
-    output_dir: Optional[str] = typer.Option(None, help="Run folder."),
-    num_epochs: Optional[float] = typer.Option(None, help="Passes over the training rows."),
-    max_steps: Optional[int] = typer.Option(None, help="Optimizer steps (overrides epochs)."),
-    batch_size: Optional[int] = typer.Option(None, help="Examples per micro-batch."),
-    gradient_accumulation_steps: Optional[int] = typer.Option(None, help="Micro-batches per optimizer step."),
-    learning_rate: Optional[float] = typer.Option(None, "--learning-rate", "--lr", help="Peak learning rate (default: the method's)."),
-    weight_decay: Optional[float] = typer.Option(None, help="Decoupled weight decay (default 0)."),
-    optimizer: Optional[str] = typer.Option(None, help="adamw or adafactor."),
-    lr_scheduler: Optional[str] = typer.Option(None, help="linear, constant or cosine (after warmup)."),
-    warmup_ratio: Optional[float] = typer.Option(None, help="Share of steps for linear warmup."),
-    label_smoothing: Optional[float] = typer.Option(None, help="Label smoothing (XL-Sum: 0.1)."),
-    max_grad_norm: Optional[float] = typer.Option(None, help="Gradient clipping norm (default 1.0)."),
-    train_samples: Optional[int] = typer.Option(None, help="Training rows per language (default all)."),
-    val_samples: Optional[int] = typer.Option(None, help="Validation rows per language (default all)."),
-    max_source_length: Optional[int] = typer.Option(None, help="Article tokens kept (default 512)."),
-    max_target_length: Optional[int] = typer.Option(None, help="Summary tokens kept and generated (default 84)."),
-    source_prefix: Optional[str] = typer.Option(None, help="Task prefix, e.g. 'summarize: ' (default none)."),
-    lora_r: Optional[int] = typer.Option(None, help="Adapter rank r (default: the method's, 8; VeRA 256)."),
-    lora_alpha: Optional[int] = typer.Option(None, help="lora_alpha (default 16)."),
-    lora_dropout: Optional[float] = typer.Option(None, help="Adapter dropout (default 0.1)."),
-    target_modules: Optional[str] = typer.Option(None, help="Comma-separated module names, or all-linear."),
-    num_virtual_tokens: Optional[int] = typer.Option(None, help="Prefix/prompt length (default 20)."),
-    language_sampling_alpha: Optional[float] = typer.Option(None, help="Multilingual sampling exponent (default 0.5)."),
-    seed: Optional[int] = typer.Option(None, help="Random seed (default 42)."),
-    bf16: Optional[bool] = typer.Option(None, "--bf16/--no-bf16", help="bf16 autocast (default: auto, on for an Ampere+ GPU or a CPU with AMX/AVX512-BF16)."),
-    fp16: Optional[bool] = typer.Option(None, "--fp16", help="fp16 (refused for T5/mT5: use --bf16)."),
-    gradient_checkpointing: Optional[bool] = typer.Option(None, "--gradient-checkpointing", help="Save memory."),
-    group_by_length: Optional[bool] = typer.Option(None, "--group-by-length/--no-group-by-length",
-                                                   help="Batch similar lengths together (default on)."),
-    logging_steps: Optional[int] = typer.Option(None, help="Log every N steps (default 1)."),
-    eval_steps: Optional[int] = typer.Option(None, help="Evaluate every N steps (default each epoch; 0 = only at the end)."),
-    eval_rouge: Optional[bool] = typer.Option(None, "--eval-rouge", help="ROUGE (greedy) at each evaluation."),
-    eval_rouge_samples: Optional[int] = typer.Option(None, help="Validation rows per language decoded for ROUGE (default 32)."),
-    save_steps: Optional[int] = typer.Option(None, help="Checkpoint every N steps (default: at each evaluation)."),
-    save_total_limit: Optional[int] = typer.Option(None, help="Checkpoints kept (default 2; the best is kept too)."),
-    load_best: Optional[bool] = typer.Option(None, "--load-best", help="Finish with the best checkpoint by ROUGE-L."),
-    early_stopping_patience: Optional[int] = typer.Option(None, help="Evaluations without improvement before stopping."),
-    tensorboard: Optional[bool] = typer.Option(None, "--tensorboard", help="Log to TensorBoard (<output-dir>/tensorboard)."),
-    resume: bool = typer.Option(False, "--resume", help="Continue from the latest complete checkpoint in --output-dir."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run folder."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Print the memory per device (per world size) and exit; loads no weights."),
-) -> None:
-    """Fine-tune a seq2seq model on XL-Sum (full or PEFT) and write metrics.json, training_log.jsonl and a model card."""
-    overrides = {k: v for k, v in locals().items() if k not in ("config", "dry_run")}
+def train_cmd(config: Optional[Path] = None, set_: Optional[list[str]] = None, dry_run: bool = False,
+              **fields) -> None:
+    """Fine-tune a seq2seq model on XL-Sum (full or PEFT) and write metrics.json, training_log.jsonl and a model card.
+
+    Every option but --config, --set and --dry-run is a field of peftsum.config.TrainConfig (the same keys a
+    --config file and an experiment's train: section take).
+    """
     from peftsum.config import train_config_from
-    from peftsum.modeling.tiny import ensure_tiny_model
+    from peftsum.modeling.tiny import resolve_model_name
+    from peftsum.training.ranges import check_train_ranges
     from peftsum.training.trainer import train
 
-    overrides["languages"] = overrides.pop("language")
-    overrides["resume"] = resume or None
-    overrides["overwrite"] = overwrite or None
-    cfg = train_config_from(config, overrides)
-    from peftsum.training.ranges import check_train_ranges
-
+    cfg = train_config_from(config, fields, set_)
     check_train_ranges(cfg)  # before the tiny model is built or anything loads
-    if cfg.model == "tiny":
-        from peftsum.modeling.tiny import default_tiny_dir, refuse_ambiguous_name
-
-        refuse_ambiguous_name(cfg.model, f"--model {default_tiny_dir()}")
-        cfg.model = str(ensure_tiny_model())
+    cfg.model = resolve_model_name(cfg.model)
     if dry_run:
         from peftsum.training.memory import dry_run as memory_dry_run
 
@@ -274,6 +221,32 @@ def train_cmd(
         f"{metrics['train_runtime_s']:.1f} s, train loss {metrics['train_loss']:.4f}, "
         f"val loss {val} -> {cfg.output_dir}"
     )
+
+
+def _train_signature() -> inspect.Signature:
+    """``train``'s options: --config, one per TrainConfig field (:func:`peftsum.options.config_options`),
+    --set and --dry-run."""
+    from peftsum.config import TrainConfig
+    from peftsum.options import TRAIN_FLAGS, config_options
+
+    def keyword(name, annotation, option):
+        return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=annotation)
+
+    return inspect.Signature([
+        keyword("config", Optional[Path], typer.Option(None, "--config", help="YAML file of TrainConfig keys; "
+                                                       "any option below can come from it (options win).")),
+        *config_options(TrainConfig, TRAIN_FLAGS),
+        keyword("set_", Optional[list[str]], typer.Option(
+            None, "--set", help="Set a config key, e.g. --set max_steps=100 --set languages=\\[hindi,urdu] (values "
+            "as YAML; repeat). Over --config, under the options above.")),
+        keyword("dry_run", bool, typer.Option(False, "--dry-run", help="Print the memory per device (per world size) "
+                                              "and exit; loads no weights.")),
+    ])
+
+
+_train = _run(train_cmd)
+_train.__signature__ = _train_signature()
+app.command("train")(_train)
 
 
 def _settings(num_beams, length_penalty, no_repeat_ngram_size, max_new_tokens):
@@ -427,7 +400,8 @@ def serve_cmd(
 @_run
 def experiment_cmd(
     config: Optional[Path] = typer.Argument(None, help="Experiment YAML (default: the embedded offline demo)."),
-    output_dir: Optional[Path] = typer.Option(None, help="Experiment folder (default: peftsum_runs/<name>)."),
+    output_dir: Optional[Path] = typer.Option(None, help="Experiment folder (default: peftsum_runs/<name>, "
+                                              "peftsum.experiments.config.experiment_dir)."),
     overwrite: bool = typer.Option(False, help="Start over in an existing folder that holds another experiment."),
     set_: Optional[list[str]] = typer.Option(
         None, "--set", help="Override a config key, e.g. --set train.max_steps=100 --set languages=\\[hindi,urdu] (a list in YAML "
@@ -446,7 +420,7 @@ def experiment_cmd(
     """
     import yaml
 
-    from peftsum.experiments.config import default_config_path, load_experiment
+    from peftsum.experiments.config import default_config_path, experiment_dir, load_experiment
     from peftsum.experiments.runner import run_experiment
 
     if resume and overwrite:
@@ -456,13 +430,13 @@ def experiment_cmd(
         console.print(yaml.safe_dump(cfg.to_dict(), sort_keys=False, allow_unicode=True), markup=False)
         console.print(f"(from {config or default_config_path()})")
         return
-    exp_dir = output_dir or Path("peftsum_runs") / cfg.name
+    exp_dir = experiment_dir(cfg, output_dir)
     if dry_run:
         from peftsum.experiments.config import expand_runs
-        from peftsum.modeling.tiny import ensure_tiny_model
+        from peftsum.modeling.tiny import resolve_model_name
         from peftsum.training.memory import dry_run as memory_dry_run
 
-        base = str(ensure_tiny_model()) if cfg.model == "tiny" else cfg.model  # same architecture, no pretraining
+        base = resolve_model_name(cfg.model, "rename or move that folder")  # tiny: same architecture, no pretraining
         console.print(memory_dry_run([r.train for r in expand_runs(cfg, exp_dir, base)])[1], markup=False,
                       highlight=False)
         return
@@ -521,13 +495,11 @@ def score_cmd(
     ),
 ) -> None:
     """Score predictions against references with multilingual ROUGE (XL-Sum's tokenization)."""
-    from peftsum.io import ensure_writable_target
     from peftsum.locking import lock_or_none
     from peftsum.display import score_table, seed_score_table
-    from peftsum.metrics.io import score_files, write_json
+    from peftsum.metrics.io import check_score_target, score_files, write_json
 
-    if output_file is not None:
-        ensure_writable_target(output_file, overwrite, alternative=None)
+    check_score_target(output_file, overwrite)
 
     with lock_or_none(output_file.parent if output_file is not None else None, "score"):
         result = score_files(language, predictions, references, compare_predictions=compare_predictions,

@@ -23,9 +23,9 @@ class TrainConfig:
     """Everything ``peftsum train`` needs. Defaults follow XL-Sum (Hasan et al., 2021) where it has one."""
 
     model: str = "google/mt5-small"
-    """Hub id or local folder of any ``AutoModelForSeq2SeqLM``."""
+    """Hub id or local folder of any ``AutoModelForSeq2SeqLM``; ``tiny`` = the offline tiny mT5 (built on first use)."""
     method: str = "lora"
-    """Fine-tuning method (``peftsum methods`` lists them)."""
+    """Fine-tuning method: ``full`` or a PEFT method such as ``lora`` or ``ia3`` (``peftsum methods`` lists them)."""
     languages: list[str] = field(default_factory=lambda: ["english"])
     """XL-Sum config names to train on; several = multilingual training with exponent smoothing."""
     data: str = "sample"
@@ -108,13 +108,39 @@ class TrainConfig:
     tensorboard: bool = False
     """Also log to TensorBoard in ``<output_dir>/tensorboard`` (``pip install 'peftsum[tensorboard]'``)."""
     resume: bool = False
-    """Continue from the latest checkpoint in ``output_dir``."""
+    """Continue from the latest complete checkpoint in ``output_dir``."""
     overwrite: bool = False
     """Replace an existing run folder."""
 
     def to_dict(self) -> dict[str, Any]:
         """The config as plain JSON-able values."""
         return dataclasses.asdict(self)
+
+
+def field_docs(cls) -> dict[str, str]:
+    """Each field's attribute docstring (the string literal under it in the class body), by field name.
+
+    This is where the help of ``peftsum train``'s options comes from (``peftsum.options``): a new
+    field with a docstring is a new, documented flag. Fields without a docstring map to ``""``.
+
+    Args:
+        cls: a config dataclass whose source is available (``inspect.getsource``).
+
+    Returns:
+        ``{field name: docstring with whitespace collapsed}``, in field order.
+    """
+    import ast
+    import inspect
+    import textwrap
+
+    body = ast.parse(textwrap.dedent(inspect.getsource(cls))).body[0].body
+    docs = {}
+    for node, after in zip(body, body[1:] + [None]):
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            text = after.value.value if (isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant)
+                                         and isinstance(after.value.value, str)) else ""
+            docs[node.target.id] = " ".join(text.split())
+    return {name: docs.get(name, "") for name in field_names(cls)}
 
 
 def field_names(cls) -> list[str]:
@@ -228,13 +254,55 @@ def load_yaml(path: str | Path) -> dict:
     return data
 
 
-def train_config_from(file: str | Path | None, overrides: dict) -> TrainConfig:
-    """A :class:`TrainConfig` from an optional YAML file plus flag overrides (flags win).
+def apply_overrides(data: dict, assignments: list[str]) -> dict:
+    """Apply ``KEY=VALUE`` overrides (``train.max_steps=10``, ``languages=[hindi]``) to a config mapping.
 
-    ``overrides`` with value ``None`` are ignored (flag not given).
+    Values are parsed as YAML (``10`` -> int, ``[a, b]`` -> list, ``null`` -> None).
+
+    Raises:
+        ConfigError: an assignment without ``=`` or a dotted key whose parent is not a mapping.
+    """
+    import yaml
+
+    data = dict(data)
+    for item in assignments or []:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. train.max_steps=10")
+        key, raw = item.split("=", 1)
+        value = yaml.safe_load(raw) if raw.strip() else None
+        parts = key.strip().split(".")
+        node = data
+        for part in parts[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {item!r}: {part!r} is not a mapping")
+            node[part] = dict(child)
+            node = node[part]
+        if parts == ["languages"] and isinstance(value, str):  # --set languages=russian: a list of one
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        node[parts[-1]] = value
+    return data
+
+
+def train_config_from(file: str | Path | None, overrides: dict, assignments: list[str] | None = None) -> TrainConfig:
+    """A :class:`TrainConfig` from an optional YAML file, ``--set KEY=VALUE`` assignments and flag
+    overrides, in that order (flags win).
+
+    ``overrides`` with value ``None`` are ignored (flag not given); ``assignments`` are parsed by
+    :func:`apply_overrides` (values as YAML).
+
+    Raises:
+        ConfigError: an unknown key in the file or in ``--set`` (named, with the valid ones), an
+            assignment without ``=``, a value of the wrong type.
     """
     data = load_yaml(file) if file else {}
     data = _normalise(data)
     check_keys(TrainConfig, data, str(file))
+    if assignments:
+        assigned = _normalise(apply_overrides({}, assignments))
+        check_keys(TrainConfig, assigned, "--set")
+        data.update(assigned)
     data.update({k: v for k, v in _normalise(overrides).items() if v is not None})
     return make_config(TrainConfig, data, str(file or "flags"))

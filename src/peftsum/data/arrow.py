@@ -368,7 +368,8 @@ def _load_language_splits(cfg, split: str, limit: int | None, log) -> tuple[dict
 def build_training_data(cfg, tokenizer, log=print) -> TrainingData:
     """Load, validate, tokenize (cached) and mix the training and validation rows of a run.
 
-    Prints the rows per language, the cache folder and whether the cache was reused.
+    Prints the rows per language, the cache folder and whether the cache was reused, and a warning
+    when ``cfg.data`` is a single file (its validation rows are training rows).
 
     Args:
         cfg: a resolved :class:`peftsum.config.TrainConfig` (``languages``, ``data``,
@@ -412,6 +413,9 @@ def build_training_data(cfg, tokenizer, log=print) -> TrainingData:
                         file_rows=file_rows, validation_splits=val_splits, dropped=dropped,
                         cache_dir=data_cache_dir(), reused=not built, seconds=seconds, tokenized=built)
     log(describe(data, cfg.language_sampling_alpha))
+    if cfg.data not in ("sample", "hub") and Path(cfg.data).is_file():
+        log(f"warning: {cfg.data} is one file, so validation rows come from the training rows: validation loss and "
+            "ROUGE measure fit, not generalisation (pass a folder with train and validation files)")
     return data
 
 

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from peftsum.config import TrainConfig, check_keys, load_yaml, make_config
+from peftsum.config import TrainConfig, apply_overrides, check_keys, load_yaml, make_config
 from peftsum.errors import ConfigError
 from peftsum.names import check_name, ensure_inside
 from peftsum.run_format import RUNS_DIR
@@ -89,36 +89,13 @@ def default_config_path() -> Path:
     return Path(str(resources.files("peftsum") / "configs" / DEFAULT_CONFIG))
 
 
-def apply_overrides(data: dict, assignments: list[str]) -> dict:
-    """Apply ``KEY=VALUE`` overrides (``train.max_steps=10``, ``languages=[hindi]``) to a config mapping.
+DEFAULT_RUNS_DIR = Path("peftsum_runs")
+"""Where experiments go when no folder is given: ``peftsum_runs/<name>`` under the working folder."""
 
-    Values are parsed as YAML (``10`` -> int, ``[a, b]`` -> list, ``null`` -> None).
 
-    Raises:
-        ConfigError: an assignment without ``=`` or a dotted key whose parent is not a mapping.
-    """
-    import yaml
-
-    data = dict(data)
-    for item in assignments or []:
-        if "=" not in item:
-            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. train.max_steps=10")
-        key, raw = item.split("=", 1)
-        value = yaml.safe_load(raw) if raw.strip() else None
-        parts = key.strip().split(".")
-        node = data
-        for part in parts[:-1]:
-            child = node.get(part)
-            if child is None:
-                child = {}
-            if not isinstance(child, dict):
-                raise ConfigError(f"--set {item!r}: {part!r} is not a mapping")
-            node[part] = dict(child)
-            node = node[part]
-        if parts == ["languages"] and isinstance(value, str):  # --set languages=russian: a list of one
-            value = [v.strip() for v in value.split(",") if v.strip()]
-        node[parts[-1]] = value
-    return data
+def experiment_dir(cfg: ExperimentConfig, output_dir: str | Path | None = None) -> Path:
+    """The experiment's folder: ``output_dir`` when given, else :data:`DEFAULT_RUNS_DIR` / ``cfg.name``."""
+    return Path(output_dir) if output_dir is not None else DEFAULT_RUNS_DIR / cfg.name
 
 
 def load_experiment(path: str | Path | None, overrides: list[str] | None = None) -> ExperimentConfig:

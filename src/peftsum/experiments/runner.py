@@ -26,17 +26,15 @@ from peftsum.run_format import (CONFIG_FILE, EXPERIMENT_FILE, EXPERIMENT_MARKERS
 
 def resolve_base_model(cfg: ExperimentConfig, log=print) -> str:
     """The base model path: for ``tiny`` the cached tiny mT5, pretrained for ``pretrain_steps``."""
-    if cfg.model != "tiny":
-        return cfg.model
+    from peftsum.modeling.tiny import BUILTIN_NAME, refuse_ambiguous_name, resolve_model_name
+
+    if cfg.model != BUILTIN_NAME or cfg.pretrain_steps <= 0:
+        return resolve_model_name(cfg.model, "rename or move that folder")
     from peftsum.modeling.pretrain import ensure_pretrained_tiny
-    from peftsum.modeling.tiny import ensure_tiny_model, refuse_ambiguous_name
 
     refuse_ambiguous_name(cfg.model, "rename or move that folder")
-
-    if cfg.pretrain_steps > 0:
-        log(f"base: tiny mT5 pretrained with lead bias for {cfg.pretrain_steps} steps (cached)")
-        return str(ensure_pretrained_tiny(cfg.pretrain_steps))
-    return str(ensure_tiny_model())
+    log(f"base: tiny mT5 pretrained with lead bias for {cfg.pretrain_steps} steps (cached)")
+    return str(ensure_pretrained_tiny(cfg.pretrain_steps))
 
 
 def run_is_done(run: RunSpec) -> bool:

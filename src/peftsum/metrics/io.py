@@ -107,6 +107,19 @@ def score_files(
     return result
 
 
+def check_score_target(path: Path | None, overwrite: bool) -> None:
+    """Refuse to replace an existing score file unless ``overwrite`` (nothing to check without a ``path``).
+
+    Raises:
+        PeftsumError: ``path`` exists and ``overwrite`` is false, or it is a folder peftsum would not
+            replace (:func:`peftsum.io.ensure_writable_target`).
+    """
+    if path is not None:
+        from peftsum.io import ensure_writable_target
+
+        ensure_writable_target(path, overwrite, alternative=None)
+
+
 def write_json(result: dict, path: Path) -> None:
     """Write a score JSON (UTF-8, indented) atomically, creating the parent folder
     (:func:`peftsum.io.write_json_atomic`)."""

@@ -218,3 +218,23 @@ def refuse_ambiguous_name(name: str, builtin: str) -> None:
     if name == BUILTIN_NAME and Path(name).exists():
         raise ConfigError(f"'{name}' is both the built-in offline tiny mT5 and the local folder ./{name}; "
                           f"which one is meant? Use ./{name} for the folder, or {builtin} for the built-in model")
+
+
+def resolve_model_name(name: str, builtin: str | None = None) -> str:
+    """``name`` unchanged, or for :data:`BUILTIN_NAME` (``tiny``) the folder of the offline tiny mT5.
+
+    The one place ``--model tiny`` (train, serve, an experiment's ``model:``) becomes a path; the
+    model is built on first use (:func:`ensure_tiny_model`).
+
+    Args:
+        name: the model as given (hub id, folder or ``tiny``).
+        builtin: how to ask for the built-in model unambiguously, for the message of
+            :func:`refuse_ambiguous_name` (default: ``--model <its cache folder>``).
+
+    Raises:
+        ConfigError: ``name`` is ``tiny`` and a local ``./tiny`` exists too.
+    """
+    if name != BUILTIN_NAME:
+        return name
+    refuse_ambiguous_name(name, builtin or f"--model {default_tiny_dir()}")
+    return str(ensure_tiny_model())

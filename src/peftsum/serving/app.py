@@ -372,10 +372,9 @@ def load_registry(model: str, adapters: list[str] | None = None, adapters_from: 
 
     for folder in adapters_from or []:
         items.extend((name, str(path)) for name, path in experiment_adapters(folder, include_full))
-    if model == "tiny":
-        from peftsum.modeling.tiny import ensure_tiny_model
+    from peftsum.modeling.tiny import resolve_model_name
 
-        model = str(ensure_tiny_model())
+    model = resolve_model_name(model)
     registry = AdapterRegistry(model, max_resident_mb, device, bf16=bf16)
     for name, path in items:
         entry = registry.add(name, path)

@@ -43,7 +43,7 @@ def check_parallel(cfg: TrainConfig, method) -> None:
     if launcher_precision() == "fp16" and not cfg.fp16:
         import dataclasses
 
-        from peftsum.training.trainer import _refuse_fp16
+        from peftsum.config_checks import refuse_fp16 as _refuse_fp16
 
         try:
             _refuse_fp16(dataclasses.replace(cfg, fp16=True))

@@ -1,4 +1,5 @@
-"""Run-record helpers: parameter counts, sizes on disk, memory, versions, git commit, model card."""
+"""Run-record helpers: parameter counts, sizes on disk, memory, versions, git commit, model card and the
+assembly of ``metrics.json`` (:func:`run_metrics`)."""
 
 from __future__ import annotations
 
@@ -281,3 +282,81 @@ Generate with XL-Sum's settings: `num_beams=4, length_penalty=0.6, no_repeat_ngr
 
 Training data: XL-Sum (Hasan et al., 2021), CC BY-NC-SA 4.0, non-commercial research use only.
 """
+
+
+def hyperparameters_record(setup) -> dict:
+    """``metrics.json``'s ``hyperparameters``: the method's hyperparameters and the training budget.
+
+    Args:
+        setup: the :class:`peftsum.training.trainer.TrainingSetup` of the run.
+    """
+    from peftsum import distributed
+    from peftsum.modeling.methods import describe_hyper
+
+    cfg = setup.cfg
+    return {  # everything else is in "config"
+        "learning_rate": cfg.learning_rate,
+        "optimizer": cfg.optimizer,
+        "lr_scheduler": cfg.lr_scheduler,
+        "warmup_ratio": cfg.warmup_ratio,
+        "label_smoothing": cfg.label_smoothing,
+        "total_steps": setup.total_steps,
+        "batch_size": cfg.batch_size,
+        "gradient_accumulation_steps": cfg.gradient_accumulation_steps,
+        "world_size": distributed.world().world_size,
+        "effective_batch_size": distributed.effective_batch(cfg.batch_size, cfg.gradient_accumulation_steps),
+        **describe_hyper(setup.method, setup.hyper),
+        "bf16": cfg.bf16,
+    }
+
+
+def run_metrics(setup, outcome: dict, model_dir: Path) -> dict:
+    """The dict written to ``metrics.json`` (keys in ``docs/run_format.md``).
+
+    Args:
+        setup: the :class:`peftsum.training.trainer.TrainingSetup`, after training.
+        outcome: what training measured: ``params`` ((trainable, total) before training),
+            ``result`` (``trainer.train``'s output), ``runtime`` (seconds) and ``eval`` (the final
+            ``trainer.evaluate()`` metrics).
+        model_dir: the saved ``model/`` folder (its weights give ``checkpoint_size_mb``).
+    """
+    from peftsum import distributed
+    from peftsum.runtime import precision_name
+    from peftsum.training.divergence import check_divergence
+    from peftsum.training.output import step_of
+
+    cfg, trainer, runtime, ev = setup.cfg, setup.trainer, outcome["runtime"], outcome["eval"]
+    trainable, total = outcome["params"]
+    history = [row for row in trainer.state.log_history if "loss" in row]
+    window = history[-max(1, min(len(history), setup.steps_per_epoch)):]
+    train_loss = sum(r["loss"] for r in window) / len(window) if window else outcome["result"].training_loss
+    best = trainer.state.best_model_checkpoint
+    as_given = setup.model_as_given or cfg.model
+    metrics = {
+        "method": setup.method.name, "model": cfg.model, "model_as_given": as_given, "data": cfg.data,
+        "train_languages": cfg.languages,
+        "language_sampling": {"alpha": cfg.language_sampling_alpha, "rows_per_language": setup.rows_per_language},
+        "train_rows": sum(setup.rows_per_language.values()), "val_rows": setup.val_rows,
+        "dropped_rows": setup.dropped,
+        "trainable_params": trainable, "total_params": total, "trainable_pct": 100.0 * trainable / total,
+        "checkpoint_size_mb": weights_size_mb(model_dir),
+        "train_runtime_s": runtime,
+        "global_step": trainer.state.global_step,
+        "resumed_from_step": step_of(setup.resume_from) if setup.resume_from else None,
+        "best_checkpoint_step": step_of(Path(best)) if best else None,
+        "best_metric": trainer.state.best_metric,
+        "precision": precision_name(cfg.bf16),  # "bf16" (autocast, fp32 master weights) or "fp32"
+        "device": str(trainer.args.device), "peak_rss_mb": peak_rss_mb(), "peak_gpu_mb": peak_gpu_mb(),
+        "train_loss": train_loss,
+        **{key: ev.get(key) for key in ("eval_loss", "eval_rouge1", "eval_rouge2", "eval_rougeL", "eval_rougeLsum")},
+        "tokens_seen": trainer.tokens_seen, "examples_seen": trainer.examples_seen,
+        "tokens_per_second": trainer.session_tokens / runtime if runtime > 0 else None,
+        "examples_per_second": trainer.session_examples / runtime if runtime > 0 else None,
+        "lm_head": setup.tie_state,
+        "hyperparameters": hyperparameters_record(setup),
+        "config": {**distributed.run_config_record(cfg), "model_as_given": as_given},  # = peftsum_config.json
+        "versions": library_versions(), "git_commit": git_commit(),
+    }
+    metrics.update(check_divergence([r["loss"] for r in history], getattr(trainer.model.config, "vocab_size", None),
+                                    metrics["eval_loss"]))
+    return metrics
