@@ -6,6 +6,7 @@ from pathlib import Path
 
 from peftsum.errors import PeftsumError
 from peftsum.io import atomic_dir
+from peftsum.run_format import CONFIG_FILE, run_files
 
 def merge_adapter(adapter_dir: str | Path, output_dir: str | Path, overwrite: bool = False) -> Path:
     """Merge a PEFT adapter into its base model (``merge_and_unload``) and save it with the tokenizer,
@@ -64,9 +65,8 @@ def merge_adapter(adapter_dir: str | Path, output_dir: str | Path, overwrite: bo
     from peftsum.io import ensure_writable_target
 
     ensure_writable_target(Path(output_dir), overwrite, markers=("config.json", "model.safetensors"))  # before loading
-    run_dir = adapter_dir.parent if (adapter_dir.parent / "peftsum_config.json").is_file() else None
-    metrics = _read_optional(run_dir / "metrics.json") if run_dir else None
-    trained = _read_optional(run_dir / "peftsum_config.json") if run_dir else None
+    run_dir = adapter_dir.parent if (adapter_dir.parent / CONFIG_FILE).is_file() else None
+    trained, metrics = run_files(run_dir) if run_dir else (None, None)
     results = evaluation_results(run_dir)
     settings = settings_evaluated_with(results)
     model, tokenizer = load_for_inference(str(adapter_dir))
@@ -84,12 +84,3 @@ def merge_adapter(adapter_dir: str | Path, output_dir: str | Path, overwrite: bo
     return Path(output_dir)
 
 
-def _read_optional(path: Path) -> dict | None:
-    """A JSON object from ``path``, or ``None`` when it is missing or unreadable (the card then says less)."""
-    import json
-
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None

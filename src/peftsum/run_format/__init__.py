@@ -371,6 +371,27 @@ def read_status(path: Path) -> dict:
     return data
 
 
+def read_optional(path: Path) -> dict:
+    """A JSON object from ``path``, or ``{}`` when it is missing, unreadable or not an object: for readers
+    that only describe a run (model cards, serving's metadata and cost), where a partial record says less."""
+    import json
+
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def run_files(path: Path) -> tuple[dict, dict]:
+    """``(peftsum_config.json, metrics.json)`` of the run folder ``path`` or of the run holding ``path``
+    (a run's ``model/``), each ``{}`` when absent or unreadable (:func:`read_optional`)."""
+    for folder in (Path(path), Path(path).parent):
+        if (folder / CONFIG_FILE).is_file() or (folder / METRICS_FILE).is_file():
+            return read_optional(folder / CONFIG_FILE), read_optional(folder / METRICS_FILE)
+    return {}, {}
+
+
 def read_metrics(path: Path) -> dict:
     """Read a ``metrics.json`` (:data:`METRICS`); ``train_languages`` must be a non-empty list of names.
 

@@ -9,17 +9,10 @@ memory of real processes).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from peftsum.errors import ConfigError
-
-
-def _json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
+from peftsum.run_format import METRICS_FILE, run_files
 
 
 def _weights_mb(folder: Path) -> float:
@@ -65,7 +58,7 @@ def serving_cost(runs: str | Path | list[str | Path]) -> dict:
     methods: dict[str, dict] = {}
     full: dict = {"runs": 0, "languages": [], "merged_disk_mb": 0.0, "merged_memory_mb": 0.0, "per_run": []}
     for run in folders:
-        metrics, cfg = _json(run / "metrics.json"), _json(run / "peftsum_config.json")
+        cfg, metrics = run_files(run)
         method = str(metrics.get("method") or cfg.get("method") or "unknown")
         language = "+".join(metrics.get("train_languages") or cfg.get("languages") or []) or None
         size = _weights_mb(run / "model")
@@ -106,7 +99,7 @@ def _run_folders(runs) -> list[Path]:
         root = path / "runs" if (path / "runs").is_dir() else path
         if root.is_dir():
             found.extend(sorted(p for p in root.iterdir() if (p / "model").is_dir()))
-    found = [p for p in found if (p / "metrics.json").is_file()]
+    found = [p for p in found if (p / METRICS_FILE).is_file()]
     if not found:
         raise ConfigError(f"no finished run (model/ and metrics.json) under {', '.join(str(i) for i in items)}")
     return found

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import copy
 import gc
-import json
 import re
 import threading
 import time
@@ -26,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from peftsum.errors import ConfigError, PeftsumError
+from peftsum.run_format import read_optional, run_files
 
 BASE = "__base__"
 """``adapter_id`` of the bare base model (PEFT's placeholder name in a mixed batch)."""
@@ -74,21 +74,6 @@ def model_dir(path: str | Path) -> Path:
     """The folder holding the weights: ``path/model`` for a run folder, else ``path``."""
     path = Path(path)
     return path / "model" if (path / "model").is_dir() else path
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-
-
-def _run_files(path: Path) -> tuple[dict, dict]:
-    """``(peftsum_config.json, metrics.json)`` of the run holding ``path`` (either may be ``{}``)."""
-    for folder in (path, path.parent):
-        if (folder / "peftsum_config.json").is_file() or (folder / "metrics.json").is_file():
-            return _read_json(folder / "peftsum_config.json"), _read_json(folder / "metrics.json")
-    return {}, {}
 
 
 def adapter_method(adapter_config: dict, run_config: dict) -> str:
@@ -152,7 +137,7 @@ def check_adapter_base(adapter_config: dict, base_name: str, base_config: dict, 
     other = _checkpoint_dir(trained_on)
     if other is None:
         raise AdapterConflict(f"adapter {label} was trained on {trained_on}, this server's base is {base_name}")
-    theirs, ours = _arch(_read_json(other / "config.json")), _arch(base_config)
+    theirs, ours = _arch(read_optional(other / "config.json")), _arch(base_config)
     diff = [f"{k} {theirs.get(k)} vs {ours.get(k)}" for k in sorted(set(theirs) | set(ours))
             if theirs.get(k) != ours.get(k)]
     if diff:
@@ -342,13 +327,13 @@ class AdapterRegistry:
     def _describe(self, name: str, path: Path) -> Entry:
         from peftsum.modeling.load import is_adapter_dir
 
-        run_cfg, metrics = _run_files(path)
+        run_cfg, metrics = run_files(path)
         langs = run_cfg.get("languages") or metrics.get("train_languages")
         language = "+".join(langs) if isinstance(langs, list) else (str(langs) if langs else None)
         common = {"language": language, "max_source_length": int(run_cfg.get("max_source_length") or 512),
                   "source_prefix": str(run_cfg.get("source_prefix") or "")}
         if is_adapter_dir(path):
-            acfg = _read_json(path / "adapter_config.json")
+            acfg = read_optional(path / "adapter_config.json")
             check_adapter_base(acfg, self.base_name, self.base_config, name)
             method = adapter_method(acfg, run_cfg)
             rank = acfg.get("target_r") if acfg.get("peft_type") == "ADALORA" else acfg.get("r")
