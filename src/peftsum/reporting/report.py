@@ -1,7 +1,8 @@
 """Write ``report.md``, ``report.html`` and ``figures/*.png`` for an experiment folder.
 
-The sections are in :mod:`peftsum.reporting.sections` (one function each, in document order) and
-their tables in :mod:`peftsum.reporting.tables`; this module runs them and writes the files.
+The sections are in :mod:`peftsum.reporting.sections` (one function each, in document order), the
+opening ones in :mod:`peftsum.reporting.overview` and the tables in :mod:`peftsum.reporting.tables`;
+this module runs them and writes the files.
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ from pathlib import Path
 from peftsum.io import write_text_atomic as atomic_write_text
 from peftsum.reporting.records import Experiment, load_experiment
 from peftsum.reporting.render import Block, render_html, render_markdown
-from peftsum.reporting.sections import FIGURES, SECTIONS, ReportInputs, run_counts
+from peftsum.reporting.overview import run_counts
+from peftsum.reporting.report_inputs import FIGURES, ReportInputs
+from peftsum.reporting.sections import SECTIONS
 from peftsum.reporting.tables import SAMPLE_CHARS
 
 __all__ = ["FIGURES", "N_SAMPLES", "SAMPLE_CHARS", "build_report", "run_counts", "write_report"]

@@ -1,35 +1,29 @@
 """The report's sections, in document order: one function per section, each returning its blocks.
 
-Every section takes the same :class:`ReportInputs` (the experiment, its analysis, figure colours and
-where figures go); sections that draw a figure add it to ``inputs.figures``. :data:`SECTIONS` is the
-document's order; :func:`peftsum.reporting.report.build_report` runs it.
+Every section takes the same :class:`~peftsum.reporting.report_inputs.ReportInputs` (the experiment,
+its analysis, figure colours and where figures go); sections that draw a figure add it to
+``inputs.figures``. The opening sections are in :mod:`peftsum.reporting.overview`, the tables in
+:mod:`peftsum.reporting.tables`. :data:`SECTIONS` is the document's order;
+:func:`peftsum.reporting.report.build_report` runs it.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable
 
 from peftsum.display import ROUGE_LABELS
-from peftsum.metrics.bootstrap import MIN_PAIRED_N
 from peftsum.reporting import seed_section
-from peftsum.reporting.analysis import (
-    ALPHA,
-    PRIMARY,
-    EfficiencyRow,
-    LanguageSection,
-    build_efficiency,
-    build_sections,
-)
-from peftsum.reporting.figures import method_colors, plot_frontier, plot_loss_curves, plot_rouge_bars
-from peftsum.reporting.formatting import DASH, method_label, method_sort_key
-from peftsum.reporting.noise import noise_reasons, noise_sentence
-from peftsum.reporting.records import Experiment, RunRecord
-from peftsum.reporting.render import Block, Bullets, Heading, Image, ImageGrid, Para
+from peftsum.reporting.analysis import PRIMARY, LanguageSection
+from peftsum.reporting.figures import plot_frontier, plot_loss_curves, plot_rouge_bars
+from peftsum.reporting.formatting import method_label, method_sort_key
+from peftsum.reporting.noise import noise_sentence
+from peftsum.reporting.overview import overview_blocks, when_to_use_blocks
+from peftsum.reporting.records import RunRecord
+from peftsum.reporting.render import Block, Heading, Image, ImageGrid, Para
+from peftsum.reporting.report_inputs import FIGURES, ReportInputs
 from peftsum.reporting.serving_section import serving_blocks
-from peftsum.reporting.summary import train_label, when_to_use
+from peftsum.reporting.summary import train_label
 from peftsum.reporting.tables import (
     SAMPLE_CHARS,
     efficiency_table,
@@ -42,182 +36,11 @@ from peftsum.reporting.tables import (
     tests_table,
 )
 
-#: Folder (under the experiment folder) and relative link prefix of the report's figures.
-FIGURES = "figures"
 _NO_RESULTS = "No evaluation results (runs/<run_id>/eval/<language>/results.json)."
-
-
-@dataclass
-class ReportInputs:
-    """What every section reads, computed once per report.
-
-    Attributes:
-        exp: the loaded experiment.
-        sections: one analysed section per (language, split) evaluated.
-        noise: per section, the reasons it concludes nothing (``[]``: it may conclude).
-        efficiency: one efficiency row per method group.
-        colors: figure colour per method (or variant label).
-        fig_dir: where figure files are written.
-        n_samples: sample summaries per language.
-        figures: ``{"figures/<name>.png": path}`` of the figures written so far.
-    """
-
-    exp: Experiment
-    sections: list[LanguageSection]
-    noise: list[list[str]]
-    efficiency: list[EfficiencyRow]
-    colors: dict[str, str]
-    fig_dir: Path
-    n_samples: int
-    figures: dict[str, Path] = field(default_factory=dict)
-
-    @classmethod
-    def of(cls, exp: Experiment, out_dir: Path, n_samples: int) -> "ReportInputs":
-        """Analyse ``exp`` once; figures will go to ``out_dir/figures``."""
-        sections = build_sections(exp)
-        return cls(
-            exp=exp,
-            sections=sections,
-            noise=[noise_reasons(sec) for sec in sections],
-            efficiency=build_efficiency(exp),
-            colors=method_colors([r.label or r.method for r in exp.ok_runs]),
-            fig_dir=out_dir / FIGURES,
-            n_samples=n_samples,
-        )
-
-    def figure(self, name: str) -> tuple[Path, str]:
-        """``(file path, link relative to the report)`` of figure ``name`` (e.g. ``"loss_english.png"``)."""
-        return self.fig_dir / name, f"{FIGURES}/{name}"
 
 
 def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
-
-
-def run_counts(total: int, done: int, failed: int, unrecorded: int) -> str:
-    """The overview's run line, as a person would write it.
-
-    ``"Runs: 4, all done."``, ``"Runs: 3 (2 done, 1 failed)."``, ``"Run: 1, trained (it has
-    metrics.json but no status.json)."``: zero counts are left out.
-
-    Args:
-        total: runs found.
-        done: runs whose status.json says done.
-        failed: failed runs.
-        unrecorded: runs with metrics.json but no status.json (a single ``peftsum train`` run).
-    """
-    noun = "Run" if total == 1 else "Runs"
-    if total == 0:
-        return "Runs: none."
-    if done == total:
-        return f"{noun}: {total}, {'done' if total == 1 else 'all done'}."
-    if failed == total:
-        return f"{noun}: {total}, {'failed' if total == 1 else 'all failed'}."
-    if unrecorded == total:
-        what = "a single training run (metrics.json, no experiment status.json)" if total == 1 else \
-            "training runs (metrics.json, no experiment status.json)"
-        return f"{noun}: {total}, {what}."
-    parts = [f"{n} {label}" for n, label in ((done, "done"), (failed, "failed"),
-                                             (unrecorded, "trained outside an experiment (no status.json)")) if n]
-    return f"{noun}: {total} ({', '.join(parts)})."
-
-
-def overview_blocks(inputs: ReportInputs) -> list[Block]:
-    """The opening paragraph and the experiment at a glance: runs, methods, model, languages, settings."""
-    exp, sections = inputs.exp, inputs.sections
-    ok, failed = exp.ok_runs, exp.failed_runs
-    done = sum(1 for r in ok if r.status == "done")
-    unknown = len(ok) - done
-    models = sorted({str(r.metric("model")) for r in ok if r.metric("model")})
-    methods = sorted({r.method for r in ok}, key=method_sort_key)
-    items = [
-        run_counts(len(exp.runs), done, len(failed), unknown),
-        "Methods: " + (", ".join(f"{method_label(m)} ({m})" for m in methods) or DASH) + ".",
-        "Base model: " + (", ".join(models) or DASH) + ".",
-        "Evaluated: "
-        + (
-            ", ".join(
-                s.language
-                + (f" ({s.split}, " if s.split else " (")
-                + "/".join(map(str, s.num_examples))
-                + " examples)"
-                for s in sections
-            )
-            or DASH
-        )
-        + ".",
-    ]
-    rouge: dict[str, set] = {}
-    boot: set = set()
-    for s in sections:
-        for g in s.groups:
-            for r in g.runs:
-                sc = r.evals[s.language].score
-                rouge.setdefault(s.language, set()).add(
-                    f"stemmer {sc.stemmer}, normalization {sc.normalization}"
-                )
-                boot.add((sc.bootstrap.get("n_resamples", DASH), sc.bootstrap.get("confidence", DASH)))
-    if rouge:
-        items.append(
-            "ROUGE settings: "
-            + "; ".join(f"{lang}: {' / '.join(sorted(v))}" for lang, v in rouge.items())
-            + "."
-        )
-    for n_res, conf in sorted(boot, key=str):
-        items.append(f"Confidence intervals: bootstrap with {n_res} resamples at confidence {conf}.")
-    return [
-        Para(
-            f"Generated by peftsum from {exp.root}. Every number is read from the run files in this folder: "
-            "runs/<run_id>/metrics.json, status.json, training_log.jsonl, eval/<language>/results.json and "
-            "predictions.jsonl, and baselines/<language>.json. ROUGE scores are F1 on a 0-100 scale."
-        ),
-        Bullets(items),
-    ]
-
-
-
-
-def _quality_and_cost(inputs: ReportInputs) -> tuple[list[Block], list[str], list[str]]:
-    """``(notes, quality, cost)`` of "When to use which": diverged runs and noisy languages conclude nothing."""
-    exp = inputs.exp
-    notes: list[Block] = []
-    # diverged runs (metrics.json "diverged", peftsum.training.divergence) recommend nothing
-    diverged = [r for r in exp.ok_runs if r.metric("diverged")]
-    if diverged:
-        kept = Experiment(exp.root, [r for r in exp.runs if not r.metric("diverged")], exp.baselines)
-        q_sections = build_sections(kept)
-        quality, cost = when_to_use(q_sections, build_efficiency(kept))
-        notes.append(Para("Left out here because training diverged: " + "; ".join(
-            f"{r.run_id} ({r.metric('divergence_reason')})" for r in diverged) + "."))
-    else:
-        q_sections = inputs.sections
-        quality, cost = when_to_use(inputs.sections, inputs.efficiency)
-    # noise (every method below LEAD-1, empty / wrong-script / identical predictions) concludes nothing
-    quality = [noise_sentence(sec, why) if why else q
-               for sec, q, why in zip(q_sections, quality, (noise_reasons(x) for x in q_sections))]
-    return notes, quality, cost
-
-
-def when_to_use_blocks(inputs: ReportInputs) -> list[Block]:
-    """"When to use which": quality and cost sentences restating the tables' numbers."""
-    blocks: list[Block] = [Heading(2, "When to use which")]
-    if not inputs.sections:
-        return blocks + [Para("No finished run with evaluation results; nothing to compare.")]
-    blocks.append(
-        Para(
-            f"Generated from the tables below; it restates their numbers only. Comparisons are against full fine-tuning "
-            f"trained on the same languages; significance is a paired bootstrap at p<{ALPHA:g} on {ROUGE_LABELS[PRIMARY]}, "
-            f"called only on at least {MIN_PAIRED_N} paired examples (fewer: difference and interval only). A language "
-            f"whose methods all score below LEAD-1, or whose predictions are mostly empty, in another script or one "
-            f"repeated text, gets no conclusion."
-        )
-    )
-    notes, quality, cost = _quality_and_cost(inputs)
-    blocks += notes
-    blocks += [Heading(3, "Quality"), Bullets(quality)]
-    if cost:
-        blocks += [Heading(3, "Cost"), Bullets(cost)]
-    return blocks
 
 
 def scorer_check_blocks(inputs: ReportInputs) -> list[Block]:
