@@ -261,7 +261,7 @@ def _apply_method(model, method, hyper, out: Path):
     """
     from peftsum import distributed
     from peftsum.io import apply_umask_tree
-    from peftsum.modeling.load import fast_dropout
+    from peftsum.modeling.fast_paths import fast_dropout
     from peftsum.modeling.methods import build_peft_config, check_target_modules
 
     peft_config = build_peft_config(method, hyper)
