@@ -94,7 +94,7 @@ def load_registry(model: str, adapters: list[str] | None = None, adapters_from: 
         if not sep or not name.strip() or not path.strip():
             raise ConfigError(f"--adapter {item!r}: expected NAME=DIR")
         items.append((name.strip(), path.strip()))
-    from peftsum.serving.registry import experiment_adapters
+    from peftsum.serving.adapter_files import experiment_adapters
 
     for folder in adapters_from or []:
         items.extend((name, str(path)) for name, path in experiment_adapters(folder, include_full))
