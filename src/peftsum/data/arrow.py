@@ -202,10 +202,25 @@ def load_rows(source, name: str, log=None) -> RowTable:
             the cache folder cannot be written.
     """
     from datasets import Dataset
-    from datasets.arrow_writer import ArrowWriter
 
     from peftsum.io import write_json_atomic
 
+    key, batches, size = _source_batches(source, name)
+    cache = data_cache_dir()
+    arrow, meta = cache / f"rows-{key}.arrow", cache / f"rows-{key}.json"
+    cached = _read_cached_rows(arrow, meta)
+    if cached is not None:
+        return RowTable(cached[0], cached[1], name, True, key)
+    tmp = _cache_tempfile(cache, key)
+    if log is not None and size > 50 << 20:
+        log(f"validating {name} ({size / 2**20:,.0f} MiB) into the data cache ...")
+    kept, dropped = _write_rows(batches, tmp, arrow, Path(name).name or "row")
+    write_json_atomic(meta, {"source": name, "rows": kept, "dropped": dict(dropped), "format": FORMAT_VERSION})
+    return RowTable(Dataset.from_file(str(arrow)), dropped, name, False, key)
+
+
+def _source_batches(source, name: str) -> tuple[str, Iterator, int]:
+    """``(cache key, row batches, file size in bytes (0 for a hub dataset))`` of a file or a hub dataset."""
     if isinstance(source, (str, Path)):
         path = Path(source)
         try:
@@ -213,15 +228,12 @@ def load_rows(source, name: str, log=None) -> RowTable:
         except OSError:
             raise DataError(f"{path}: file not found") from None
         key = _key("jsonl", str(path.resolve()), st.st_size, st.st_mtime_ns)
-        batches, size = _jsonl_batches(path), st.st_size
-    else:
-        key = _key("hub", name, source._fingerprint, len(source))
-        batches, size = _dataset_batches(source), 0
-    cache = data_cache_dir()
-    arrow, meta = cache / f"rows-{key}.arrow", cache / f"rows-{key}.json"
-    cached = _read_cached_rows(arrow, meta)
-    if cached is not None:
-        return RowTable(cached[0], cached[1], name, True, key)
+        return key, _jsonl_batches(path), st.st_size
+    return _key("hub", name, source._fingerprint, len(source)), _dataset_batches(source), 0
+
+
+def _cache_tempfile(cache: Path, key: str) -> str:
+    """A new temporary file in the data cache; :class:`DataError` when the cache cannot be written."""
     try:
         cache.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".rows-{key}.", suffix=".tmp", dir=cache)
@@ -229,9 +241,13 @@ def load_rows(source, name: str, log=None) -> RowTable:
     except OSError as exc:
         raise DataError(f"{cache}: cannot write the data cache ({exc.strerror}); set $PEFTSUM_DATA_CACHE "
                         "to a writable folder") from None
-    if log is not None and size > 50 << 20:
-        log(f"validating {name} ({size / 2**20:,.0f} MiB) into the data cache ...")
-    id_name = Path(name).name or "row"
+    return tmp
+
+
+def _write_rows(batches: Iterator, tmp: str, arrow: Path, id_name: str) -> tuple[int, Counter]:
+    """Validate ``batches`` into ``tmp`` and move it to ``arrow``: ``(rows kept, drops by reason)``."""
+    from datasets.arrow_writer import ArrowWriter
+
     dropped: Counter = Counter()
     kept = 0
     try:
@@ -252,8 +268,7 @@ def load_rows(source, name: str, log=None) -> RowTable:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-    write_json_atomic(meta, {"source": name, "rows": kept, "dropped": dict(dropped), "format": FORMAT_VERSION})
-    return RowTable(Dataset.from_file(str(arrow)), dropped, name, False, key)
+    return kept, dropped
 
 
 def _umask() -> int:
