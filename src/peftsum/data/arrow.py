@@ -12,6 +12,8 @@ the number of rows, the tokenizer, the source/target lengths and the prefix: a s
 the same inputs reads it back in a fraction of a second. Multilingual mixing draws indices
 (:func:`peftsum.data.features.mix_indices`) and selects them from the concatenated tables; length
 grouping reads the ``length`` column. Nothing here holds all rows as Python objects.
+A run's mixed training data (:func:`build_training_data`) is in :mod:`peftsum.data.training_data`
+and importable from here.
 """
 
 from __future__ import annotations
@@ -21,15 +23,18 @@ import hashlib
 import json
 import os
 import tempfile
-import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
 from peftsum.data.cache import data_cache_dir
+from peftsum.data.training_data import TrainingData, build_training_data, describe
 from peftsum.data.xlsum import FIELDS, LoadedSplit, drop_reason
 from peftsum.errors import DataError
+
+__all__ = ["BATCH_ROWS", "FORMAT_VERSION", "PROGRESS_MIN_ROWS", "RowTable", "TrainingData", "build_training_data",
+           "describe", "load_rows", "tokenize_split", "tokenizer_fingerprint", "validate_batch"]
 
 FORMAT_VERSION = "1"
 """Part of every cache key: bump it when the cached tables' layout or the tokenization changes."""
@@ -197,10 +202,25 @@ def load_rows(source, name: str, log=None) -> RowTable:
             the cache folder cannot be written.
     """
     from datasets import Dataset
-    from datasets.arrow_writer import ArrowWriter
 
     from peftsum.io import write_json_atomic
 
+    key, batches, size = _source_batches(source, name)
+    cache = data_cache_dir()
+    arrow, meta = cache / f"rows-{key}.arrow", cache / f"rows-{key}.json"
+    cached = _read_cached_rows(arrow, meta)
+    if cached is not None:
+        return RowTable(cached[0], cached[1], name, True, key)
+    tmp = _cache_tempfile(cache, key)
+    if log is not None and size > 50 << 20:
+        log(f"validating {name} ({size / 2**20:,.0f} MiB) into the data cache ...")
+    kept, dropped = _write_rows(batches, tmp, arrow, Path(name).name or "row")
+    write_json_atomic(meta, {"source": name, "rows": kept, "dropped": dict(dropped), "format": FORMAT_VERSION})
+    return RowTable(Dataset.from_file(str(arrow)), dropped, name, False, key)
+
+
+def _source_batches(source, name: str) -> tuple[str, Iterator, int]:
+    """``(cache key, row batches, file size in bytes (0 for a hub dataset))`` of a file or a hub dataset."""
     if isinstance(source, (str, Path)):
         path = Path(source)
         try:
@@ -208,15 +228,12 @@ def load_rows(source, name: str, log=None) -> RowTable:
         except OSError:
             raise DataError(f"{path}: file not found") from None
         key = _key("jsonl", str(path.resolve()), st.st_size, st.st_mtime_ns)
-        batches, size = _jsonl_batches(path), st.st_size
-    else:
-        key = _key("hub", name, source._fingerprint, len(source))
-        batches, size = _dataset_batches(source), 0
-    cache = data_cache_dir()
-    arrow, meta = cache / f"rows-{key}.arrow", cache / f"rows-{key}.json"
-    cached = _read_cached_rows(arrow, meta)
-    if cached is not None:
-        return RowTable(cached[0], cached[1], name, True, key)
+        return key, _jsonl_batches(path), st.st_size
+    return _key("hub", name, source._fingerprint, len(source)), _dataset_batches(source), 0
+
+
+def _cache_tempfile(cache: Path, key: str) -> str:
+    """A new temporary file in the data cache; :class:`DataError` when the cache cannot be written."""
     try:
         cache.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".rows-{key}.", suffix=".tmp", dir=cache)
@@ -224,9 +241,13 @@ def load_rows(source, name: str, log=None) -> RowTable:
     except OSError as exc:
         raise DataError(f"{cache}: cannot write the data cache ({exc.strerror}); set $PEFTSUM_DATA_CACHE "
                         "to a writable folder") from None
-    if log is not None and size > 50 << 20:
-        log(f"validating {name} ({size / 2**20:,.0f} MiB) into the data cache ...")
-    id_name = Path(name).name or "row"
+    return tmp
+
+
+def _write_rows(batches: Iterator, tmp: str, arrow: Path, id_name: str) -> tuple[int, Counter]:
+    """Validate ``batches`` into ``tmp`` and move it to ``arrow``: ``(rows kept, drops by reason)``."""
+    from datasets.arrow_writer import ArrowWriter
+
     dropped: Counter = Counter()
     kept = 0
     try:
@@ -247,8 +268,7 @@ def load_rows(source, name: str, log=None) -> RowTable:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-    write_json_atomic(meta, {"source": name, "rows": kept, "dropped": dict(dropped), "format": FORMAT_VERSION})
-    return RowTable(Dataset.from_file(str(arrow)), dropped, name, False, key)
+    return kept, dropped
 
 
 def _umask() -> int:
@@ -316,119 +336,3 @@ def tokenize_split(loaded: LoadedSplit, tokenizer, max_source_length: int, max_t
                           cache_file_name=str(path), load_from_cache_file=True, new_fingerprint=key,
                           writer_batch_size=BATCH_ROWS, desc=f"tokenizing {loaded.language}/{loaded.split}")
     return out, reused, path
-
-
-@dataclass
-class TrainingData:
-    """Tokenized training and validation tables of a run (:func:`build_training_data`).
-
-    Attributes:
-        train: the mixed training rows (``input_ids``, ``attention_mask``, ``labels``, ``length``).
-        validation: the validation rows of all languages, language after language.
-        rows_per_language: training rows per language after exponent-smoothed mixing.
-        file_rows: valid training rows per language before mixing.
-        validation_splits: the loaded validation splits per language (rows for ROUGE).
-        dropped: rows dropped by validation, per ``language/split`` and reason.
-        cache_dir: the data cache folder.
-        reused: ``True`` when every tokenized table came from the cache.
-        seconds: time spent loading and tokenizing.
-        tokenized: the ``language/split`` tables tokenized by this call (not found in the cache).
-    """
-
-    train: Any
-    validation: Any
-    rows_per_language: dict[str, int]
-    file_rows: dict[str, int]
-    validation_splits: dict[str, LoadedSplit]
-    dropped: dict
-    cache_dir: Path
-    reused: bool
-    seconds: float = 0.0
-    tokenized: list[str] = field(default_factory=list)
-
-    def rouge_rows(self, limit: int) -> dict[str, list[dict]]:
-        """The first ``limit`` validation rows of each language as dicts (``text``, ``summary``, ...)."""
-        return {lang: loaded.dataset.select(range(min(limit, len(loaded.dataset)))).to_list()
-                for lang, loaded in self.validation_splits.items()}
-
-
-def _load_language_splits(cfg, split: str, limit: int | None, log) -> tuple[dict[str, LoadedSplit], dict]:
-    from peftsum.data.xlsum import load_split
-
-    loaded, dropped = {}, {}
-    for lang in cfg.languages:
-        part = load_split(lang, split, cfg.data, limit, log=log)
-        if part.num_dropped:
-            log(f"{part.source}: dropped {part.num_dropped} rows ({dict(part.dropped)})")
-        loaded[lang] = part
-        dropped[f"{lang}/{split}"] = dict(part.dropped)
-    return loaded, dropped
-
-
-def build_training_data(cfg, tokenizer, log=print) -> TrainingData:
-    """Load, validate, tokenize (cached) and mix the training and validation rows of a run.
-
-    Prints the rows per language, the cache folder and whether the cache was reused, and a warning
-    when ``cfg.data`` is a single file (its validation rows are training rows).
-
-    Args:
-        cfg: a resolved :class:`peftsum.config.TrainConfig` (``languages``, ``data``,
-            ``train_samples``, ``val_samples``, lengths, ``source_prefix``,
-            ``language_sampling_alpha``, ``seed``).
-        tokenizer: the run's tokenizer.
-        log: where progress lines go.
-
-    Returns:
-        A :class:`TrainingData`.
-
-    Raises:
-        DataError: what :func:`peftsum.data.xlsum.load_split` raises.
-    """
-    from datasets import concatenate_datasets
-
-    from peftsum.data.features import mix_indices
-
-    start = time.perf_counter()
-    train_splits, dropped = _load_language_splits(cfg, "train", cfg.train_samples, log)
-    val_splits, val_dropped = _load_language_splits(cfg, "validation", cfg.val_samples, log)
-    dropped.update(val_dropped)
-    tok_key = tokenizer_fingerprint(tokenizer)
-    lengths = dict(max_source_length=cfg.max_source_length, max_target_length=cfg.max_target_length,
-                   source_prefix=cfg.source_prefix, tokenizer_key=tok_key)
-    tokenized, built = {}, []
-    for split, parts in (("train", train_splits), ("validation", val_splits)):
-        for lang, loaded in parts.items():
-            ds, reused, _ = tokenize_split(loaded, tokenizer, **lengths)
-            tokenized[split, lang] = ds
-            if not reused:
-                built.append(f"{lang}/{split}")
-    file_rows = {lang: len(loaded.dataset) for lang, loaded in train_splits.items()}
-    order, rows_per_language = mix_indices(file_rows, cfg.language_sampling_alpha, cfg.seed)
-    train_parts = [tokenized["train", lang] for lang in train_splits]
-    train = train_parts[0] if order is None else concatenate_datasets(train_parts).select(order)
-    val_parts = [tokenized["validation", lang] for lang in val_splits]
-    validation = val_parts[0] if len(val_parts) == 1 else concatenate_datasets(val_parts)
-    seconds = time.perf_counter() - start
-    data = TrainingData(train=train, validation=validation, rows_per_language=rows_per_language,
-                        file_rows=file_rows, validation_splits=val_splits, dropped=dropped,
-                        cache_dir=data_cache_dir(), reused=not built, seconds=seconds, tokenized=built)
-    log(describe(data, cfg.language_sampling_alpha))
-    if cfg.data not in ("sample", "hub") and Path(cfg.data).is_file():
-        log(f"warning: {cfg.data} is one file, so validation rows come from the training rows: validation loss and "
-            "ROUGE measure fit, not generalisation (pass a folder with train and validation files)")
-    return data
-
-
-def describe(data: TrainingData, alpha: float) -> str:
-    """The start-of-run data summary: rows per language, the cache folder, whether it was reused."""
-    def counts(d: dict[str, int]) -> str:
-        return ", ".join(f"{lang} {n:,}" for lang, n in d.items())
-
-    mixed = "" if len(data.file_rows) == 1 else f" (mixed with alpha {alpha:g} from {counts(data.file_rows)})"
-    val = {lang: len(loaded.dataset) for lang, loaded in data.validation_splits.items()}
-    if data.reused:
-        cache = "reused (rows and tokens from an earlier run)"
-    else:
-        cache = f"tokenized {', '.join(data.tokenized)} and cached"
-    return (f"training rows: {counts(data.rows_per_language)}{mixed}; validation rows: {counts(val)}\n"
-            f"data cache: {data.cache_dir}: {cache} ({data.seconds:.1f} s)")

@@ -107,36 +107,65 @@ def load_experiment(path: str | Path | None, overrides: list[str] | None = None)
         ConfigError: unknown keys anywhere (named with the valid ones), bad types, unknown
             methods or languages, an experiment with no runs.
     """
-    from peftsum.languages import parse_languages
-    from peftsum.generation.decode import GenerationSettings
-    from peftsum.modeling.methods import get_method
+    from peftsum.config import check_types
 
     path = Path(path) if path else default_config_path()
     data = apply_overrides(load_yaml(path), overrides or [])
     where = f"{path}" + (" with --set " + " ".join(overrides) if overrides else "")
     check_keys(ExperimentConfig, data, where)
-    from peftsum.config import check_types
-
     check_types(ExperimentConfig, data, where)
     cfg = ExperimentConfig(**data)
+    _check_name_and_seeds(cfg, where)
+    _check_train(cfg, where)
+    _check_generation(cfg, where)
+    _check_per_language_keys(cfg, where)
+    _check_methods(cfg, where)
+    _check_limits(cfg, where)
+    _resolve_languages(cfg, where)
+    return cfg
+
+
+def _check_name_and_seeds(cfg: ExperimentConfig, where: str) -> None:
     check_name(f"{where}: name", cfg.name)  # names become folder names: contained (peftsum.names)
     for seed in cfg.seeds if isinstance(cfg.seeds, list) else []:
         if not isinstance(seed, int) or isinstance(seed, bool):
             raise ConfigError(f"{where}: seeds must be whole numbers, got {seed!r}")
+
+
+def _check_train(cfg: ExperimentConfig, where: str) -> None:
+    """``train:`` holds TrainConfig keys, but none that the experiment sets per run."""
+    from peftsum.config import check_types
+
     check_keys(TrainConfig, cfg.train, f"{where} (train)")
     check_types(TrainConfig, cfg.train, f"{where} (train)")
     for bad in ("method", "languages", "language", "output_dir", "seed", "model", "data"):
         if bad in cfg.train:
             raise ConfigError(f"{where} (train): {bad!r} is set per run by the experiment; "
                               "use the top-level methods/languages/seeds/model/data keys")
+
+
+def _check_generation(cfg: ExperimentConfig, where: str) -> None:
+    from peftsum.generation.decode import GenerationSettings
+
     check_keys(GenerationSettings, cfg.generation, f"{where} (generation)")
     try:
         GenerationSettings(**cfg.generation)
     except ConfigError as exc:
         raise ConfigError(f"{where} (generation): {exc}") from None
+
+
+def _check_per_language_keys(cfg: ExperimentConfig, where: str) -> None:
+    from peftsum.languages import parse_languages
+
     for key, values in cfg.per_language.items():
         parse_languages(str(key).replace("+", ","))
         check_keys(TrainConfig, values or {}, f"{where} (per_language: {key})")
+
+
+def _check_methods(cfg: ExperimentConfig, where: str) -> None:
+    """Every ``methods:`` entry: a registry method, TrainConfig keys in range, a valid name."""
+    from peftsum.modeling.methods import get_method
+
     if not isinstance(cfg.methods, list) or not cfg.methods:
         raise ConfigError(f"{where}: methods must be a non-empty list, e.g. [full, lora]")
     for entry in cfg.methods:
@@ -149,12 +178,21 @@ def load_experiment(path: str | Path | None, overrides: list[str] | None = None)
         if "name" in spec:
             check_name(f"{where}: methods: name", spec["name"])
         _check_ranges({**cfg.train, **extra}, f"{where} (methods: {spec.get('name', spec['method'])})")
+
+
+def _check_limits(cfg: ExperimentConfig, where: str) -> None:
     for key, values in cfg.per_language.items():
         _check_ranges({**cfg.train, **(values or {})}, f"{where} (per_language: {key})")
     for name, low in (("pretrain_steps", 0), ("eval_samples", 1), ("eval_batch_size", 1)):
         value = getattr(cfg, name)
         if value is not None and value < low:
             raise ConfigError(f"{where}: {name} must be >= {low}, got {value}")
+
+
+def _resolve_languages(cfg: ExperimentConfig, where: str) -> None:
+    """Canonical names in ``languages`` and ``cross_lingual``; an experiment needs one of them."""
+    from peftsum.languages import parse_languages
+
     cfg.languages = parse_languages(cfg.languages) if cfg.languages else []
     for pair in cfg.cross_lingual:
         if not isinstance(pair, dict) or set(pair) - {"train", "eval"} or "train" not in pair or "eval" not in pair:
@@ -163,7 +201,6 @@ def load_experiment(path: str | Path | None, overrides: list[str] | None = None)
         pair["train"], pair["eval"] = parse_languages(pair["train"]), parse_languages(pair["eval"])
     if not cfg.languages and not cfg.cross_lingual:
         raise ConfigError(f"{where}: no runs: set languages or cross_lingual")
-    return cfg
 
 
 def _check_ranges(values: dict, where: str) -> None:

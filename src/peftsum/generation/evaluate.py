@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from peftsum.distributed import broadcast, is_distributed, is_main
 from peftsum.errors import PeftsumError
 from peftsum.generation.decode import DEFAULT_BATCH_SIZE, GenerationSettings, iter_generate
 from peftsum.io import ensure_writable_target, write_json_atomic
 from peftsum.run_format import CONFIG_FILE, PREDICTIONS_META_FILE, predictions_beside, prediction_line, write_results
+
+if TYPE_CHECKING:
+    from peftsum.data.xlsum import LoadedSplit
 
 
 def run_config(model_path: str | Path) -> dict:
@@ -52,6 +56,126 @@ def _read_done(pred_file: Path, meta_file: Path, meta: dict, overwrite: bool) ->
     return done
 
 
+@dataclass
+class _Evaluation:
+    """One evaluation's resolved settings, its rows and where its files go."""
+
+    model_path: str
+    output_file: Path
+    loaded: LoadedSplit
+    split: str
+    data: str
+    settings: GenerationSettings
+    batch_size: int
+    max_source_length: int
+    source_prefix: str
+    progress: bool
+    bf16: bool
+    device: str
+    precision: dict
+    ids: list
+    refs: list
+    pred_file: Path
+    meta_file: Path
+    meta: dict
+
+
+def _resolve(model_path, language, output_file, split, data, num_samples, settings, batch_size, max_source_length,
+             source_prefix, overwrite, progress, bf16, device) -> _Evaluation:
+    """Check the target, read the run's config, settle precision/device/lengths/split and load the rows."""
+    from peftsum.data.xlsum import eval_split, load_split
+
+    output_file = Path(output_file)
+    ensure_writable_target(output_file, overwrite, alternative=None)
+    trained = run_config(model_path)
+    bf16, device, precision = _decoding(trained, bf16, device)
+    max_source_length = max_source_length or trained.get("max_source_length", 512)
+    source_prefix = trained.get("source_prefix", "") if source_prefix is None else source_prefix
+    split = split or eval_split(language, data)
+    loaded = load_split(language, split, data, num_samples)
+    meta = {"model_path": str(model_path), "language": loaded.language, "split": split, "data": str(data),
+            "generation": asdict(settings), "max_source_length": max_source_length, "source_prefix": source_prefix,
+            "precision": precision["evaluated"]}
+    output_file.parent.mkdir(parents=True, exist_ok=True)
+    return _Evaluation(model_path, output_file, loaded, split, data, settings, batch_size, max_source_length,
+                       source_prefix, progress, bf16, device, precision,
+                       ids=loaded.column("id"), refs=loaded.column("summary"),  # articles are streamed, never held
+                       pred_file=predictions_beside(output_file),
+                       meta_file=output_file.parent / PREDICTIONS_META_FILE, meta=meta)
+
+
+def _predictions_so_far(ev: _Evaluation, overwrite: bool, log) -> dict[str, str]:
+    """``{id: prediction}`` already in predictions.jsonl; under several processes each rank decodes a share
+    first and rank 0 writes them (``peftsum.generation.sharded``)."""
+    if not is_distributed():
+        return _read_done(ev.pred_file, ev.meta_file, ev.meta, overwrite)
+    from peftsum.distributed import world
+    from peftsum.generation.sharded import sharded_predictions
+
+    rank_device = f"cuda:{world().local_rank}" if ev.device == "cuda" else ev.device  # one GPU per rank
+    return sharded_predictions(str(ev.model_path), ev.loaded, ev.pred_file, ev.meta_file, ev.meta, overwrite,
+                               ev.settings, ev.max_source_length, ev.source_prefix, ev.batch_size, ev.progress,
+                               log, device=rank_device, bf16=ev.bf16)
+
+
+def _decode_missing(ev: _Evaluation, done: dict[str, str], log) -> None:
+    """Decode the rows not in ``done`` (adding them to it), appending to predictions.jsonl batch by batch."""
+    from peftsum.modeling.load import load_for_inference
+
+    ids, refs = ev.ids, ev.refs
+    todo = [i for i, rid in enumerate(ids) if rid not in done]
+    if done and not is_distributed():
+        log(f"continuing: {len(ids) - len(todo)} of {len(ids)} predictions already in {ev.pred_file}")
+    if not todo:
+        return
+    write_json_atomic(ev.meta_file, ev.meta)
+    model, tokenizer = load_for_inference(ev.model_path, ev.device)
+    log(f"decoding on {ev.device} in {ev.precision['evaluated']}")
+    # rewrite what is kept (drops a line cut by a kill), then append batch by batch
+    with ev.pred_file.open("w", encoding="utf-8") as fh:
+        for i, rid in enumerate(ids):
+            if rid in done:
+                fh.write(prediction_line(rid, refs[i], done[rid]))
+        texts = (r["text"] for r in ev.loaded.iter_rows(todo, columns=["text"]))
+        for idx, preds in iter_generate(model, tokenizer, texts, ev.settings, ev.max_source_length,
+                                        ev.source_prefix, ev.batch_size, ev.progress, bf16=ev.bf16,
+                                        total=len(todo)):
+            for j, pred in zip(idx, preds):
+                rid = ids[todo[j]]
+                done[rid] = pred
+                fh.write(prediction_line(rid, refs[todo[j]], pred))
+            fh.flush()
+
+
+def _score(ev: _Evaluation, done: dict[str, str], stemmer: bool | None, n_resamples: int, seed: int) -> dict:
+    """ROUGE with bootstrap CIs, the paired comparison with LEAD-1 and how the predictions were made."""
+    from peftsum.metrics import score_texts
+    from peftsum.metrics.baselines import compare_to_lead1
+
+    loaded = ev.loaded
+    predictions = [done[rid] for rid in ev.ids]
+    result = score_texts(predictions, ev.refs, loaded.language, stemmer=stemmer, n_resamples=n_resamples,
+                         seed=seed)
+    # model vs LEAD-1 on the same references; the articles are streamed again for their first sentences
+    result["paired"] = compare_to_lead1(result, loaded.iter_rows(columns=["id", "text", "summary"]))
+    result.update({"model_path": str(ev.model_path), "split": ev.split, "data": str(ev.data),
+                   "source": loaded.source, "dropped_rows": dict(loaded.dropped), "generation": asdict(ev.settings),
+                   "max_source_length": ev.max_source_length, "precision": ev.precision, "device": ev.device,
+                   "ids": ev.ids})
+    return result
+
+
+def _write(ev: _Evaluation, result: dict) -> dict:
+    """Write results.json (stamped with the schema version); refresh the run's model card when it is a run's."""
+    result = write_results(ev.output_file, result)
+    run_dir = Path(ev.model_path)
+    if ev.output_file.resolve().is_relative_to(run_dir.resolve()):  # an evaluation of a run, in the run folder
+        from peftsum.training.record import refresh_model_card
+
+        refresh_model_card(run_dir)  # the card lists every evaluation with its precision and device
+    return result
+
+
 def evaluate_model(model_path: str, language: str, output_file: str | Path, split: str | None = None,
                    data: str = "sample", num_samples: int | None = None,
                    settings: GenerationSettings = GenerationSettings(), batch_size: int = DEFAULT_BATCH_SIZE,
@@ -90,75 +214,14 @@ def evaluate_model(model_path: str, language: str, output_file: str | Path, spli
     Raises:
         PeftsumError: existing results without ``overwrite``, bad language/split/data, unloadable model.
     """
-    from peftsum.data.xlsum import eval_split, load_split
-    from peftsum.metrics import score_texts
-    from peftsum.modeling.load import load_for_inference
-
-    output_file = Path(output_file)
-    ensure_writable_target(output_file, overwrite, alternative=None)
-    trained = run_config(model_path)
-    bf16, device, precision = _decoding(trained, bf16, device)
-    max_source_length = max_source_length or trained.get("max_source_length", 512)
-    source_prefix = trained.get("source_prefix", "") if source_prefix is None else source_prefix
-    split = split or eval_split(language, data)
-    loaded = load_split(language, split, data, num_samples)
-    ids, refs = loaded.column("id"), loaded.column("summary")  # articles are streamed, never held whole
-    pred_file = predictions_beside(output_file)
-    meta_file = output_file.parent / PREDICTIONS_META_FILE
-    meta = {"model_path": str(model_path), "language": loaded.language, "split": split, "data": str(data),
-            "generation": asdict(settings), "max_source_length": max_source_length, "source_prefix": source_prefix,
-            "precision": precision["evaluated"]}
-    output_file.parent.mkdir(parents=True, exist_ok=True)
-    if is_distributed():  # torchrun/accelerate launch: each rank decodes a share, rank 0 writes (sharded.py)
-        from peftsum.generation.sharded import sharded_predictions
-
-        from peftsum.distributed import world
-
-        rank_device = f"cuda:{world().local_rank}" if device == "cuda" else device  # one GPU per rank
-        done = sharded_predictions(str(model_path), loaded, pred_file, meta_file, meta, overwrite, settings,
-                                   max_source_length, source_prefix, batch_size, progress, log, device=rank_device,
-                                   bf16=bf16)
-    else:
-        done = _read_done(pred_file, meta_file, meta, overwrite)
-    todo = [i for i, rid in enumerate(ids) if rid not in done]
-    if done and not is_distributed():
-        log(f"continuing: {len(ids) - len(todo)} of {len(ids)} predictions already in {pred_file}")
-    if todo:
-        write_json_atomic(meta_file, meta)
-        model, tokenizer = load_for_inference(model_path, device)
-        log(f"decoding on {device} in {precision['evaluated']}")
-        # rewrite what is kept (drops a line cut by a kill), then append batch by batch
-        with pred_file.open("w", encoding="utf-8") as fh:
-            for i, rid in enumerate(ids):
-                if rid in done:
-                    fh.write(prediction_line(rid, refs[i], done[rid]))
-            texts = (r["text"] for r in loaded.iter_rows(todo, columns=["text"]))
-            for idx, preds in iter_generate(model, tokenizer, texts, settings, max_source_length, source_prefix,
-                                            batch_size, progress, bf16=bf16, total=len(todo)):
-                for j, pred in zip(idx, preds):
-                    rid = ids[todo[j]]
-                    done[rid] = pred
-                    fh.write(prediction_line(rid, refs[todo[j]], pred))
-                fh.flush()
+    ev = _resolve(model_path, language, output_file, split, data, num_samples, settings, batch_size,
+                  max_source_length, source_prefix, overwrite, progress, bf16, device)
+    done = _predictions_so_far(ev, overwrite, log)
+    _decode_missing(ev, done, log)
     if not is_main():  # rank 0 scores and writes; the others get its result
         return broadcast(None)
-    predictions = [done[rid] for rid in ids]
-    result = score_texts(predictions, refs, loaded.language, stemmer=stemmer, n_resamples=n_resamples, seed=seed)
-    from peftsum.metrics.baselines import compare_to_lead1
-
-    # model vs LEAD-1 on the same references; the articles are streamed again for their first sentences
-    result["paired"] = compare_to_lead1(result, loaded.iter_rows(columns=["id", "text", "summary"]))
-    result.update({"model_path": str(model_path), "split": split, "data": str(data), "source": loaded.source,
-                   "dropped_rows": dict(loaded.dropped), "generation": asdict(settings),
-                   "max_source_length": max_source_length, "precision": precision, "device": device,
-                   "ids": ids})
-    result = write_results(output_file, result)  # stamped with the schema version
-    run_dir = Path(model_path)
-    if output_file.resolve().is_relative_to(run_dir.resolve()):  # an evaluation of a run, stored in the run folder
-        from peftsum.training.record import refresh_model_card
-
-        refresh_model_card(run_dir)  # the card lists every evaluation with its precision and device
-    return broadcast(result)
+    result = _score(ev, done, stemmer, n_resamples, seed)
+    return broadcast(_write(ev, result))
 
 
 def write_samples(model_path: str, language: str, output_file: str | Path, num_samples: int = 10,

@@ -45,13 +45,9 @@ def sharded_predictions(model_path: str, loaded, pred_file: Path, meta_file: Pat
         PeftsumError: ``pred_file`` holds another evaluation (rank 0 raises; the launcher stops
             the others).
     """
-    from tqdm.auto import tqdm
-
-    from peftsum.generation.decode import generate_batch, planned_batches
     from peftsum.generation.evaluate import _read_done
     from peftsum.io import write_json_atomic
     from peftsum.run_format import write_predictions
-    from peftsum.modeling.load import load_for_inference
 
     done = distributed.broadcast(_read_done(pred_file, meta_file, meta, overwrite) if distributed.is_main() else None)
     ids, refs = loaded.column("id"), loaded.column("summary")
@@ -60,6 +56,29 @@ def sharded_predictions(model_path: str, loaded, pred_file: Path, meta_file: Pat
         log(f"continuing: {len(ids) - len(todo)} of {len(ids)} predictions already in {pred_file}")
     if not todo:
         return done
+    mine = _decode_share(model_path, loaded, todo, settings, max_source_length, source_prefix, batch_size, progress,
+                         device, bf16)
+    ordered = distributed.merge_shards(distributed.gather(mine))
+    new = [(todo[j], pred) for part in ordered for j, pred in part]
+    for i, pred in new:
+        done[ids[i]] = pred
+    if distributed.is_main():  # the file a single process streams: kept rows, then batches in decoding order
+        write_json_atomic(meta_file, meta)
+        redone = set(todo)
+        write_predictions(pred_file, [(ids[i], refs[i], done[ids[i]]) for i in range(len(ids)) if i not in redone]
+                          + [(ids[i], refs[i], p) for i, p in new])
+    distributed.barrier()
+    return done
+
+
+def _decode_share(model_path: str, loaded, todo: list[int], settings, max_source_length: int, source_prefix: str,
+                  batch_size: int, progress: bool, device: str | None, bf16: bool) -> list[list[tuple[int, str]]]:
+    """This rank's batches of the rows ``todo``: ``[[(position in todo, prediction), ...] per batch]``."""
+    from tqdm.auto import tqdm
+
+    from peftsum.generation.decode import generate_batch, planned_batches
+    from peftsum.modeling.load import load_for_inference
+
     model, tokenizer = load_for_inference(model_path, device)
     model.eval()
     texts = (r["text"] for r in loaded.iter_rows(todo, columns=["text"]))
@@ -73,14 +92,4 @@ def sharded_predictions(model_path: str, loaded, pred_file: Path, meta_file: Pat
             mine.append(list(zip(batch, generate_batch(model, tokenizer, features, settings, bf16))))
         bar.update(len(batch))
     bar.close()
-    ordered = distributed.merge_shards(distributed.gather(mine))
-    new = [(todo[j], pred) for part in ordered for j, pred in part]
-    for i, pred in new:
-        done[ids[i]] = pred
-    if distributed.is_main():  # the file a single process streams: kept rows, then batches in decoding order
-        write_json_atomic(meta_file, meta)
-        redone = set(todo)
-        write_predictions(pred_file, [(ids[i], refs[i], done[ids[i]]) for i in range(len(ids)) if i not in redone]
-                          + [(ids[i], refs[i], p) for i, p in new])
-    distributed.barrier()
-    return done
+    return mine

@@ -1,12 +1,20 @@
-"""Load a seq2seq model and its tokenizer from the hub or a folder, and check what was loaded."""
+"""Load a seq2seq model and its tokenizer from the hub or a folder, and check what was loaded.
+
+The CPU fast paths applied on load (and :func:`fast_dropout`) are in :mod:`peftsum.modeling.fast_paths`
+and importable from here.
+"""
 
 from __future__ import annotations
 
-import functools
 import json
 from pathlib import Path
 
 from peftsum.errors import PeftsumError
+from peftsum.modeling.fast_paths import SKINNY_ROWS, fast_dropout, fuse_activations, skinny_output_head
+
+__all__ = ["SKINNY_ROWS", "check_model_source", "checkpoint_keys", "fast_dropout", "fuse_activations",
+           "is_adapter_dir", "is_t5_family", "lm_head_tie_state", "load_for_inference", "load_model",
+           "load_tokenizer", "skinny_output_head"]
 
 
 def _quiet_transformers():
@@ -219,82 +227,6 @@ def load_model(name_or_path: str, dtype=None):
     return model, lm_head_tie_state(model, name_or_path)
 
 
-SKINNY_ROWS = 32
-"""Up to this many rows (batch x positions), :func:`skinny_output_head` computes the output
-projection as ``(W @ x.T).T`` on CPU."""
-
-
-@functools.cache  # one class per process (torch is imported only when a model is loaded)
-def _skinny_linear_class():
-    import torch
-
-    class SkinnyOutputLinear(torch.nn.Linear):
-        """``nn.Linear`` whose CPU forward for a few rows multiplies the tall weight by the skinny input.
-
-        ``F.linear(x, W)`` with x of 2-32 rows and W of 250,112 x 512 (mT5's output projection at
-        every decoding step) is 1.6-3x slower with MKL on CPU than ``(W @ x.T).T``: the same
-        products summed in another order, equal to float rounding. Larger inputs (training, long
-        prompts), GPUs and layers with a bias take the usual path.
-        """
-
-        def forward(self, x):
-            rows = x.numel() // x.shape[-1] if x.dim() >= 2 else 0
-            if x.device.type == "cpu" and self.bias is None and 1 < rows <= SKINNY_ROWS:
-                # a transposed view: generation copies the last position's logits anyway, so a
-                # .contiguous() here would copy the 250,112-wide rows twice per step
-                out = torch.mm(self.weight, x.reshape(rows, x.shape[-1]).t()).t()
-                return out.view(*x.shape[:-1], out.shape[-1])
-            return super().forward(x)
-
-    return SkinnyOutputLinear
-
-
-def skinny_output_head(model) -> bool:
-    """Make the output projection fast for decoding on CPU (see ``SkinnyOutputLinear``).
-
-    The head keeps its weight (same ``Parameter``, same state-dict key); only its class changes,
-    to a subclass of ``nn.Linear``. Models whose head is not a plain ``nn.Linear`` are left alone.
-
-    Returns:
-        Whether the head was changed.
-    """
-    import torch
-
-    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-    if type(head) is not torch.nn.Linear:
-        return False
-    head.__class__ = _skinny_linear_class()
-    return True
-
-
-def fuse_activations(model) -> int:
-    """Run mT5's ``gelu_new`` as one fused kernel instead of seven elementwise ops.
-
-    transformers' ``NewGELUActivation`` (T5 v1.1/mT5's ``dense_act_fn = "gelu_new"``) writes the
-    tanh approximation of GELU in Python: pow, mul, add, mul, tanh, add, mul, each allocating a
-    tensor the size of the feed-forward activation, and as many again in backward. ``GELUTanh``
-    computes the same formula with ``torch.nn.functional.gelu(approximate="tanh")``: outputs agree to
-    float rounding (max difference ~2e-7 in fp32), forward plus backward is ~4x faster on CPU
-    (benchmarks/README.md). Only module instances change; the config (and so every saved
-    checkpoint) still says ``gelu_new``.
-
-    Args:
-        model: any ``torch.nn.Module`` (PEFT-wrapped or not).
-
-    Returns:
-        How many activation modules were replaced.
-    """
-    from transformers.activations import GELUTanh, NewGELUActivation
-
-    replaced = 0
-    for module in model.modules():
-        for name, child in list(module.named_children()):
-            if type(child) is NewGELUActivation:
-                setattr(module, name, GELUTanh())
-                replaced += 1
-    return replaced
-
-
 def is_t5_family(model_or_config) -> bool:
     """True for T5, mT5, ByT5, LongT5, UMT5, Switch (models whose activations overflow in fp16).
 
@@ -369,50 +301,3 @@ def load_for_inference(model_path: str, device: str | None = None):
     model.to(device)
     model.eval()
     return model, tokenizer
-
-
-@functools.cache
-def _fast_dropout_class():
-    import torch
-
-    class FastDropout(torch.nn.Dropout):
-        """``nn.Dropout`` whose CPU training forward draws its mask with ``torch.rand`` instead of ``bernoulli_``.
-
-        Same distribution (each element kept with probability ``1 - p`` and scaled by
-        ``1 / (1 - p)``, from the same seeded global generator), 14-19% less time forward plus
-        backward on CPU, where PyTorch's ``bernoulli_`` is slow (benchmarks/README.md). The masks
-        are other draws than ``nn.Dropout``'s for the same seed. Evaluation, ``p`` of 0 or 1,
-        ``inplace`` and GPUs take the usual path.
-        """
-
-        def forward(self, x):
-            if not self.training or not 0.0 < self.p < 1.0 or self.inplace or x.device.type != "cpu":
-                return super().forward(x)
-            keep = torch.rand(x.shape, device=x.device) >= self.p
-            return (x * keep).mul_(1.0 / (1.0 - self.p))
-
-    return FastDropout
-
-
-def fast_dropout(model) -> int:
-    """Make every plain ``nn.Dropout`` of ``model`` a :class:`FastDropout` (see there); call after PEFT wraps it.
-
-    Dropout was 21% of a LoRA training step of mT5-small on 2 CPU cores (132 ``bernoulli_`` calls:
-    the model's dropouts and LoRA's ``lora_dropout`` on q and v). Attention-probability dropout
-    inside the attention kernel is not a module and is left alone.
-
-    Args:
-        model: any ``torch.nn.Module`` (PEFT-wrapped or not).
-
-    Returns:
-        How many dropout modules changed class (parameters, state dict and ``p`` are untouched).
-    """
-    import torch
-
-    cls = _fast_dropout_class()
-    changed = 0
-    for module in model.modules():
-        if type(module) is torch.nn.Dropout:
-            module.__class__ = cls
-            changed += 1
-    return changed

@@ -164,6 +164,64 @@ def plot_rouge_bars(section: LanguageSection, path: Path, colors: dict[str, str]
     return _save(fig, path)
 
 
+_FRONTIER_PANELS = (
+    ("trainable_params", "trainable parameters (log scale)"),
+    ("checkpoint_size_mb", "checkpoint / adapter size, MB (log scale)"),
+)
+
+
+def _frontier_panel(ax, key: str, xlabel: str, points: list, markers: dict[str, str], colors: dict[str, str]) -> None:
+    """One panel of the frontier: a point (with its seed std) per ``(section, group, efficiency row)``."""
+    for s, g, row in points:
+        x = row.mean(key)
+        if not x or x <= 0:
+            continue
+        y = g.mean(PRIMARY)
+        c = colors.get(g.label or g.method, "#888888")
+        ax.scatter(
+            [x],
+            [y],
+            s=46,
+            marker=markers[s.language],
+            facecolors="none" if g.zero_shot else c,
+            edgecolors=c,
+            linewidths=1.5,
+            zorder=3,
+        )
+        if len(g.runs) > 1 and g.std(PRIMARY):
+            ax.errorbar([x], [y], yerr=[g.std(PRIMARY)], color=c, lw=1, capsize=2, zorder=2)
+        ax.annotate(
+            g.name,
+            (x, y),
+            textcoords="offset points",
+            xytext=(5, 4),
+            fontsize=7,
+            color="#333333",
+        )
+    ax.set_xscale("log")
+    ax.margins(x=0.12, y=0.08)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(f"{ROUGE_LABELS[PRIMARY]} F1")
+    ax.grid(alpha=0.3, which="both")
+
+
+def _frontier_legend(ax, points: list, markers: dict[str, str], colors: dict[str, str]) -> None:
+    """Methods by colour, evaluated languages by marker, and hollow = zero-shot when there is one."""
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], marker="o", ls="", color=c, label=method_label(m)) for m, c in colors.items()]
+    handles += [Line2D([], [], marker=mk, ls="", color="#555555", label=lang) for lang, mk in markers.items()]
+    if any(g.zero_shot for _, g, _ in points):
+        handles.append(
+            Line2D(
+                [], [], marker="o", ls="", markerfacecolor="none", color="#555555", label="zero-shot (hollow)"
+            )
+        )
+    ax.legend(
+        handles=handles, fontsize=7.5, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0
+    )
+
+
 def plot_frontier(
     sections: list[LanguageSection], efficiency: list[EfficiencyRow], path: Path, colors: dict[str, str]
 ) -> Path | None:
@@ -177,65 +235,13 @@ def plot_frontier(
     eff = efficiency_lookup(efficiency)
     langs = sorted({s.language for s in sections})
     markers = {lang: _MARKERS[i % len(_MARKERS)] for i, lang in enumerate(langs)}
-    panels = (
-        ("trainable_params", "trainable parameters (log scale)"),
-        ("checkpoint_size_mb", "checkpoint / adapter size, MB (log scale)"),
-    )
-    points = []
-    for s in sections:
-        for g in s.groups:
-            row = eff.get(g.key)
-            if row is None:
-                continue
-            points.append((s, g, row))
-    if not any(row.mean(k) for _, _, row in points for k, _ in panels):
+    points = [(s, g, eff[g.key]) for s in sections for g in s.groups if eff.get(g.key) is not None]
+    if not any(row.mean(k) for _, _, row in points for k, _ in _FRONTIER_PANELS):
         return None
     fig = _new_figure(10.5, 3.9)
     axes = fig.subplots(1, 2)
-    for ax, (key, xlabel) in zip(axes, panels):
-        for s, g, row in points:
-            x = row.mean(key)
-            if not x or x <= 0:
-                continue
-            y = g.mean(PRIMARY)
-            c = colors.get(g.label or g.method, "#888888")
-            ax.scatter(
-                [x],
-                [y],
-                s=46,
-                marker=markers[s.language],
-                facecolors="none" if g.zero_shot else c,
-                edgecolors=c,
-                linewidths=1.5,
-                zorder=3,
-            )
-            if len(g.runs) > 1 and g.std(PRIMARY):
-                ax.errorbar([x], [y], yerr=[g.std(PRIMARY)], color=c, lw=1, capsize=2, zorder=2)
-            ax.annotate(
-                g.name,
-                (x, y),
-                textcoords="offset points",
-                xytext=(5, 4),
-                fontsize=7,
-                color="#333333",
-            )
-        ax.set_xscale("log")
-        ax.margins(x=0.12, y=0.08)
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel(f"{ROUGE_LABELS[PRIMARY]} F1")
-        ax.grid(alpha=0.3, which="both")
-    from matplotlib.lines import Line2D
-
-    handles = [Line2D([], [], marker="o", ls="", color=c, label=method_label(m)) for m, c in colors.items()]
-    handles += [Line2D([], [], marker=mk, ls="", color="#555555", label=lang) for lang, mk in markers.items()]
-    if any(g.zero_shot for _, g, _ in points):
-        handles.append(
-            Line2D(
-                [], [], marker="o", ls="", markerfacecolor="none", color="#555555", label="zero-shot (hollow)"
-            )
-        )
-    axes[1].legend(
-        handles=handles, fontsize=7.5, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0
-    )
+    for ax, (key, xlabel) in zip(axes, _FRONTIER_PANELS):
+        _frontier_panel(ax, key, xlabel, points, markers, colors)
+    _frontier_legend(axes[1], points, markers, colors)
     fig.suptitle(f"Efficiency frontier: {ROUGE_LABELS[PRIMARY]} vs training cost", fontsize=11)
     return _save(fig, path)

@@ -2,176 +2,27 @@
 
 Nothing here computes or formats; it reads the run files through :mod:`peftsum.run_format`
 (which checks their keys) and parses them, so every number the report shows can be traced to one file.
+The record classes are defined in :mod:`peftsum.reporting.record_types` and importable from here.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from peftsum import run_format as rf
 from peftsum.errors import DataError, PeftsumError
 from peftsum.io import iter_jsonl
+from peftsum.reporting.record_types import Baseline, EvalRecord, Experiment, RunRecord, Score
 from peftsum.run_format import ROUGE_KEYS
+
+__all__ = ["ROUGE_KEYS", "Baseline", "EvalRecord", "Experiment", "RunRecord", "Score", "load_baseline",
+           "load_experiment", "load_run", "parse_score", "read_predictions", "read_training_log"]
 
 read_predictions = rf.read_predictions
 """``predictions.jsonl`` rows in file order (:func:`peftsum.run_format.read_predictions`), for the report modules."""
-
-
-@dataclass
-class Score:
-    """One score JSON (``eval/<lang>/results.json`` or one side of ``baselines/<lang>.json``).
-
-    Attributes:
-        path: the file it was read from.
-        language: XL-Sum language name.
-        split: dataset split (``"test"``, ``"validation"``), or ``None`` when not recorded.
-        num_examples: number of scored examples, or ``None``.
-        f1, ci_low, ci_high: per ROUGE key, F1 and its 95% bootstrap CI, on a 0-100 scale.
-        per_example: per ROUGE key, the per-example F1 list (0-100), in prediction order.
-        stemmer, normalization: the ROUGE settings recorded in the file.
-        sanity: the ``sanity`` block (script share, empty predictions, ...), or ``{}``.
-        bootstrap: the ``bootstrap`` block (``n_resamples``, ``seed``, ``confidence``), or ``{}``.
-    """
-
-    path: Path
-    language: str
-    split: str | None
-    num_examples: int | None
-    f1: dict[str, float]
-    ci_low: dict[str, float]
-    ci_high: dict[str, float]
-    per_example: dict[str, list[float]]
-    stemmer: Any = None
-    normalization: Any = None
-    sanity: dict = field(default_factory=dict)
-    bootstrap: dict = field(default_factory=dict)
-
-
-@dataclass
-class EvalRecord:
-    """One evaluation of a run on one language (``runs/<id>/eval/<language>/``).
-
-    Attributes:
-        language: the evaluated language (the folder name).
-        score: the parsed ``results.json``.
-        predictions_path: ``predictions.jsonl`` if present, else ``None``.
-        generation: the generation settings recorded in ``results.json`` (may be ``{}``).
-        precision: the precision decoding ran in (``"bf16"``/``"fp32"``), ``None`` for results written
-            before peftsum recorded it.
-        device: the device decoding ran on (``cpu``, ``cuda``, ...) or ``None`` (not recorded).
-    """
-
-    language: str
-    score: Score
-    predictions_path: Path | None
-    generation: dict = field(default_factory=dict)
-    precision: str | None = None
-    device: str | None = None
-
-    @property
-    def split(self) -> str | None:
-        """The split this evaluation was scored on."""
-        return self.score.split
-
-
-@dataclass
-class RunRecord:
-    """One training run folder.
-
-    Attributes:
-        run_id: the folder name, ``<label>-<train languages joined by +>-s<seed>``.
-        path: the run folder.
-        status: ``"done"``, ``"failed"``, or ``"unknown"`` (no ``status.json``).
-        error: the error text from ``status.json`` (failed runs), else ``None``.
-        seconds: wall time from ``status.json``, seconds, or ``None``.
-        metrics: the parsed ``metrics.json`` or ``None`` when absent (failed runs only).
-        method: PEFT registry name (``full``, ``lora``, ...), from ``metrics.json`` or the run id.
-        train_languages: training languages, from ``metrics.json`` or the run id.
-        seed: training seed (``metrics.json``'s ``config.seed``, else the ``-s<seed>`` suffix), or ``None``.
-        label: the experiment's name for this variant (``lora-r16``; ``status.json``'s ``label``),
-            else the method. Runs are grouped, pooled over seeds and reported per label.
-        evals: evaluation records keyed by language.
-        log_path: ``training_log.jsonl`` if present, else ``None``.
-        train_curve, val_curve: ``(step, loss)`` rows of the training log (training ``loss``
-            and validation ``eval_loss``); empty without a log.
-    """
-
-    run_id: str
-    path: Path
-    status: str
-    error: str | None
-    seconds: float | None
-    metrics: dict | None
-    method: str
-    train_languages: tuple[str, ...]
-    seed: int | None
-    evals: dict[str, EvalRecord] = field(default_factory=dict)
-    log_path: Path | None = None
-    label: str = ""
-    train_curve: list[tuple[int, float]] = field(default_factory=list)
-    val_curve: list[tuple[int, float]] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        """True when the run can be reported on (not failed, and it has ``metrics.json``)."""
-        return self.status != "failed" and self.metrics is not None
-
-    def metric(self, key: str) -> Any:
-        """A value from ``metrics.json`` (``None`` when missing or the file is absent)."""
-        return (self.metrics or {}).get(key)
-
-    @property
-    def precision(self) -> str | None:
-        """Training precision, ``"bf16"`` or ``"fp32"`` (older runs: from ``hyperparameters.bf16``), or ``None``."""
-        if self.metrics is None:
-            return None
-        if self.metric("precision"):
-            return str(self.metric("precision"))
-        bf16 = (self.metric("hyperparameters") or {}).get("bf16")
-        return None if bf16 is None else ("bf16" if bf16 else "fp32")
-
-
-@dataclass
-class Baseline:
-    """``baselines/<language>.json``: LEAD-1 and extractive-oracle scores for one language."""
-
-    path: Path
-    language: str
-    split: str | None
-    lead1: Score
-    oracle: Score
-
-
-@dataclass
-class Experiment:
-    """Everything read from one experiment (or single-run) folder.
-
-    Attributes:
-        root: the folder given to the reader.
-        runs: all run records, sorted by run id (done, failed and unknown).
-        baselines: baseline records keyed by language.
-        skipped: run folders with neither ``status.json`` nor ``metrics.json`` (not started
-            or still writing), by path.
-    """
-
-    root: Path
-    runs: list[RunRecord]
-    baselines: dict[str, Baseline]
-    skipped: list[Path] = field(default_factory=list)
-
-    @property
-    def ok_runs(self) -> list[RunRecord]:
-        """Runs that finished (see :attr:`RunRecord.ok`)."""
-        return [r for r in self.runs if r.ok]
-
-    @property
-    def failed_runs(self) -> list[RunRecord]:
-        """Runs whose ``status.json`` says ``failed``."""
-        return [r for r in self.runs if r.status == "failed"]
 
 
 # --------------------------------------------------------------------------- helpers
@@ -255,6 +106,59 @@ def _method_names() -> set[str]:
     return set(METHODS)
 
 
+def _read_run_status(run_dir: Path) -> tuple[str, str | None, float | None, str | None]:
+    """``(status, error, seconds, label)`` from the run's status.json; ``("unknown", None, None, None)`` without one."""
+    status_path = run_dir / rf.STATUS_FILE
+    if not status_path.is_file():
+        return "unknown", None, None, None
+    st = rf.read_status(status_path)
+    label, status, error = st.get("label") or None, st["status"], st.get("error")
+    return status, error, _number(st.get("seconds"), status_path, "'seconds'", allow_none=True), label
+
+
+def _run_identity(run_id: str, metrics: dict | None, label: str | None) -> tuple[str, list[str], int | None]:
+    """``(method, training languages, seed)`` from metrics.json, else the status label or the run id."""
+    match = _RUN_ID.match(run_id)
+    method = (metrics or {}).get("method") or (label if label and label in _method_names() else None) \
+        or (match.group("method") if match else run_id)
+    if metrics is not None:  # method and train_languages are checked by read_metrics
+        langs = metrics["train_languages"]
+    else:
+        langs = match.group("langs").split("+") if match else []
+    return method, langs, _seed_from(metrics or {}, run_id)
+
+
+def _eval_record(lang_dir: Path, res_path: Path) -> EvalRecord:
+    """One evaluation: its score, predictions file, decoding settings, precision and device."""
+    data = rf.read_results(res_path)
+    score = parse_score(data, res_path)
+    if not score.language:
+        score.language = lang_dir.name
+    pred = rf.predictions_beside(res_path)
+    gen = data.get("generation")
+    return EvalRecord(
+        language=lang_dir.name,
+        score=score,
+        predictions_path=pred if pred.is_file() else None,
+        generation=gen if isinstance(gen, dict) else {},
+        precision=(data.get("precision") or {}).get("evaluated") if isinstance(data.get("precision"), dict)
+        else None,
+        device=str(data["device"]) if data.get("device") else None,
+    )
+
+
+def _read_evals(run_dir: Path) -> dict[str, EvalRecord]:
+    """``{language: EvalRecord}`` for every ``eval/<language>/results.json`` of the run."""
+    evals: dict[str, EvalRecord] = {}
+    eval_root = run_dir / rf.EVAL_DIR
+    if eval_root.is_dir():
+        for lang_dir in sorted(p for p in eval_root.iterdir() if p.is_dir()):
+            res_path = lang_dir / rf.RESULTS_FILE
+            if res_path.is_file():
+                evals[lang_dir.name] = _eval_record(lang_dir, res_path)
+    return evals
+
+
 def load_run(run_dir: Path) -> RunRecord:
     """Read one run folder.
 
@@ -270,52 +174,15 @@ def load_run(run_dir: Path) -> RunRecord:
     """
     run_dir = Path(run_dir)
     run_id = run_dir.name
-    status_path = run_dir / rf.STATUS_FILE
+    status, error, seconds, label = _read_run_status(run_dir)
     metrics_path = run_dir / rf.METRICS_FILE
-    status, error, seconds, label = "unknown", None, None, None
-    if status_path.is_file():
-        st = rf.read_status(status_path)
-        label = st.get("label") or None
-        status = st["status"]
-        error = st.get("error")
-        seconds = _number(st.get("seconds"), status_path, "'seconds'", allow_none=True)
     metrics: dict | None = None
     if metrics_path.is_file():
         metrics = rf.read_metrics(metrics_path)
     elif status != "failed":
         raise DataError(f"{metrics_path}: file not found (the run's status is {status!r})")
-
-    match = _RUN_ID.match(run_id)
-    method = (metrics or {}).get("method") or (label if label and label in _method_names() else None) \
-        or (match.group("method") if match else run_id)
-    if metrics is not None:  # method and train_languages are checked by read_metrics
-        langs = metrics["train_languages"]
-    else:
-        langs = match.group("langs").split("+") if match else []
-    seed = _seed_from(metrics or {}, run_id)
-
-    evals: dict[str, EvalRecord] = {}
-    eval_root = run_dir / rf.EVAL_DIR
-    if eval_root.is_dir():
-        for lang_dir in sorted(p for p in eval_root.iterdir() if p.is_dir()):
-            res_path = lang_dir / rf.RESULTS_FILE
-            if not res_path.is_file():
-                continue
-            data = rf.read_results(res_path)
-            score = parse_score(data, res_path)
-            if not score.language:
-                score.language = lang_dir.name
-            pred = rf.predictions_beside(res_path)
-            gen = data.get("generation")
-            evals[lang_dir.name] = EvalRecord(
-                language=lang_dir.name,
-                score=score,
-                predictions_path=pred if pred.is_file() else None,
-                generation=gen if isinstance(gen, dict) else {},
-                precision=(data.get("precision") or {}).get("evaluated") if isinstance(data.get("precision"), dict)
-                else None,
-                device=str(data["device"]) if data.get("device") else None,
-            )
+    method, langs, seed = _run_identity(run_id, metrics, label)
+    evals = _read_evals(run_dir)
     log = run_dir / rf.TRAINING_LOG_FILE
     train_curve, val_curve = read_training_log(log) if log.is_file() else ([], [])
     return RunRecord(

@@ -13,6 +13,11 @@ version 1 (the format up to peftsum's session-4 release; version 2 has the same 
 version), so old runs still load. ``predictions.jsonl`` rows carry no version: the
 ``results.json`` beside it holds the one for the pair (rows stay plain ``{"id", "reference",
 "prediction"}`` lines that ``peftsum score`` reads like any predictions file).
+
+Why one file (about 400 lines): it is the one definition of the run record. The folder layout, the
+field tables, the writers and the readers change together whenever the format changes (and
+``docs/run_format.md`` is generated from the tables), so they stay side by side; only the document
+renderer lives apart (:mod:`peftsum.run_format.docs`).
 """
 
 from __future__ import annotations

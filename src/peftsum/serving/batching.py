@@ -263,35 +263,17 @@ class MicroBatcher:
         import torch
         from transformers import StoppingCriteriaList
 
+        from peftsum.runtime import autocast_context
+
         settings = jobs[0].settings
         with self.registry.lock:
-            names = [j.adapter for j in jobs]
-            loads_before = {n: self.registry.entries[n].loads for n in set(names) if n in self.registry.entries}
-            slot = self.registry.acquire(names)
-            if slot.failed:  # removed meanwhile or not reloadable: those requests fail, the others run
-                for job in jobs:
-                    if job.adapter in slot.failed:
-                        job.fail(slot.failed[job.adapter])
-                jobs = [j for j in jobs if j.adapter not in slot.failed]
-                names = [j.adapter for j in jobs]
+            slot, jobs = self._acquire(jobs)
             if not jobs:
                 return
             started = time.perf_counter()
-            for name, before in loads_before.items():
-                entry = self.registry.entries.get(name)
-                if entry is not None and entry.loads > before:
-                    self.metrics.adapter_loads.labels(adapter=name).inc(entry.loads - before)
-            self.metrics.evictions.set(self.registry.evictions)
-            self.metrics.resident_mb.set(self.registry.resident_mb())
             tok = slot.tokenizer
-            feats = []
-            for job in jobs:
-                max_len, prefix = self.registry.input_settings(job.adapter)
-                enc = tok(prefix + job.text, max_length=max_len, truncation=True)
-                job.input_tokens = len(enc["input_ids"])
-                feats.append({"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]})
-            device = next(slot.model.parameters()).device
-            batch = tok.pad(feats, return_tensors="pt").to(device)
+            batch, device = self._encode(jobs, slot)
+            names = [j.adapter for j in jobs]
             kwargs = settings.to_kwargs()
             if slot.mixed:
                 kwargs["adapter_names"] = names
@@ -301,27 +283,67 @@ class MicroBatcher:
                 job.started, job.batch_size = started, len(jobs)
             self.metrics.batch_size.observe(len(jobs))
             self.metrics.batch_adapters.observe(len(set(names)))
-            from peftsum.runtime import autocast_context
-
             with torch.inference_mode(), autocast_context(device.type, self.registry.bf16):
                 ids = slot.model.generate(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                                           stopping_criteria=StoppingCriteriaList([_stopping_class()(jobs)]),
                                           **kwargs)
-        texts = [s.strip() for s in tok.batch_decode(ids, skip_special_tokens=True)]
-        pad, eos = tok.pad_token_id, tok.eos_token_id
-        finished = time.perf_counter()
-        for job, row, text in zip(jobs, ids.tolist(), texts):
-            body = row[1:]  # after the decoder start token
-            job.generated_tokens = sum(1 for t in body if t not in (pad, eos)) + (1 if eos in body else 0)
-            job.finished = finished
-            if job.tokens is not None and "streamer" not in kwargs:  # beam search: the final tokens, in order
-                done = ""
-                kept = []
-                for token in body:
-                    if token in (pad, eos):
-                        break
-                    kept.append(token)
-                    now = tok.decode(kept, skip_special_tokens=True)
-                    job.push_token(token, now[len(done):])
-                    done = now
-            job.resolve(text)
+        _finish(jobs, ids, tok, streamed="streamer" in kwargs)
+
+    def _acquire(self, jobs: list[Job]):
+        """Make the jobs' adapters resident (caller holds the registry lock): ``(slot, jobs that can run)``.
+
+        Jobs whose adapter was removed meanwhile or cannot be reloaded fail; adapter loads, evictions and
+        resident MB go to the metrics.
+        """
+        names = [j.adapter for j in jobs]
+        loads_before = {n: self.registry.entries[n].loads for n in set(names) if n in self.registry.entries}
+        slot = self.registry.acquire(names)
+        if slot.failed:  # removed meanwhile or not reloadable: those requests fail, the others run
+            for job in jobs:
+                if job.adapter in slot.failed:
+                    job.fail(slot.failed[job.adapter])
+            jobs = [j for j in jobs if j.adapter not in slot.failed]
+        if not jobs:
+            return slot, jobs
+        for name, before in loads_before.items():
+            entry = self.registry.entries.get(name)
+            if entry is not None and entry.loads > before:
+                self.metrics.adapter_loads.labels(adapter=name).inc(entry.loads - before)
+        self.metrics.evictions.set(self.registry.evictions)
+        self.metrics.resident_mb.set(self.registry.resident_mb())
+        return slot, jobs
+
+    def _encode(self, jobs: list[Job], slot):
+        """The padded input batch on the slot's device (each job with its adapter's length and prefix)."""
+        tok = slot.tokenizer
+        feats = []
+        for job in jobs:
+            max_len, prefix = self.registry.input_settings(job.adapter)
+            enc = tok(prefix + job.text, max_length=max_len, truncation=True)
+            job.input_tokens = len(enc["input_ids"])
+            feats.append({"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]})
+        device = next(slot.model.parameters()).device
+        return tok.pad(feats, return_tensors="pt").to(device), device
+
+
+
+def _finish(jobs: list[Job], ids, tok, streamed: bool) -> None:
+    """Resolve each job with its summary and token count; beam search's streams get the final tokens, in order."""
+    texts = [s.strip() for s in tok.batch_decode(ids, skip_special_tokens=True)]
+    pad, eos = tok.pad_token_id, tok.eos_token_id
+    finished = time.perf_counter()
+    for job, row, text in zip(jobs, ids.tolist(), texts):
+        body = row[1:]  # after the decoder start token
+        job.generated_tokens = sum(1 for t in body if t not in (pad, eos)) + (1 if eos in body else 0)
+        job.finished = finished
+        if job.tokens is not None and not streamed:  # beam search: the final tokens, in order
+            done = ""
+            kept = []
+            for token in body:
+                if token in (pad, eos):
+                    break
+                kept.append(token)
+                now = tok.decode(kept, skip_special_tokens=True)
+                job.push_token(token, now[len(done):])
+                done = now
+        job.resolve(text)

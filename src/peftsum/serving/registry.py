@@ -10,6 +10,8 @@ Three kinds of entry, chosen from the method registry (:attr:`peftsum.modeling.m
 
 Every PEFT wrapper sits on a *structural* copy of the base whose parameters are the base's own
 tensors (:func:`share_weights`), so an adapter costs only its own weights in memory.
+What an adapter folder says before it is loaded (method, base check, size) is in
+:mod:`peftsum.serving.adapter_files`, importable from here.
 """
 
 from __future__ import annotations
@@ -25,28 +27,30 @@ from pathlib import Path
 from typing import Any
 
 from peftsum.errors import ConfigError, PeftsumError
-from peftsum.run_format import read_optional, run_files
+from peftsum.serving.adapter_files import (
+    ARCH_FIELDS,
+    FINGERPRINT_TENSOR,
+    AdapterConflict,
+    UnknownAdapter,
+    adapter_method,
+    can_mix,
+    check_adapter_base,
+    count_params,
+    experiment_adapters,
+    model_dir,
+    read_json,
+    run_files,
+    weights_mb,
+)
+
+__all__ = ["ARCH_FIELDS", "BASE", "FINGERPRINT_TENSOR", "NAME_RE", "AdapterConflict", "AdapterRegistry", "Entry",
+           "Slot", "UnknownAdapter", "adapter_method", "can_mix", "check_adapter_base", "count_params", "experiment_adapters",
+           "model_dir", "read_json", "run_files", "share_weights", "weights_mb"]
 
 BASE = "__base__"
 """``adapter_id`` of the bare base model (PEFT's placeholder name in a mixed batch)."""
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+=-]{0,127}$")
-
-ARCH_FIELDS = ("model_type", "d_model", "d_kv", "d_ff", "num_layers", "num_decoder_layers", "num_heads",
-               "vocab_size", "feed_forward_proj", "is_gated_act", "relative_attention_num_buckets")
-"""``config.json`` fields an adapter's base must share with the served base (T5/mT5 names; fields a
-config lacks are skipped)."""
-
-FINGERPRINT_TENSOR = "shared.weight"
-"""Tensor whose first rows identify a T5-family checkpoint when two bases have different names."""
-
-
-class UnknownAdapter(PeftsumError):
-    """An ``adapter_id`` the server does not hold (HTTP 404)."""
-
-
-class AdapterConflict(PeftsumError):
-    """An adapter that cannot join this server: trained on another base, or its name is taken (HTTP 409)."""
 
 
 def _one_line(exc: Exception) -> str:
@@ -68,85 +72,6 @@ def share_weights(model):
     """
     memo = {id(t): t for t in list(model.parameters()) + list(model.buffers())}
     return copy.deepcopy(model, memo)
-
-
-def model_dir(path: str | Path) -> Path:
-    """The folder holding the weights: ``path/model`` for a run folder, else ``path``."""
-    path = Path(path)
-    return path / "model" if (path / "model").is_dir() else path
-
-
-def adapter_method(adapter_config: dict, run_config: dict) -> str:
-    """The peftsum method of an adapter: the run's ``method``, else inferred from ``adapter_config.json``
-    (:func:`peftsum.modeling.methods.method_of_adapter`).
-
-    Returns:
-        A method name; ``peft_type`` lower-cased when peftsum has no row for it.
-    """
-    from peftsum.modeling.methods import method_of_adapter
-
-    if run_config.get("method"):
-        return str(run_config["method"])
-    row = method_of_adapter(adapter_config)
-    return row.name if row else (str(adapter_config.get("peft_type", "")).lower() or "unknown")
-
-
-def can_mix(method: str, adapter_config: dict) -> bool:
-    """True when PEFT can decode this adapter's rows in a batch with other adapters: the registry's
-    :attr:`~peftsum.modeling.methods.Method.mixed_batch` holds for the run's method and for the method
-    the adapter's own ``adapter_config.json`` shows (a DoRA file is never mixed, whatever the run says)."""
-    from peftsum.modeling.methods import METHODS, method_of_adapter
-
-    row, saved = METHODS.get(method), method_of_adapter(adapter_config)
-    return bool(row and row.mixed_batch and saved and saved.mixed_batch)
-
-
-def _arch(config: dict) -> dict:
-    return {k: config[k] for k in ARCH_FIELDS if k in config}
-
-
-def check_adapter_base(adapter_config: dict, base_name: str, base_config: dict, label: str) -> None:
-    """Refuse an adapter trained on another base than the one served.
-
-    Same name (or the same folder) passes. A different name passes only when that base can be read
-    locally and has the same architecture (:data:`ARCH_FIELDS`) and the same first rows of
-    :data:`FINGERPRINT_TENSOR` (a copy of the base in another folder); otherwise the adapter would
-    produce wrong summaries.
-
-    Args:
-        adapter_config: the adapter's ``adapter_config.json``.
-        base_name: the served base (hub id or folder).
-        base_config: the served base's ``config.json`` as a dict.
-        label: adapter name for the message.
-
-    Raises:
-        AdapterConflict: a different or unverifiable base, naming both.
-    """
-    import torch
-
-    from peftsum.modeling.load import _checkpoint_dir, _stored_rows
-
-    trained_on = adapter_config.get("base_model_name_or_path")
-    if not trained_on:
-        raise AdapterConflict(f"adapter {label}: adapter_config.json names no base_model_name_or_path")
-    if trained_on == base_name:
-        return
-    a, b = Path(trained_on), Path(base_name)
-    if a.exists() and b.exists() and a.resolve() == b.resolve():
-        return
-    other = _checkpoint_dir(trained_on)
-    if other is None:
-        raise AdapterConflict(f"adapter {label} was trained on {trained_on}, this server's base is {base_name}")
-    theirs, ours = _arch(read_optional(other / "config.json")), _arch(base_config)
-    diff = [f"{k} {theirs.get(k)} vs {ours.get(k)}" for k in sorted(set(theirs) | set(ours))
-            if theirs.get(k) != ours.get(k)]
-    if diff:
-        raise AdapterConflict(f"adapter {label} was trained on {trained_on}, whose architecture differs from the "
-                              f"base {base_name}: {', '.join(diff)}")
-    rows_a, rows_b = _stored_rows(str(other), FINGERPRINT_TENSOR, 4), _stored_rows(base_name, FINGERPRINT_TENSOR, 4)
-    if rows_a is None or rows_b is None or not torch.equal(rows_a, rows_b):
-        raise AdapterConflict(f"adapter {label} was trained on {trained_on}, whose weights differ from the base "
-                              f"{base_name}")
 
 
 @dataclass
@@ -193,28 +118,6 @@ class Entry:
                 "rank": self.rank, "size_mb": round(self.size_mb, 3), "trainable_params": self.trainable_params,
                 "resident": self.resident, "loads": self.loads, "path": str(self.path),
                 "max_source_length": self.max_source_length, "source_prefix": self.source_prefix}
-
-
-def _weights_mb(path: Path) -> float:
-    return sum(f.stat().st_size for f in path.glob("*") if f.suffix in (".safetensors", ".bin")) / 1e6
-
-
-def _count_params(path: Path) -> int | None:
-    files = list(path.glob("*.safetensors"))
-    if not files:
-        return None
-    from safetensors import safe_open
-
-    total = 0
-    for file in files:
-        with safe_open(str(file), "pt") as fh:
-            for key in fh.keys():
-                shape = fh.get_slice(key).get_shape()
-                n = 1
-                for d in shape:
-                    n *= d
-                total += n
-    return total
 
 
 @dataclass
@@ -333,17 +236,17 @@ class AdapterRegistry:
         common = {"language": language, "max_source_length": int(run_cfg.get("max_source_length") or 512),
                   "source_prefix": str(run_cfg.get("source_prefix") or "")}
         if is_adapter_dir(path):
-            acfg = read_optional(path / "adapter_config.json")
+            acfg = read_json(path / "adapter_config.json")
             check_adapter_base(acfg, self.base_name, self.base_config, name)
             method = adapter_method(acfg, run_cfg)
             rank = acfg.get("target_r") if acfg.get("peft_type") == "ADALORA" else acfg.get("r")
             return Entry(name, path, "mixed" if can_mix(method, acfg) else "single", method, rank=rank,
-                         size_mb=_weights_mb(path), trainable_params=metrics.get("trainable_params")
-                         or _count_params(path), **common)
+                         size_mb=weights_mb(path), trainable_params=metrics.get("trainable_params")
+                         or count_params(path), **common)
         if (path / "config.json").is_file():
             return Entry(name, path, "full", str(run_cfg.get("method") or "full"), rank=None,
-                         size_mb=_weights_mb(path), trainable_params=metrics.get("trainable_params")
-                         or _count_params(path), **common)
+                         size_mb=weights_mb(path), trainable_params=metrics.get("trainable_params")
+                         or count_params(path), **common)
         raise ConfigError(f"path: {path} holds neither a PEFT adapter (adapter_config.json) nor a model (config.json)")
 
     # ------------------------------------------------------------------ residency
@@ -472,31 +375,3 @@ class AdapterRegistry:
             "max_resident_mb": self.max_resident_mb,
             "resident_mb": round(sum(e.size_mb for e in entries if e.resident), 3), "evictions": self.evictions,
         }
-
-
-def experiment_adapters(exp_dir: str | Path, include_full: bool = False) -> list[tuple[str, Path]]:
-    """Every trained run of an experiment folder, named by its run id (``<label>-<languages>-s<seed>``).
-
-    Args:
-        exp_dir: an experiment folder (``runs/<run_id>/model``) or a folder of run folders.
-        include_full: also list full fine-tuning checkpoints (each is a whole model in memory).
-
-    Returns:
-        ``[(name, run_folder)]`` sorted by name: PEFT runs (and full ones when asked).
-
-    Raises:
-        ConfigError: the folder does not exist or holds no trained run.
-    """
-    from peftsum.modeling.load import is_adapter_dir
-
-    root = Path(exp_dir)
-    if not root.is_dir():
-        raise ConfigError(f"--adapters-from: {root} is not a folder")
-    runs_dir = root / "runs" if (root / "runs").is_dir() else root
-    found = []
-    for run in sorted(p for p in runs_dir.iterdir() if (p / "model").is_dir()):
-        if is_adapter_dir(run / "model") or (include_full and (run / "model" / "config.json").is_file()):
-            found.append((run.name, run))
-    if not found:
-        raise ConfigError(f"--adapters-from: no trained PEFT run under {runs_dir} (runs/<run_id>/model/)")
-    return found

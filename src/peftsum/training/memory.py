@@ -32,11 +32,18 @@ Checked against measured peaks of live tensors (``torch.profiler``): tests/test_
 tiny mT5, full and LoRA, within 25%); benchmarks/memory.py and docs/distributed.md (the
 mt5-small-shaped benchmark model, fp32, bf16 autocast, gradient checkpointing: 0.90-1.18x). Not counted: the CUDA context and the caching allocator's
 reserve (~0.5-1 GB on a GPU), the Python/torch runtime on CPU (~0.5 GB RSS), fragmentation.
+The measurement (:func:`measure_peak`, :func:`measure_training_step`) is in
+:mod:`peftsum.training.memory_measure` and importable from here.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+
+from peftsum.training.memory_measure import measure_peak, measure_training_step
+
+__all__ = ["DRY_RUN_WORLD_SIZES", "MemoryEstimate", "ModelCounts", "activation_bytes", "count_parameters",
+           "device_capacity", "dry_run", "estimate", "format_estimates", "measure_peak", "measure_training_step"]
 
 GB = 1e9
 
@@ -304,82 +311,6 @@ def _stores_separate_head(model: str) -> bool:
             if "lm_head.weight" in fh.keys():
                 return True
     return False
-
-
-def measure_peak(fn) -> int:
-    """Peak bytes of live CPU tensors while ``fn()`` runs (tensors that exist before and are used count).
-
-    Uses ``torch.profiler``'s memory timeline (``profile_memory``, ``record_shapes``, ``with_stack``):
-    tensors touched by ``fn`` that existed before (parameters, optimizer states) are counted from
-    the start, then every allocation and free in order. This is the quantity :func:`estimate`
-    predicts on CPU, where peak RSS is dominated by the runtime for small models.
-
-    Args:
-        fn: a callable running one training step.
-
-    Returns:
-        The peak, bytes.
-    """
-    from torch.profiler import ProfilerActivity, profile
-    from torch.profiler._memory_profiler import Action
-
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True, with_stack=True) as prof:
-        fn()
-    current = peak = 0
-    for _, action, _, size in prof._memory_profile().timeline:
-        if action in (Action.PREEXISTING, Action.CREATE):
-            current += size
-        elif action == Action.DESTROY:
-            current -= size
-        peak = max(peak, current)
-    return peak
-
-
-def measure_training_step(cfg, log=None) -> tuple[int, MemoryEstimate]:
-    """Measure one steady-state training step of ``cfg`` on CPU and estimate it, for comparison.
-
-    Builds the run with peftsum's own :func:`~peftsum.training.trainer.build_trainer` (so the loss,
-    optimizer and model are the ones training uses; ``cfg.output_dir`` is written), takes the first
-    training batch, runs one step so the optimizer states exist, then measures the next step with
-    :func:`measure_peak`. With ``cfg.bf16`` the forward runs under CPU bf16 autocast, as in the Trainer.
-
-    Args:
-        cfg: a :class:`~peftsum.config.TrainConfig`; pick lengths that every row
-            reaches so the batch is at the configured lengths, which the estimate assumes.
-        log: progress lines (default: none).
-
-    Returns:
-        ``(measured peak bytes, estimate)``.
-    """
-    from peftsum.training.trainer import build_trainer
-
-    setup = build_trainer(cfg, log=log or (lambda *a, **k: None))
-    trainer = setup.trainer
-    trainer.create_optimizer()
-    batch = next(iter(trainer.get_train_dataloader()))
-    model, opt = trainer.model, trainer.optimizer
-    model.train()
-    if setup.cfg.gradient_checkpointing:  # the Trainer turns it on when train() starts; here by hand
-        base = model.get_base_model() if hasattr(model, "get_base_model") else model
-        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        if hasattr(model, "enable_input_require_grads"):
-            model.enable_input_require_grads()
-
-    import contextlib
-
-    import torch
-
-    def step():
-        autocast = torch.autocast("cpu", dtype=torch.bfloat16) if setup.cfg.bf16 else contextlib.nullcontext()
-        with autocast:  # the Trainer's bf16 autocast around the forward pass
-            loss = trainer.compute_loss(model, batch, num_items_in_batch=(batch["labels"] != -100).sum())
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-
-    step()
-    measured = measure_peak(step)
-    return measured, estimate(setup.cfg)
 
 
 DRY_RUN_WORLD_SIZES = (1, 2, 4, 8)

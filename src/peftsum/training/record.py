@@ -185,6 +185,98 @@ def _as_given(metrics: dict) -> str:
     return f" (given as `{given}`)" if given and given != metrics.get("model") else ""
 
 
+def _load_snippet(base, is_peft: bool) -> str:
+    """The card's "How to load" code: plain ``peft`` / ``transformers`` calls."""
+    if is_peft:
+        return (
+            "from peft import PeftModel\n"
+            "from transformers import AutoModelForSeq2SeqLM, AutoTokenizer\n\n"
+            f"base = AutoModelForSeq2SeqLM.from_pretrained({base!r})\n"
+            "model = PeftModel.from_pretrained(base, \"model\")  # this folder's model/\n"
+            "tokenizer = AutoTokenizer.from_pretrained(\"model\")"
+        )
+    return (
+        "from transformers import AutoModelForSeq2SeqLM, AutoTokenizer\n\n"
+        "model = AutoModelForSeq2SeqLM.from_pretrained(\"model\")  # this folder's model/\n"
+        "tokenizer = AutoTokenizer.from_pretrained(\"model\")"
+    )
+
+
+def _card_header(metrics: dict, is_peft: bool) -> str:
+    """The Hugging Face metadata header, the title and the training data sentence."""
+    method, base = metrics.get("method"), metrics.get("model")
+    languages = metrics.get("train_languages", [])
+    sampling = metrics.get("language_sampling") or {}
+    mix = ""
+    if len(languages) > 1:
+        rows = ", ".join(f"{k}: {v}" for k, v in (sampling.get("rows_per_language") or {}).items())
+        mix = f" Languages mixed with exponent smoothing p_i ~ n_i^{sampling.get('alpha')} ({rows} training rows)."
+    return f"""---
+library_name: {"peft" if is_peft else "transformers"}
+base_model: {base}
+license: cc-by-nc-sa-4.0
+datasets: [csebuetnlp/xlsum]
+language: [{", ".join(languages)}]
+tags: [summarization, xlsum, peftsum, {method}]
+---
+
+# {method} fine-tune of {base} for XL-Sum summarization
+
+Trained with peftsum on XL-Sum (data: `{metrics.get("data")}`), training languages:
+{", ".join(languages)}.{mix}
+"""
+
+
+def _card_facts(metrics: dict, is_peft: bool) -> str:
+    """The card's table: base, method, sizes, data, steps, precision, time, losses and validation ROUGE."""
+    trainable, total = metrics.get("trainable_params") or 0, metrics.get("total_params") or 1
+    return f"""| | |
+| --- | --- |
+| base model | {metrics.get("model")}{_as_given(metrics)} |
+| method | {metrics.get("method")} |
+| trainable parameters | {trainable:,} ({100.0 * trainable / total:.4f}% of {total:,}) |
+| {"adapter" if is_peft else "checkpoint"} size | {_fmt(metrics.get("checkpoint_size_mb"))} MB |
+| training rows / validation rows | {metrics.get("train_rows")} / {metrics.get("val_rows")} |
+| optimizer steps | {metrics.get("global_step")} |
+| precision (training) | {_precision_line(metrics)} |
+| training time | {_fmt(metrics.get("train_runtime_s"), 1)} s ({_fmt(metrics.get("tokens_per_second"), 0)} tokens/s) |
+| final training loss | {_fmt(metrics.get("train_loss"), 4)} |
+| validation loss | {_fmt(metrics.get("eval_loss"), 4)} |
+| validation ROUGE-1 / 2 / L (greedy, F1) | {_fmt(metrics.get("eval_rouge1"))} / {_fmt(metrics.get("eval_rouge2"))} / {_fmt(metrics.get("eval_rougeL"))} |
+| best checkpoint (by ROUGE-L) | {_fmt(metrics.get("best_checkpoint_step"))} |
+"""
+
+
+def _card_usage(metrics: dict, is_peft: bool, evaluations: list[dict] | None) -> str:
+    """Hyperparameters, evaluations, how to load and generate, provenance and the data licence."""
+    hp = metrics.get("hyperparameters", {})
+    hp_rows = "\n".join(f"| {k} | {', '.join(map(str, v)) if isinstance(v, list) else v} |" for k, v in hp.items())
+    versions = ", ".join(f"{k} {v}" for k, v in (metrics.get("versions") or {}).items())
+    return f"""## Hyperparameters
+
+| name | value |
+| --- | --- |
+{hp_rows}
+
+The exact resolved config is in `metrics.json` (`config`) and `peftsum_config.json`.
+{_evaluations_section(evaluations)}
+## How to load
+
+```python
+{_load_snippet(metrics.get("model"), is_peft)}
+```
+
+Generate with XL-Sum's settings: `num_beams=4, length_penalty=0.6, no_repeat_ngram_size=2, max_new_tokens=84`
+(or `peftsum evaluate --model-path <this folder> --language <language> --output-file results.json`).
+
+## Provenance
+
+{versions}; peftsum commit {metrics.get("git_commit") or "unknown"}.
+
+Training data: XL-Sum (Hasan et al., 2021), CC BY-NC-SA 4.0, non-commercial research use only.
+"""
+
+
 def model_card(metrics: dict, evaluations: list[dict] | None = None) -> str:
     """A model card (``README.md``) for a run folder, from its ``metrics.json`` values.
 
@@ -203,85 +295,9 @@ def model_card(metrics: dict, evaluations: list[dict] | None = None) -> str:
     """
     from peftsum.modeling.methods import get_method
 
-    hp = metrics.get("hyperparameters", {})
-    method = metrics.get("method")
-    base = metrics.get("model")
-    is_peft = get_method(method).is_peft
-    if is_peft:
-        load = (
-            "from peft import PeftModel\n"
-            "from transformers import AutoModelForSeq2SeqLM, AutoTokenizer\n\n"
-            f"base = AutoModelForSeq2SeqLM.from_pretrained({base!r})\n"
-            "model = PeftModel.from_pretrained(base, \"model\")  # this folder's model/\n"
-            "tokenizer = AutoTokenizer.from_pretrained(\"model\")"
-        )
-    else:
-        load = (
-            "from transformers import AutoModelForSeq2SeqLM, AutoTokenizer\n\n"
-            "model = AutoModelForSeq2SeqLM.from_pretrained(\"model\")  # this folder's model/\n"
-            "tokenizer = AutoTokenizer.from_pretrained(\"model\")"
-        )
-    languages = metrics.get("train_languages", [])
-    sampling = metrics.get("language_sampling") or {}
-    mix = ""
-    if len(languages) > 1:
-        rows = ", ".join(f"{k}: {v}" for k, v in (sampling.get("rows_per_language") or {}).items())
-        mix = f" Languages mixed with exponent smoothing p_i ~ n_i^{sampling.get('alpha')} ({rows} training rows)."
-    hp_rows = "\n".join(f"| {k} | {', '.join(map(str, v)) if isinstance(v, list) else v} |" for k, v in hp.items())
-    versions = ", ".join(f"{k} {v}" for k, v in (metrics.get("versions") or {}).items())
-    trainable, total = metrics.get("trainable_params") or 0, metrics.get("total_params") or 1
-    return f"""---
-library_name: {"peft" if is_peft else "transformers"}
-base_model: {base}
-license: cc-by-nc-sa-4.0
-datasets: [csebuetnlp/xlsum]
-language: [{", ".join(languages)}]
-tags: [summarization, xlsum, peftsum, {method}]
----
-
-# {method} fine-tune of {base} for XL-Sum summarization
-
-Trained with peftsum on XL-Sum (data: `{metrics.get("data")}`), training languages:
-{", ".join(languages)}.{mix}
-
-| | |
-| --- | --- |
-| base model | {base}{_as_given(metrics)} |
-| method | {method} |
-| trainable parameters | {trainable:,} ({100.0 * trainable / total:.4f}% of {total:,}) |
-| {"adapter" if is_peft else "checkpoint"} size | {_fmt(metrics.get("checkpoint_size_mb"))} MB |
-| training rows / validation rows | {metrics.get("train_rows")} / {metrics.get("val_rows")} |
-| optimizer steps | {metrics.get("global_step")} |
-| precision (training) | {_precision_line(metrics)} |
-| training time | {_fmt(metrics.get("train_runtime_s"), 1)} s ({_fmt(metrics.get("tokens_per_second"), 0)} tokens/s) |
-| final training loss | {_fmt(metrics.get("train_loss"), 4)} |
-| validation loss | {_fmt(metrics.get("eval_loss"), 4)} |
-| validation ROUGE-1 / 2 / L (greedy, F1) | {_fmt(metrics.get("eval_rouge1"))} / {_fmt(metrics.get("eval_rouge2"))} / {_fmt(metrics.get("eval_rougeL"))} |
-| best checkpoint (by ROUGE-L) | {_fmt(metrics.get("best_checkpoint_step"))} |
-
-## Hyperparameters
-
-| name | value |
-| --- | --- |
-{hp_rows}
-
-The exact resolved config is in `metrics.json` (`config`) and `peftsum_config.json`.
-{_evaluations_section(evaluations)}
-## How to load
-
-```python
-{load}
-```
-
-Generate with XL-Sum's settings: `num_beams=4, length_penalty=0.6, no_repeat_ngram_size=2, max_new_tokens=84`
-(or `peftsum evaluate --model-path <this folder> --language <language> --output-file results.json`).
-
-## Provenance
-
-{versions}; peftsum commit {metrics.get("git_commit") or "unknown"}.
-
-Training data: XL-Sum (Hasan et al., 2021), CC BY-NC-SA 4.0, non-commercial research use only.
-"""
+    is_peft = get_method(metrics.get("method")).is_peft
+    return "\n".join([_card_header(metrics, is_peft), _card_facts(metrics, is_peft),
+                      _card_usage(metrics, is_peft, evaluations)])
 
 
 def hyperparameters_record(setup) -> dict:

@@ -215,7 +215,7 @@ def make_trainer(cfg: TrainConfig, method, model, tokenizer, data, total_steps: 
         method: the registry row (``peftsum.modeling.methods``).
         model: the model to train (PEFT-wrapped or not).
         tokenizer: its tokenizer.
-        data: a :class:`peftsum.data.arrow.TrainingData`.
+        data: a :class:`peftsum.data.training_data.TrainingData`.
         total_steps: optimizer steps of the run.
         resume_ckpt: the checkpoint training continues from, or ``None``.
 

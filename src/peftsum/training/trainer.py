@@ -39,7 +39,7 @@ in the module where it belongs:
 2. run folder: :func:`peftsum.training.output.check_output` / ``prepare_output`` (what may be
    replaced, what a resume needs);
 3. model and tokenizer: :mod:`peftsum.modeling.load`;
-4. data: :func:`peftsum.data.arrow.build_training_data`;
+4. data: :func:`peftsum.data.training_data.build_training_data`;
 5. method: :mod:`peftsum.modeling.methods` (the PEFT config applied to the model);
 6. trainer: :func:`peftsum.training.arguments.training_arguments`, the callbacks,
    :class:`peftsum.training.seq2seq.PeftsumTrainer`, in-training ROUGE from
@@ -155,7 +155,7 @@ def build_trainer(cfg: TrainConfig, log=print) -> TrainingSetup:
     cfg = resolve(cfg)
     resume_ckpt = check_output(cfg)
     _check_sources(cfg, log)
-    from peftsum.data.arrow import build_training_data
+    from peftsum.data.training_data import build_training_data
     from peftsum.training.seq2seq import make_trainer
 
     method, hyper, log = _start_run(cfg, resume_ckpt, model_as_given, log)
@@ -261,7 +261,7 @@ def _apply_method(model, method, hyper, out: Path):
     """
     from peftsum import distributed
     from peftsum.io import apply_umask_tree
-    from peftsum.modeling.load import fast_dropout
+    from peftsum.modeling.fast_paths import fast_dropout
     from peftsum.modeling.methods import build_peft_config, check_target_modules
 
     peft_config = build_peft_config(method, hyper)
