@@ -419,7 +419,7 @@ def experiment_cmd(
     """Run methods x languages x seeds with equal budgets, evaluate, score baselines and write the report.
 
     With no CONFIG this is the offline demo: a tiny mT5 pretrained on the bundled rows, then full
-    fine-tuning, LoRA and IA3 on English and Russian (about 6-11 minutes on 2 CPU cores).
+    fine-tuning, LoRA and IA3 on English and Russian (about 4-5 minutes on 2 idle CPU cores).
     Finished runs are skipped when the same experiment is run again; an interrupted run resumes
     from its last complete checkpoint.
     """
