@@ -148,9 +148,14 @@ def test_second_run_reuses_the_cache_and_says_so(tiny_model_dir, tiny_tokenizer,
     assert res.exit_code == 0 and str(cache) in res.output and "tokenized tables" in res.output
     files = [p for p in cache.iterdir() if p.is_file()]
     assert any(p.name.startswith("features-") for p in files) and any(p.name.startswith("rows-") for p in files)
+    # a folder the variable points to may hold the user's own files: --clear removes only peftsum's
+    (cache / "notes.md").write_text("mine\n", encoding="utf-8")
+    (cache / "mydata" / "sub").mkdir(parents=True)
+    (cache / "mydata" / "sub" / "thesis.txt").write_text("mine too\n", encoding="utf-8")
     res = CliRunner().invoke(app, ["data", "cache", "--clear"])
-    assert res.exit_code == 0 and f"removed {len(files)} files" in res.output
-    assert cache.is_dir() and not any(cache.iterdir())
+    assert res.exit_code == 0 and f"removed {len(files)} files" in res.output, res.output
+    assert "2 other files left untouched" in res.output, res.output
+    assert sorted(p.name for p in cache.rglob("*") if p.is_file()) == ["notes.md", "thesis.txt"]
     assert not build_training_data(resolve(cfg), tiny_tokenizer, log=quiet).reused
 
 

@@ -58,6 +58,20 @@ def test_set_fills_the_config_under_the_flags():
     assert cfg.languages == ["hindi", "urdu"] and cfg.target_modules == ["q", "v"]
 
 
+def test_exponent_floats_read_as_numbers_in_set_and_in_yaml(tmp_path):
+    """PyYAML (YAML 1.1) reads ``1e-3`` as a string; a float field takes it as 0.001, an int field does not."""
+    import pytest
+
+    from peftsum.errors import ConfigError
+
+    config = tmp_path / "c.yaml"
+    config.write_text("learning_rate: 1e-3\nwarmup_ratio: 5E-2\n", encoding="utf-8")
+    cfg = train_config_from(config, {}, ["label_smoothing=1e-1"])
+    assert (cfg.learning_rate, cfg.warmup_ratio, cfg.label_smoothing) == (0.001, 0.05, 0.1)
+    with pytest.raises(ConfigError, match="max_steps must be int, got '1e3'"):
+        train_config_from(None, {}, ["max_steps=1e3"])
+
+
 def test_train_set_errors_are_one_line_naming_the_key(tmp_path):
     runner = CliRunner()
     bad_key = runner.invoke(app, ["train", "--set", "max_stepz=3", "--output-dir", str(tmp_path / "r")])

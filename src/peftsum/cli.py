@@ -125,8 +125,10 @@ def data_cache(
     from peftsum.data.cache import cache_usage, clear_cache, human_bytes
 
     if clear:
-        before = clear_cache()
-        console.print(f"data cache {before.path}: removed {before.files} files ({human_bytes(before.bytes)})")
+        removed = clear_cache()
+        left = cache_usage(removed.path)
+        kept = f"; {left.files} other files left untouched" if left.files else ""
+        console.print(f"data cache {removed.path}: removed {removed.files} files ({human_bytes(removed.bytes)}){kept}")
         return
     usage = cache_usage()
     where = "" if usage.path.is_dir() else " (not created yet)"
@@ -304,7 +306,8 @@ def evaluate_cmd(
     output_file: Path = typer.Option(..., help="Results JSON; predictions.jsonl is written beside it."),
     split: Optional[str] = SplitOpt,
     data: str = DataOpt,
-    test_samples: Optional[int] = typer.Option(None, min=1, help="Evaluate the first N rows (default all)."),
+    test_samples: Optional[int] = typer.Option(None, "--test-samples", "--num-samples", min=1,
+                                               help="Evaluate the first N rows of the split (default all)."),
     batch_size: int = typer.Option(32, min=1, help="Articles per generate call."),
     num_beams: int = NumBeams,
     length_penalty: float = LengthPenalty,

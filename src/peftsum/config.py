@@ -217,6 +217,28 @@ def check_types(cls, data: dict, where: str) -> None:
             raise ConfigError(f"{where}: {key} must be {names}, got {value!r}")
 
 
+_FLOAT_RE = __import__("re").compile(r"[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+")
+
+
+def yaml_floats(cls, data: dict) -> dict:
+    """``data`` with strings such as ``"1e-3"`` turned into floats where the field is a float.
+
+    PyYAML follows YAML 1.1, whose float pattern needs a dot (``1.0e-3``), so ``learning_rate: 1e-3``
+    in a file or ``--set learning_rate=1e-3`` arrives as the string ``"1e-3"``; every other string
+    is left for :func:`check_types` to refuse.
+    """
+    import typing
+
+    hints = typing.get_type_hints(cls)
+    out = dict(data)
+    for key, value in data.items():
+        hint = hints.get(key)
+        kinds = typing.get_args(hint) or (hint,)
+        if isinstance(value, str) and float in kinds and _FLOAT_RE.fullmatch(value.strip()):
+            out[key] = float(value)
+    return out
+
+
 def make_config(cls, data: dict, where: str = "config"):
     """Build ``cls`` from a mapping after checking keys and value types (``language`` = ``languages``).
 
@@ -225,6 +247,7 @@ def make_config(cls, data: dict, where: str = "config"):
     """
     data = _normalise(data)
     check_keys(cls, data, where)
+    data = yaml_floats(cls, data)
     check_types(cls, data, where)
     try:
         return cls(**data)

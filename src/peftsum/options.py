@@ -38,7 +38,7 @@ class FlagSpec:
 
 
 TRAIN_FLAGS: dict[str, FlagSpec] = {
-    "method": FlagSpec(note=f"One of {', '.join(METHODS)} (the method registry; `peftsum methods` describes them)."),
+    "method": FlagSpec(note=f"One of: {', '.join(METHODS)}."),
     "languages": FlagSpec(("--language", "-l"), note="Repeat or comma-separate."),
     "learning_rate": FlagSpec(("--learning-rate", "--lr")),
     "target_modules": FlagSpec(type=str, note="Comma-separated module names, or all-linear."),

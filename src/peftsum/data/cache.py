@@ -8,17 +8,22 @@ The cache holds two kinds of files, both written by :mod:`peftsum.data.arrow`:
 * ``features-<key>.arrow``: the tokenized rows, keyed by the rows' key, the number of rows, the
   tokenizer, the source/target lengths and the source prefix.
 
-Deleting any of them is always safe: the next run rebuilds what it needs.
+Deleting any of them is always safe: the next run rebuilds what it needs. ``--clear`` deletes only
+files of these names (:data:`CACHE_PATTERNS`, with the temporary files of an interrupted write), never
+anything else a user keeps in the folder ``$PEFTSUM_DATA_CACHE`` points to.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from peftsum.errors import PeftsumError
+
+CACHE_PATTERNS = ("rows-*.arrow", "rows-*.json", "features-*.arrow", ".rows-*.tmp", "tmp*")
+"""Names of the files peftsum writes into the data cache: its tables, their sidecars, its own temporary
+files (``.rows-*.tmp``) and those of ``datasets``' ``map`` (``tmp*``, written beside ``features-*``)."""
 
 CACHE_ENV = "PEFTSUM_DATA_CACHE"
 """Environment variable that moves the data cache (default ``$PEFTSUM_HOME/data-cache``)."""
@@ -68,14 +73,22 @@ def cache_usage(path: Path | None = None) -> CacheUsage:
                       feature_files=sum(1 for p in files if p.name.startswith("features-")))
 
 
+def cache_files(path: Path) -> list[Path]:
+    """The files in ``path`` (not below it) that peftsum's data cache writes (:data:`CACHE_PATTERNS`)."""
+    if not Path(path).is_dir():
+        return []
+    found = {f for pattern in CACHE_PATTERNS for f in Path(path).glob(pattern) if f.is_file() and not f.is_symlink()}
+    return sorted(found)
+
+
 def clear_cache(path: Path | None = None) -> CacheUsage:
-    """Delete everything in the data cache folder (the folder itself stays).
+    """Delete the data cache's own files (:func:`cache_files`); the folder and anything else in it stay.
 
     Args:
         path: the folder; default :func:`data_cache_dir`.
 
     Returns:
-        What was there before (:func:`cache_usage`).
+        What was removed: ``files`` and ``bytes`` count the deleted files only.
 
     Raises:
         PeftsumError: the path exists but is not a folder, or a file cannot be removed.
@@ -83,18 +96,16 @@ def clear_cache(path: Path | None = None) -> CacheUsage:
     path = Path(path) if path else data_cache_dir()
     if path.exists() and not path.is_dir():
         raise PeftsumError(f"{path}: the data cache path is a file, not a folder (see ${CACHE_ENV})")
-    before = cache_usage(path)
-    if not path.is_dir():
-        return before
-    for child in path.iterdir():
+    files = cache_files(path)
+    removed = CacheUsage(path=path, files=len(files), bytes=sum(f.stat().st_size for f in files),
+                         row_files=sum(1 for f in files if f.name.startswith("rows-") and f.suffix == ".arrow"),
+                         feature_files=sum(1 for f in files if f.name.startswith("features-")))
+    for child in files:
         try:
-            if child.is_dir() and not child.is_symlink():
-                shutil.rmtree(child)
-            else:
-                child.unlink()
+            child.unlink()
         except OSError as exc:
             raise PeftsumError(f"{child}: cannot remove ({exc.strerror})") from None
-    return before
+    return removed
 
 
 def human_bytes(n: int) -> str:

@@ -169,7 +169,8 @@ METRICS = FileSchema("metrics.json", "runs/<run_id>/metrics.json (training)", (
     _VERSION,
     Field("method", "str", True, "registry name: `full`, `lora`, `ia3`, ..."),
     Field("model", "str", False, "base model: hub id, or a local folder as its absolute, resolved path"),
-    Field("model_as_given", "str", False, "the base model as the user gave it (a relative path stays relative here)"),
+    Field("model_as_given", "str", False, "the base model as the user gave it (a relative path stays relative "
+          "here); `tiny` and an experiment's base are recorded as the folder they resolved to"),
     Field("data", "str", False, "`sample`, `hub` or the local data path"),
     Field("train_languages", "list", True, "XL-Sum config names (non-empty)"),
     Field("language_sampling", "object", False, '`{"alpha", "rows_per_language"}`: exponent smoothing of the mix'),
@@ -223,7 +224,8 @@ SCORE = FileSchema("results.json", "runs/<run_id>/eval/<language>/results.json (
           '`{"expected_script", "script_share", "empty_predictions", "sentinel_predictions"}`'),
     Field("bootstrap", "object", False, '`{"n_resamples", "seed", "confidence"}`'),
     Field("paired", "object", False, 'paired bootstrap against LEAD-1 (Koehn, 2004): `{"against": "lead1", "rouge1": '
-          '{"mean_diff", "ci_low", "ci_high", "p_value"}, ...}`, model minus LEAD-1'),
+          '{"mean_diff", "ci_low", "ci_high", "p_value"}, ..., "n", "n_resamples", "seed", '
+          '"significance_called"}`, model minus LEAD-1; `significance_called` is false below 30 pairs'),
     Field("model_path", "str", False, "what was evaluated"),
     Field("split", "str", False, "`test` or `validation`", True),
     Field("data", "str", False, "`sample`, `hub` or the local data path"),
@@ -250,7 +252,10 @@ TRAINING_LOG = FileSchema("training_log.jsonl", "runs/<run_id>/training_log.json
     Field("learning_rate", "number", False, "training rows: the learning rate"),
     Field("eval_loss", "number", False, "validation rows: validation loss (plus `eval_rougeL` etc. with ROUGE)"),
     Field("elapsed_s", "number", False, "seconds since training started"),
-), note="Versioned by the `metrics.json` beside it.")
+    Field("grad_norm", "number", False, "training rows: gradient norm before clipping"),
+), note="Versioned by the `metrics.json` beside it. Rows also carry what the Hugging Face Trainer logs "
+        "(`eval_runtime`, `eval_samples_per_second`, `eval_steps_per_second`; on the last row `train_loss`, "
+        "`train_runtime`, `train_samples_per_second`, `train_steps_per_second`), kept as it logs them.")
 
 BASELINE = FileSchema("baselines/<language>.json", "baselines/<language>.json (experiments)", (
     _VERSION,

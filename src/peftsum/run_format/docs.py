@@ -108,8 +108,10 @@ seed_scorer/all_languages.json:
 ```
 
 `peftsum score --compare-seed-scorer` adds the same block for any predictions/references files as
-`"seed_scorer"`; with `--compare-predictions` the `"paired"` block also holds `"n"` and
-`"significance_called"` (false below 30 pairs: `peftsum.metrics.bootstrap.MIN_PAIRED_N`).
+`"seed_scorer"`; with `--compare-predictions` it adds a `"paired"` block (the second predictions
+minus the first) with the same keys as `results.json`'s, `"n"` and `"significance_called"` included
+(false below 30 pairs: `peftsum.metrics.bootstrap.MIN_PAIRED_N`). The file `peftsum score
+--output-file` writes is a standalone score JSON, not part of a run record: it has no `schema_version`.
 """
 
 
