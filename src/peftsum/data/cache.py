@@ -67,7 +67,11 @@ def cache_usage(path: Path | None = None) -> CacheUsage:
         path: the folder; default :func:`data_cache_dir`.
     """
     path = Path(path) if path else data_cache_dir()
-    files = [p for p in path.rglob("*") if p.is_file()] if path.is_dir() else []
+    return _usage(path, [p for p in path.rglob("*") if p.is_file()] if path.is_dir() else [])
+
+
+def _usage(path: Path, files: list[Path]) -> CacheUsage:
+    """:class:`CacheUsage` of ``files`` in the cache folder ``path``."""
     return CacheUsage(path=path, files=len(files), bytes=sum(p.stat().st_size for p in files),
                       row_files=sum(1 for p in files if p.name.startswith("rows-") and p.suffix == ".arrow"),
                       feature_files=sum(1 for p in files if p.name.startswith("features-")))
@@ -97,9 +101,7 @@ def clear_cache(path: Path | None = None) -> CacheUsage:
     if path.exists() and not path.is_dir():
         raise PeftsumError(f"{path}: the data cache path is a file, not a folder (see ${CACHE_ENV})")
     files = cache_files(path)
-    removed = CacheUsage(path=path, files=len(files), bytes=sum(f.stat().st_size for f in files),
-                         row_files=sum(1 for f in files if f.name.startswith("rows-") and f.suffix == ".arrow"),
-                         feature_files=sum(1 for f in files if f.name.startswith("features-")))
+    removed = _usage(path, files)
     for child in files:
         try:
             child.unlink()

@@ -113,8 +113,8 @@ def _predictions_so_far(ev: _Evaluation, overwrite: bool, log) -> dict[str, str]
     from peftsum.generation.sharded import sharded_predictions
 
     rank_device = f"cuda:{world().local_rank}" if ev.device == "cuda" else ev.device  # one GPU per rank
-    return sharded_predictions(str(ev.model_path), ev.loaded, ev.pred_file, ev.meta_file, ev.meta, overwrite,
-                               ev.settings, ev.max_source_length, ev.source_prefix, ev.batch_size, ev.progress,
+    return sharded_predictions(str(ev.model_path), ev.loaded, ev.ids, ev.refs, ev.pred_file, ev.meta_file, ev.meta,
+                               overwrite, ev.settings, ev.max_source_length, ev.source_prefix, ev.batch_size, ev.progress,
                                log, device=rank_device, bf16=ev.bf16)
 
 

@@ -19,7 +19,8 @@ from pathlib import Path
 from peftsum import distributed
 
 
-def sharded_predictions(model_path: str, loaded, pred_file: Path, meta_file: Path, meta: dict,
+def sharded_predictions(model_path: str, loaded, ids: list, refs: list[str], pred_file: Path, meta_file: Path,
+                        meta: dict,
                         overwrite: bool, settings, max_source_length: int, source_prefix: str, batch_size: int,
                         progress: bool = True, log=print, device: str | None = None,
                         bf16: bool = False) -> dict[str, str]:
@@ -29,6 +30,7 @@ def sharded_predictions(model_path: str, loaded, pred_file: Path, meta_file: Pat
         model_path: what :func:`peftsum.modeling.load.load_for_inference` loads (on every rank).
         loaded: the evaluation rows (:class:`~peftsum.data.xlsum.LoadedSplit`), identical on every
             rank; articles are streamed from its table.
+        ids, refs: its ``id`` and ``summary`` columns, as the caller already read them.
         pred_file, meta_file, meta, overwrite: as in ``evaluate_model`` (predictions already in
             ``pred_file`` from the same settings are kept, as in a single-process run).
         settings: :class:`~peftsum.generation.decode.GenerationSettings`.
@@ -50,7 +52,6 @@ def sharded_predictions(model_path: str, loaded, pred_file: Path, meta_file: Pat
     from peftsum.run_format import write_predictions
 
     done = distributed.broadcast(_read_done(pred_file, meta_file, meta, overwrite) if distributed.is_main() else None)
-    ids, refs = loaded.column("id"), loaded.column("summary")
     todo = [i for i, rid in enumerate(ids) if rid not in done]
     if done:
         log(f"continuing: {len(ids) - len(todo)} of {len(ids)} predictions already in {pred_file}")
