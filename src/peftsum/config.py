@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -217,28 +218,6 @@ def check_types(cls, data: dict, where: str) -> None:
             raise ConfigError(f"{where}: {key} must be {names}, got {value!r}")
 
 
-_FLOAT_RE = __import__("re").compile(r"[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+")
-
-
-def yaml_floats(cls, data: dict) -> dict:
-    """``data`` with strings such as ``"1e-3"`` turned into floats where the field is a float.
-
-    PyYAML follows YAML 1.1, whose float pattern needs a dot (``1.0e-3``), so ``learning_rate: 1e-3``
-    in a file or ``--set learning_rate=1e-3`` arrives as the string ``"1e-3"``; every other string
-    is left for :func:`check_types` to refuse.
-    """
-    import typing
-
-    hints = typing.get_type_hints(cls)
-    out = dict(data)
-    for key, value in data.items():
-        hint = hints.get(key)
-        kinds = typing.get_args(hint) or (hint,)
-        if isinstance(value, str) and float in kinds and _FLOAT_RE.fullmatch(value.strip()):
-            out[key] = float(value)
-    return out
-
-
 def make_config(cls, data: dict, where: str = "config"):
     """Build ``cls`` from a mapping after checking keys and value types (``language`` = ``languages``).
 
@@ -247,12 +226,32 @@ def make_config(cls, data: dict, where: str = "config"):
     """
     data = _normalise(data)
     check_keys(cls, data, where)
-    data = yaml_floats(cls, data)
     check_types(cls, data, where)
     try:
         return cls(**data)
     except TypeError as exc:  # pragma: no cover - keys are checked above
         raise ConfigError(f"{where}: {exc}") from None
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, reading ``1e-3`` as a float as YAML 1.2 does (YAML 1.1, which PyYAML
+    follows, needs a dot: ``1.0e-3``; without this, ``learning_rate: 1e-3`` arrives as a string)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+                |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+                |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+                |[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+\.[0-9_]*
+                |[-+]?\.(?:inf|Inf|INF)
+                |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."))
+
+
+def yaml_load(text: str) -> Any:
+    """Parse YAML text with peftsum's loader (safe; ``1e-3`` is a float). Raises ``yaml.YAMLError``."""
+    return yaml.load(text, Loader=_Loader)
 
 
 def load_yaml(path: str | Path) -> dict:
@@ -265,7 +264,7 @@ def load_yaml(path: str | Path) -> dict:
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f":{mark.line + 1}" if mark else ""
@@ -285,14 +284,12 @@ def apply_overrides(data: dict, assignments: list[str]) -> dict:
     Raises:
         ConfigError: an assignment without ``=`` or a dotted key whose parent is not a mapping.
     """
-    import yaml
-
     data = dict(data)
     for item in assignments or []:
         if "=" not in item:
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. train.max_steps=10")
         key, raw = item.split("=", 1)
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = yaml_load(raw) if raw.strip() else None
         parts = key.strip().split(".")
         node = data
         for part in parts[:-1]:

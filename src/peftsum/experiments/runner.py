@@ -13,6 +13,7 @@ from pathlib import Path
 
 import yaml
 
+from peftsum.config import yaml_load
 from peftsum.distributed import barrier, is_distributed, is_main
 from peftsum.errors import PeftsumError
 from peftsum.experiments.config import ExperimentConfig, RunSpec, expand_runs
@@ -136,7 +137,7 @@ def _check_existing(exp_dir: Path, cfg: ExperimentConfig, overwrite: bool) -> No
             check_replaceable(exp_dir, EXPERIMENT_MARKERS if any(exp_dir.iterdir()) else None)
             shutil.rmtree(exp_dir)
         return
-    old = yaml.safe_load(saved.read_text(encoding="utf-8")) or {}
+    old = yaml_load(saved.read_text(encoding="utf-8")) or {}
     if old != cfg.to_dict():
         changed = sorted(k for k in set(old) | set(cfg.to_dict()) if old.get(k) != cfg.to_dict().get(k))
         raise PeftsumError(f"{exp_dir} holds an experiment with a different config (changed: {', '.join(changed)}); "
