@@ -162,9 +162,11 @@ def allocator() -> dict:
 
 def dropout() -> dict:
     """Dropout (p=0.1) forward + backward on an encoder hidden state (4 x 512 x 512) and on encoder
-    attention weights (4 x 6 x 512 x 512): ``F.dropout`` (``bernoulli_``) vs a ``torch.rand`` mask
-    (same distribution, another random stream)."""
+    attention weights (4 x 6 x 512 x 512): ``F.dropout`` (``bernoulli_``) vs a ``torch.rand`` mask vs
+    peftsum's ``keep_mask`` (16-bit slices of 64-bit random integers); and the mask alone."""
     import torch
+
+    from peftsum.modeling.fast_paths import apply_dropout, keep_mask
 
     p = 0.1
     out = {}
@@ -179,7 +181,31 @@ def dropout() -> dict:
 
         out[f"{name}_bernoulli_ms"] = 1000 * best(fb(lambda x: torch.nn.functional.dropout(x, p, True)), reps=5)
         out[f"{name}_rand_ms"] = 1000 * best(fb(lambda x: (x * (torch.rand(x.shape) >= p)).mul_(1 / (1 - p))), reps=5)
+        out[f"{name}_keep_mask_ms"] = 1000 * best(fb(lambda x: apply_dropout(x, p)), reps=5)
+        out[f"{name}_mask_only_bernoulli_ms"] = 1000 * best(lambda: torch.empty(shape).bernoulli_(1 - p), reps=5)
+        out[f"{name}_mask_only_rand_ms"] = 1000 * best(lambda: torch.rand(shape) >= p, reps=5)
+        out[f"{name}_mask_only_keep_mask_ms"] = 1000 * best(lambda: keep_mask(shape, p), reps=5)
     return out
+
+
+def embedding() -> dict:
+    """Backward of mT5-small's shared embedding (250,112 x 512) used by encoder (4 x 512 ids) and decoder
+    (4 x 84 ids): two lookups (two dense 512 MB gradients, then added) vs one lookup of both
+    (``peftsum.training.loss.one_lookup``)."""
+    import torch
+
+    emb = torch.nn.Embedding(250_112, 512)
+    ids, dec = torch.randint(0, 250_112, (4, 512)), torch.randint(0, 250_112, (4, 84))
+
+    def two():
+        (emb(ids).sum() + emb(dec).sum()).backward()
+        emb.weight.grad = None
+
+    def one():
+        emb(torch.cat([ids.reshape(-1), dec.reshape(-1)])).sum().backward()
+        emb.weight.grad = None
+
+    return {"two_lookups_ms": 1000 * best(two, reps=5), "one_lookup_ms": 1000 * best(one, reps=5)}
 
 
 def compile_block() -> dict:
@@ -259,7 +285,7 @@ def padding() -> dict:
     return out
 
 
-LEVERS = {"allocator": allocator, "optimizer": optimizer, "activation": activation, "output_head": output_head, "logits": logits,
+LEVERS = {"allocator": allocator, "embedding": embedding, "optimizer": optimizer, "activation": activation, "output_head": output_head, "logits": logits,
           "matmul": matmul, "threads": threads, "padding": padding, "dropout": dropout,
           "compile": compile_block}
 """Run in this order by default: ``allocator`` first (it changes the process's allocator for the rest)."""

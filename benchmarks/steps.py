@@ -6,13 +6,18 @@ Usage (from the repository root; each line ~1-2 minutes on 2 cores):
     .venv/bin/python benchmarks/steps.py train --method lora --plain-loss    # the model's padded loss
     .venv/bin/python benchmarks/steps.py train --method lora --plain-dropout # nn.Dropout (bernoulli_)
     PEFTSUM_SYSTEM_MALLOC=1 .venv/bin/python benchmarks/steps.py train ...   # glibc's default allocator
+    .venv/bin/python benchmarks/steps.py train --method full --profile 25   # top 25 operators, self CPU time
     .venv/bin/python benchmarks/steps.py generate --rows 32 --new-tokens 40
+    .venv/bin/python benchmarks/steps.py generate --rows 12 --new-tokens 127 --precision fp32 --profile 15
 
 ``train``: one batch of 4 real bundled rows (45-language sample, seed 0) at 512/84 tokens, dynamic
 padding, loaded with peftsum's ``load_model`` (fused GELU, decoding head, allocator tuning) and
 stepped with fused AdamW and gradient clipping like peftsum's trainer; prints each step's time and
 the median (after one untimed step). ``generate``: peftsum's ``generate_summaries``, greedy, twice;
-prints both times. Companion of ``pipeline.py`` (whole pipelines) and ``levers.py`` (single ops).
+prints both times. ``--profile N`` runs the timed calls under ``torch.profiler`` and prints the N
+operators with the most self CPU time (issue #11's "profile first"; the profiler's own memory use
+makes buffers of hundreds of MB fault their pages in again, so it inflates ``fill_``/``copy_`` on
+the 250,112-row embedding and head: read shares with that in mind, times from a run without it). Companion of ``pipeline.py`` (whole pipelines) and ``levers.py`` (single ops).
 """
 
 from __future__ import annotations
@@ -27,18 +32,42 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _common as C  # noqa: E402
 
+ARGS = None
+
+
+def timed(fn, n: int) -> list[float]:
+    """Run ``fn`` n times; seconds of each call. With ``--profile`` the calls run under the torch
+    profiler and the top operators by self CPU time are printed afterwards."""
+    import torch
+
+    prof = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) if ARGS.profile else None
+    times = []
+    if prof:
+        prof.__enter__()
+    for _ in range(n):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    if prof:
+        prof.__exit__(None, None, None)
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=ARGS.profile))
+    return times
+
 
 def train(args) -> None:
     import torch
 
     from peftsum.data.features import make_collator, tokenize_rows
+    from peftsum.modeling.attention import use_fast_attention
     from peftsum.modeling.load import fast_dropout, load_model, load_tokenizer
-    from peftsum.runtime import tune_cpu_allocator
+    from peftsum.runtime import resolve_bf16, tune_cpu_allocator
+    from peftsum.training.frozen_bf16 import base_names, store_frozen_in_bf16
     from peftsum.training.loss import packed_head_loss
 
     model_dir = str(C.build_model_dir(C.default_model_dir()))
     model, _ = load_model(model_dir)
     tok = load_tokenizer(model_dir)
+    names = base_names(model)
     if args.method == "lora":
         from peft import LoraConfig, get_peft_model
 
@@ -46,6 +75,10 @@ def train(args) -> None:
                                                  target_modules=["q", "v"]))
     if not args.plain_dropout:
         fast_dropout(model)
+    if not args.plain_attention:
+        use_fast_attention(model)
+    if args.compile:
+        model.compile() if args.compile == "module" else None
     rows = C.sample_rows("train", 4, seed=0)
     feats = [{k: v for k, v in f.items() if k in ("input_ids", "attention_mask", "labels")}
              for f in tokenize_rows(rows, tok, max_source_length=C.SOURCE_LEN, max_target_length=C.TARGET_LEN)]
@@ -54,46 +87,56 @@ def train(args) -> None:
     opt = torch.optim.AdamW(params, lr=1e-5, fused=True)
     model.train()
 
+    bf16 = resolve_bf16(None) if args.bf16 is None else args.bf16
+    frozen = args.method == "lora" and bf16 and not args.fp32_frozen  # as the trainer (training.frozen_bf16)
+    if frozen:
+        store_frozen_in_bf16(model, names, model_dir)
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16)
+
     def step():
-        if args.plain_loss:
-            loss = model(**batch).loss
-        else:
-            loss, _ = packed_head_loss(model, batch)
+        with autocast:
+            if args.plain_loss:
+                loss = model(**batch).loss
+            else:
+                loss, _ = packed_head_loss(model, batch)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         opt.zero_grad()
 
     step()
-    times = []
-    for _ in range(args.steps):
-        t0 = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - t0)
-    print(f"train {args.method}: batch {tuple(batch['input_ids'].shape)} source, {tuple(batch['labels'].shape)} "
+    times = timed(step, args.steps)
+    print(f"train {args.method} (bf16 autocast: {bf16}, frozen base in bf16: {frozen}: batch {tuple(batch['input_ids'].shape)} source, {tuple(batch['labels'].shape)} "
           f"target; plain_loss={args.plain_loss} plain_dropout={args.plain_dropout} "
           f"allocator_tuned={tune_cpu_allocator()}")
     print(f"  step times (s): {[round(t, 2) for t in times]}; median {statistics.median(times):.2f}")
 
 
 def generate(args) -> None:
-    from peftsum.generation.decode import GenerationSettings, generate_summaries
-    from peftsum.modeling.load import load_model, load_tokenizer
-    from peftsum.runtime import tune_cpu_allocator
+    import torch
+
+    from peftsum.generation import decode
+    from peftsum.generation.decode import GenerationSettings
+    from peftsum.modeling.load import load_for_inference
+    from peftsum.runtime import inference_bf16, tune_cpu_allocator
 
     model_dir = str(C.build_model_dir(C.default_model_dir()))
-    model, _ = load_model(model_dir)
-    tok = load_tokenizer(model_dir)
+    precision = args.precision or ("bf16-weights" if inference_bf16(None, None) else "fp32")
+    model, tok = load_for_inference(model_dir, "cpu", bf16=precision == "bf16-weights")
+    bf16 = precision != "fp32"  # bf16-autocast: fp32 weights under autocast (peftsum before issue #11)
+    def generate_summaries(*a, **k):
+        if precision != "bf16-autocast":
+            return decode.generate_summaries(*a, **k)
+        with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast over fp32 weights, no weight conversion
+            return decode.generate_summaries(*a, **{**k, "bf16": False})
     texts = [r["text"] for r in C.sample_rows("validation", args.rows, seed=0)]
     greedy = GenerationSettings(num_beams=1, length_penalty=1.0, no_repeat_ngram_size=0, max_new_tokens=args.new_tokens)
     generate_summaries(model, tok, texts[:2], GenerationSettings(num_beams=1, max_new_tokens=4),
-                       max_source_length=C.SOURCE_LEN, progress=False)
-    times = []
-    for _ in range(2):
-        t0 = time.perf_counter()
-        generate_summaries(model, tok, texts, greedy, max_source_length=C.SOURCE_LEN, progress=False)
-        times.append(time.perf_counter() - t0)
-    print(f"generate: {args.rows} rows x {args.new_tokens} new tokens, allocator_tuned={tune_cpu_allocator()}: "
+                       max_source_length=C.SOURCE_LEN, progress=False, bf16=bf16)
+    times = timed(lambda: generate_summaries(model, tok, texts, greedy, max_source_length=C.SOURCE_LEN,
+                                             progress=False, bf16=bf16), 2)
+    print(f"generate ({precision}): {args.rows} rows x {args.new_tokens} new tokens, "
+          f"allocator_tuned={tune_cpu_allocator()}: "
           f"{[round(t, 1) for t in times]} s")
 
 
@@ -105,10 +148,24 @@ def main(argv=None) -> int:
     t.add_argument("--steps", type=int, default=5, help="timed steps (after one untimed)")
     t.add_argument("--plain-loss", action="store_true", help="the model's own loss over all padded positions")
     t.add_argument("--plain-dropout", action="store_true", help="keep nn.Dropout (bernoulli_)")
+    t.add_argument("--plain-attention", action="store_true",
+                   help="transformers' SDPA attention (math path with bernoulli_ dropout) instead of peftsum's")
     g = sub.add_parser("generate", help="time one greedy generation")
     g.add_argument("--rows", type=int, default=32)
     g.add_argument("--new-tokens", type=int, default=40)
+    g.add_argument("--precision", choices=("fp32", "bf16-autocast", "bf16-weights"), default=None,
+                   help="decoding precision (default: peftsum's: bf16 weights where bf16 is native, else fp32)")
+    for sp in (t, g):
+        sp.add_argument("--profile", type=int, default=0, metavar="N",
+                        help="run the timed calls under torch.profiler and print the top N operators by self CPU time")
+    t.add_argument("--fp32-frozen", action="store_true",
+                   help="LoRA: keep the frozen base fp32 (autocast casts it every step) instead of bf16")
+    t.add_argument("--compile", choices=("module",), default=None, help="torch.compile the model (inductor)")
+    t.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
+                   help="bf16 autocast as the trainer's default does (default: auto, native bf16 only)")
     args = p.parse_args(argv)
+    global ARGS
+    ARGS = args
     {"train": train, "generate": generate}[args.what](args)
     return 0
 

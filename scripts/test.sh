@@ -10,5 +10,5 @@ PEFTSUM_BF16=0 "$PY" -m pytest -q "$@"
 if [ $# -eq 0 ]; then
   PEFTSUM_BF16=1 "$PY" -m pytest -q -p no:cacheprovider \
     tests/test_training.py tests/test_methods.py tests/test_resume.py tests/test_merge_cli.py \
-    tests/test_evaluate.py tests/test_fast_path.py
+    tests/test_evaluate.py tests/test_fast_path.py tests/test_fast_training.py
 fi

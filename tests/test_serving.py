@@ -192,11 +192,14 @@ def test_full_checkpoint_is_served_as_its_own_model(client, experiment):
     from peftsum.generation.decode import generate_summaries
     from peftsum.modeling.load import load_for_inference
 
+    from peftsum.runtime import resolve_bf16
+
     text = _articles("english", 1)[0]
     got = _gen(client, text, "full-english", **BEAM)
-    model, tok = load_for_inference(str(experiment / "runs" / "full-english-s42"))
+    bf16 = resolve_bf16(None)  # the server's precision (PEFTSUM_BF16, else the hardware): bf16 weights or fp32
+    model, tok = load_for_inference(str(experiment / "runs" / "full-english-s42"), bf16=bf16)
     want = generate_summaries(model, tok, [text], GenerationSettings(**{k: v for k, v in BEAM.items()}),
-                              max_source_length=64, progress=False)
+                              max_source_length=64, progress=False, bf16=bf16)
     assert got["generated_text"] == want[0]
     info = {a["name"]: a for a in client.get("/info").json()["adapters"]}
     assert info["full-english"]["kind"] == "full" and info["full-english"]["method"] == "full"

@@ -28,8 +28,11 @@ def tune_cpu_allocator() -> bool:
     on CPU allocates and frees the same large tensors every time (activations, gradients, the
     250,112-wide logits of mT5), so every step pays the kernel for zeroed pages again: on the
     2-core development VM writing a fresh 128 MB result takes 86 ms, a reused one 13 ms. This
-    sets ``M_MMAP_MAX=0`` (large blocks come from the heap) and a 2 GiB ``M_TRIM_THRESHOLD``
-    (the heap is not shrunk after each free): memory freed by one step is reused by the next.
+    sets ``M_MMAP_MAX=0`` (large blocks come from the heap) and ``M_TRIM_THRESHOLD`` to -1, which
+    glibc reads as the largest size (the heap is never shrunk): memory freed by one step is reused
+    by the next. (A 2 GiB threshold, used before, still let glibc trim a free top of the heap above
+    2 GiB during full fine-tuning of mT5-small, so some steps faulted in the 512 MB embedding
+    gradient again: 125,056 minor page faults, +0.9 s, on the AMX machine, ``benchmarks/steps.py``.)
     Numbers are unchanged (only where the bytes live changes); the process's peak RSS stays about
     the same, but its current RSS no longer drops between steps.
 
@@ -52,7 +55,7 @@ def tune_cpu_allocator() -> bool:
             import ctypes
 
             libc = ctypes.CDLL("libc.so.6")
-            tuned = bool(libc.mallopt(M_MMAP_MAX, 0)) and bool(libc.mallopt(M_TRIM_THRESHOLD, 2**31 - 1))
+            tuned = bool(libc.mallopt(M_MMAP_MAX, 0)) and bool(libc.mallopt(M_TRIM_THRESHOLD, -1))
         except (OSError, AttributeError):  # not glibc (musl, ...): nothing to tune
             tuned = False
     _STATE["tuned"] = tuned

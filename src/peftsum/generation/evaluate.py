@@ -129,7 +129,7 @@ def _decode_missing(ev: _Evaluation, done: dict[str, str], log) -> None:
     if not todo:
         return
     write_json_atomic(ev.meta_file, ev.meta)
-    model, tokenizer = load_for_inference(ev.model_path, ev.device)
+    model, tokenizer = load_for_inference(ev.model_path, ev.device, bf16=ev.bf16)
     log(f"decoding on {ev.device} in {ev.precision['evaluated']}")
     # rewrite what is kept (drops a line cut by a kill), then append batch by batch
     with ev.pred_file.open("w", encoding="utf-8") as fh:
@@ -246,7 +246,7 @@ def write_samples(model_path: str, language: str, output_file: str | Path, num_s
     bf16, device, precision = _decoding(trained, bf16, device)
     split = split or eval_split(language, data)
     rows = load_split(language, split, data, num_samples).rows
-    model, tokenizer = load_for_inference(model_path, device)
+    model, tokenizer = load_for_inference(model_path, device, bf16=bf16)
     preds = generate_summaries(model, tokenizer, [r["text"] for r in rows], settings,
                                trained.get("max_source_length", 512), trained.get("source_prefix", ""),
                                progress=progress, bf16=bf16)

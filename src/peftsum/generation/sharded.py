@@ -80,8 +80,7 @@ def _decode_share(model_path: str, loaded, todo: list[int], settings, max_source
     from peftsum.generation.decode import generate_batch, planned_batches
     from peftsum.modeling.load import load_for_inference
 
-    model, tokenizer = load_for_inference(model_path, device)
-    model.eval()
+    model, tokenizer = load_for_inference(model_path, device, bf16=bf16)
     texts = (r["text"] for r in loaded.iter_rows(todo, columns=["text"]))
     rank, world_size = distributed.world().rank, distributed.world().world_size
     mine = []

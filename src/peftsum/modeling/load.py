@@ -256,10 +256,15 @@ def _check_base_exists(adapter_dir: Path, base_name: str) -> None:
             f"or set base_model_name_or_path in {adapter_dir / 'adapter_config.json'}")
 
 
-def load_for_inference(model_path: str, device: str | None = None):
+def load_for_inference(model_path: str, device: str | None = None, bf16: bool = False):
     """Load a fine-tuned model (full checkpoint or PEFT adapter dir) and its tokenizer, in eval mode, on a device.
 
-    The weights stay fp32 (how peftsum saves them); the precision of decoding is chosen per call
+    With ``bf16`` the loaded weights (base and adapter) are converted to bf16 for decoding (the
+    files on disk stay fp32): on a CPU with AMX greedy decoding of mT5-small runs ~2x faster
+    than fp32 and than bf16 autocast over fp32 weights, which casts every weight at every step
+    (``benchmarks/README.md``, levers). bf16 rounding can flip near-tied tokens, so summaries
+    may differ from fp32 decoding's (measured in ``benchmarks/RESULTS.md``). Otherwise the weights
+    stay fp32 (how peftsum saves them) and the precision is chosen per call
     (``generate_summaries(..., bf16=...)``, :func:`peftsum.runtime.inference_bf16`).
 
     Args:
@@ -267,6 +272,7 @@ def load_for_inference(model_path: str, device: str | None = None):
             ``adapter_config.json``), a run folder containing ``model/``, or a hub id.
         device: where to put the model (``cpu``, ``cuda``, ``cuda:N``); ``None`` = the best found,
             CUDA then CPU (:func:`peftsum.runtime.inference_device`).
+        bf16: convert the weights to bf16 (decoding precision from :func:`peftsum.runtime.inference_bf16`).
 
     Returns:
         ``(model, tokenizer)``; ``next(model.parameters()).device`` is the device used.
@@ -298,6 +304,11 @@ def load_for_inference(model_path: str, device: str | None = None):
     else:
         model, _ = load_model(str(path))
         tokenizer = load_tokenizer(str(path))
-    model.to(device)
+    if bf16:
+        import torch
+
+        model.to(device=device, dtype=torch.bfloat16)
+    else:
+        model.to(device)
     model.eval()
     return model, tokenizer

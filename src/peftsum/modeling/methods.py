@@ -113,6 +113,10 @@ class Method:
             the Trainer's ``update_fsdp_plugin_peft`` wraps LoRA layers; the others keep state outside
             ``nn.Linear``, prefix key/values, AdaLoRA's budget, VeRA's shared matrices, IA3's vectors,
             whose sharding neither PEFT nor peftsum tests).
+        frozen_base_bf16: under bf16 autocast the frozen base's Linear weights may be stored in bf16
+            for training (:mod:`peftsum.training.frozen_bf16`: the same numbers without per-step
+            casts): the method reads them only through ``F.linear``. Not DoRA (it takes the base
+            weight's norm) nor PiSSA (it rewrites the base weights).
     """
 
     name: str
@@ -134,6 +138,7 @@ class Method:
     config_flag: str | None = None
     mergeable: bool = True
     fsdp: bool = False
+    frozen_base_bf16: bool = False
 
     @property
     def is_peft(self) -> bool:
@@ -247,31 +252,31 @@ METHODS: dict[str, Method] = {
         Method("full", "Full FT", "full fine-tuning: every weight trains", 5e-5, (), None, mergeable=False,
                fsdp=True),
         Method("lora", "LoRA", "LoRA, low-rank update B@A (Hu et al., 2021)", 5e-4, _QV, _lora(), _LORA_USES, r=8,
-               mixed_batch=True, peft_type="LORA", fsdp=True),
+               mixed_batch=True, peft_type="LORA", fsdp=True, frozen_base_bf16=True),
         Method("dora", "DoRA", "DoRA, weight-decomposed LoRA (Liu et al., 2024)", 5e-4, _QV, _lora(use_dora=True),
                _LORA_USES, r=8, peft_type="LORA", config_flag="use_dora"),
         Method("rslora", "rsLoRA", "rank-stabilised LoRA, scale alpha/sqrt(r) (Kalajdzievski, 2023)", 5e-4, _QV,
                _lora(use_rslora=True), _LORA_USES, r=8, mixed_batch=True, peft_type="LORA",
-               config_flag="use_rslora", fsdp=True),
+               config_flag="use_rslora", fsdp=True, frozen_base_bf16=True),
         Method("pissa", "PiSSA", "LoRA initialised from principal singular vectors (Meng et al., 2024)", 5e-4,
                _QV, _lora(init_lora_weights="pissa"), _LORA_USES, r=8, convert_on_save=True, mixed_batch=True,
                peft_type="LORA"),
         Method("adalora", "AdaLoRA", "AdaLoRA, adaptive rank budget, init_r 1.5r pruned to r (Zhang et al., 2023)",
                5e-4, ALL_LINEAR, _adalora, _LORA_USES, r=8, callbacks=(_adalora_callback,), resumable=False,
-               extra_record=_adalora_record, packed_head=False, peft_type="ADALORA"),
+               extra_record=_adalora_record, packed_head=False, peft_type="ADALORA", frozen_base_bf16=True),
         Method("ia3", "IA3", "IA3, learned rescaling of k, v and the FFN activation (Liu et al., 2022)", 3e-3,
-               ("k", "v", "wo"), _ia3, ("target_modules",), peft_type="IA3"),
+               ("k", "v", "wo"), _ia3, ("target_modules",), peft_type="IA3", frozen_base_bf16=True),
         Method("loha", "LoHa", "LoHa, Hadamard product of two low-rank pairs (Hyeon-Woo et al., 2022)", 5e-4, _QV,
-               _loha, ("r", "lora_alpha", "target_modules"), r=8, peft_type="LOHA"),
+               _loha, ("r", "lora_alpha", "target_modules"), r=8, peft_type="LOHA", frozen_base_bf16=True),
         Method("vera", "VeRA",
                "VeRA, shared frozen random matrices + trained scaling vectors (Kopiczko et al., 2024)",
-               5e-3, _QV, _vera, ("r", "lora_dropout", "target_modules"), r=256, peft_type="VERA"),
+               5e-3, _QV, _vera, ("r", "lora_dropout", "target_modules"), r=256, peft_type="VERA", frozen_base_bf16=True),
         Method("prefix", "Prefix tuning",
                "prefix tuning, trained key/value prefixes (Li & Liang, 2021); decoder-side in PEFT",
                1e-2, (), _prefix, ("num_virtual_tokens",), gradient_checkpointing=False,
-               peft_type="PREFIX_TUNING", mergeable=False),
+               peft_type="PREFIX_TUNING", mergeable=False, frozen_base_bf16=True),
         Method("prompt", "Prompt tuning", "prompt tuning, trained input embeddings (Lester et al., 2021)", 3e-2, (),
-               _prompt, ("num_virtual_tokens",), peft_type="PROMPT_TUNING", mergeable=False),
+               _prompt, ("num_virtual_tokens",), peft_type="PROMPT_TUNING", mergeable=False, frozen_base_bf16=True),
     )
 }
 """All methods, keyed by ``--method`` name."""

@@ -147,8 +147,10 @@ class AdapterRegistry:
             batch in progress are never evicted (the cap may then be exceeded for that batch).
         device: where to decode (:func:`peftsum.runtime.inference_device`: ``None`` = ``$PEFTSUM_DEVICE``,
             else CUDA when available, else CPU).
-        bf16: decode under bf16 autocast; ``None`` = ``PEFTSUM_BF16``, else where the hardware runs bf16
-            natively (:func:`peftsum.runtime.resolve_bf16`). Weights stay fp32.
+        bf16: decode in bf16: the base, every adapter and every full checkpoint are converted to bf16
+            when loaded (as ``peftsum evaluate`` does: the same summaries; half the memory);
+            ``None`` = ``PEFTSUM_BF16``, else where the hardware runs bf16 natively
+            (:func:`peftsum.runtime.resolve_bf16`). Otherwise the weights stay fp32.
 
     Raises:
         PeftsumError: the base cannot be loaded.
@@ -164,7 +166,7 @@ class AdapterRegistry:
         self.device = inference_device(device)
         self.bf16 = resolve_bf16(bf16)
         self.base_model, _ = load_model(self.base_name)
-        self.base_model.to(self.device).eval()
+        self.base_model.to(device=self.device, dtype=self._dtype()).eval()
         self.tokenizer = load_tokenizer(self.base_name)
         self.base_config = self.base_model.config.to_dict()
         self.max_resident_mb = float(max_resident_mb)
@@ -262,13 +264,19 @@ class AdapterRegistry:
                 self._unload(entry)
                 self.evictions += 1
 
+    def _dtype(self):
+        """The weights' dtype: bf16 when decoding in bf16, else None (keep fp32)."""
+        import torch
+
+        return torch.bfloat16 if self.bf16 else None
+
     def _load(self, entry: Entry) -> None:
         try:
             if entry.kind == "full":
                 from peftsum.modeling.load import load_model, load_tokenizer
 
                 entry.model, _ = load_model(str(entry.path))
-                entry.model.to(self.device).eval()
+                entry.model.to(device=self.device, dtype=self._dtype()).eval()
                 entry.tokenizer = load_tokenizer(str(entry.path))
             else:
                 from peft import PeftModel
@@ -284,6 +292,8 @@ class AdapterRegistry:
                 else:
                     self._mixed.load_adapter(str(entry.path), adapter_name=entry.name, is_trainable=False)
                     self._mixed.eval()
+                if self.bf16:  # PEFT loads adapter weights in fp32 (autocast_adapter_dtype); the base is bf16
+                    (entry.model if entry.kind == "single" else self._mixed).to(dtype=self._dtype())
         except PeftsumError:
             raise
         except Exception as exc:

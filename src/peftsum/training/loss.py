@@ -54,6 +54,7 @@ def packed_head_loss(model, inputs: dict, smoothing: float = 0.0):
     def gather_targets(module, args):
         return (args[0][mask],) + tuple(args[1:])
 
+    one_lookup(base, kwargs)
     handle = head.register_forward_pre_hook(gather_targets)
     try:
         outputs = model(**kwargs)
@@ -69,6 +70,40 @@ def packed_head_loss(model, inputs: dict, smoothing: float = 0.0):
     else:
         loss = F.cross_entropy(logits.float(), target)
     return loss, outputs
+
+
+def one_lookup(base, kwargs: dict) -> bool:
+    """Embed encoder and decoder tokens with one lookup when they share a trainable embedding (full fine-tuning).
+
+    A shared ``nn.Embedding`` used twice (T5's encoder and decoder) gets two dense gradients in
+    backward, each the size of the whole table (mT5: 250,112 x 512, 512 MB, zero-filled), which
+    autograd then adds. One lookup of both id tensors gives one such gradient with the same sum
+    (equal to float rounding). Replaces ``input_ids``/``decoder_input_ids`` in ``kwargs`` by
+    ``inputs_embeds``/``decoder_inputs_embeds``; does nothing for frozen embeddings (PEFT methods),
+    models whose encoder and decoder embed with different weights, or inputs given as embeddings.
+
+    Args:
+        base: the model under any PEFT wrapper.
+        kwargs: the model's keyword inputs, changed in place.
+
+    Returns:
+        Whether the inputs were replaced.
+    """
+    import torch
+
+    emb = base.get_input_embeddings() if hasattr(base, "get_input_embeddings") else None
+    enc, dec = (getattr(base, "get_encoder", lambda: None)(), getattr(base, "get_decoder", lambda: None)())
+    ids, dec_ids = kwargs.get("input_ids"), kwargs.get("decoder_input_ids")
+    if (emb is None or not emb.weight.requires_grad or ids is None or dec_ids is None
+            or type(emb) is not torch.nn.Embedding
+            or any(getattr(getattr(stack, "embed_tokens", None), "weight", None) is not emb.weight for stack in (enc, dec))):
+        return False
+    both = emb(torch.cat([ids.reshape(-1), dec_ids.reshape(-1)]))
+    n = ids.numel()
+    kwargs["inputs_embeds"] = both[:n].view(*ids.shape, -1)
+    kwargs["decoder_inputs_embeds"] = both[n:].view(*dec_ids.shape, -1)
+    del kwargs["input_ids"], kwargs["decoder_input_ids"]
+    return True
 
 
 def smoothing_terms(logits, target):

@@ -156,6 +156,7 @@ def build_trainer(cfg: TrainConfig, log=print) -> TrainingSetup:
     resume_ckpt = check_output(cfg)
     _check_sources(cfg, log)
     from peftsum.data.training_data import build_training_data
+    from peftsum.training.frozen_bf16 import FrozenBf16Callback, base_names
     from peftsum.training.seq2seq import make_trainer
 
     method, hyper, log = _start_run(cfg, resume_ckpt, model_as_given, log)
@@ -165,14 +166,25 @@ def build_trainer(cfg: TrainConfig, log=print) -> TrainingSetup:
     data = build_training_data(cfg, tokenizer, log)
     steps_per_epoch, total_steps = _steps(cfg, len(data.train))
     hyper = dataclasses.replace(hyper, total_steps=total_steps)
+    names = base_names(model) if _frozen_base_in_bf16(cfg, method) else None
     model, init_adapter = _apply_method(model, method, hyper, out)
     trainer = make_trainer(cfg, method, model, tokenizer, data, total_steps, resume_ckpt)
+    if names is not None:  # frozen base weights in bf16 from train begin to train end
+        trainer.add_callback(FrozenBf16Callback(names, cfg.model))
     if resume_ckpt is not None:
         log(f"resuming from {resume_ckpt}")
     return TrainingSetup(cfg=cfg, method=method, hyper=hyper, out=out, resume_from=resume_ckpt, trainer=trainer,
                          tokenizer=tokenizer, tie_state=tie_state, rows_per_language=data.rows_per_language,
                          val_rows=len(data.validation), dropped=data.dropped, steps_per_epoch=steps_per_epoch,
                          total_steps=total_steps, init_adapter=init_adapter, model_as_given=model_as_given)
+
+
+def _frozen_base_in_bf16(cfg: TrainConfig, method) -> bool:
+    """Store the frozen base's Linear weights in bf16 (:mod:`peftsum.training.frozen_bf16`): bf16 autocast,
+    a method whose registry row allows it, one process."""
+    from peftsum import distributed
+
+    return bool(cfg.bf16) and method.frozen_base_bf16 and distributed.world().world_size == 1
 
 
 def _check_sources(cfg: TrainConfig, log) -> None:
@@ -261,6 +273,7 @@ def _apply_method(model, method, hyper, out: Path):
     """
     from peftsum import distributed
     from peftsum.io import apply_umask_tree
+    from peftsum.modeling.attention import use_fast_attention
     from peftsum.modeling.fast_paths import fast_dropout
     from peftsum.modeling.methods import build_peft_config, check_target_modules
 
@@ -280,6 +293,7 @@ def _apply_method(model, method, hyper, out: Path):
                 apply_umask_tree(init_adapter)
             distributed.barrier()
     fast_dropout(model)  # after PEFT: its lora_dropout modules too
+    use_fast_attention(model)
     return model, init_adapter
 
 

@@ -1,0 +1,121 @@
+"""T5-family attention for CPU training: SDPA's result, with a cheaper dropout mask and one bias mask per forward.
+
+mT5 drops attention probabilities (``dropout_rate`` 0.1) inside the attention function. With a
+dropout probability PyTorch's ``scaled_dot_product_attention`` takes its math path on CPU and draws
+the mask with ``bernoulli_``: 8 encoder layers x 4 x 6 x 512 x 512 elements per training step of
+mT5-small, the single largest operator of a bf16 step on a CPU with AMX (``benchmarks/steps.py
+--profile``). transformers' SDPA wrapper also rebuilds the float mask (relative position bias +
+padding/causal mask) in every layer, although all layers of a stack share both.
+
+:func:`attention_forward` computes the same thing as the math path (``softmax(QK^T * scale +
+bias_mask)`` with dropout, times V) with the mask from :func:`peftsum.modeling.fast_paths.keep_mask`
+and the bias mask built once per forward and reused by every layer. Everything else (evaluation,
+generation, no dropout, GPUs, models without a position bias) goes to transformers'
+``sdpa_attention_forward`` unchanged. :func:`use_fast_attention` registers it under :data:`NAME`
+(transformers' ``AttentionInterface``, with the SDPA mask builder) and switches a model to it; the
+name is runtime state only (transformers does not write ``_attn_implementation`` into config.json).
+"""
+
+from __future__ import annotations
+
+import functools
+
+NAME = "peftsum_sdpa"
+"""The attention implementation's registered name (``model.config._attn_implementation``)."""
+
+_CACHE_ATTR = "_peftsum_bias_mask"
+
+
+def _bias_mask(position_bias, attention_mask, is_causal: bool, query, key, dtype, reuse: bool = True):
+    """The additive float mask SDPA would get (``create_position_bias_mask``), built once per (bias, mask) pair.
+
+    All layers of a T5 stack pass the same ``position_bias`` tensor (computed by the first layer)
+    and the same mask, so the result is kept on the bias tensor and reused while both are the
+    same objects; it is part of the autograd graph like the per-layer masks it replaces. Not
+    reused (``reuse=False``) under gradient checkpointing, where a layer's recomputation must build
+    its own.
+    """
+    from transformers.integrations.sdpa_attention import create_position_bias_mask
+
+    if not reuse:
+        return create_position_bias_mask(position_bias, attention_mask, is_causal, query, key).to(dtype)
+    cached = getattr(position_bias, _CACHE_ATTR, None)
+    shape = (query.shape[2], key.shape[2], key.dtype, dtype)
+    if cached is not None and cached[0] is attention_mask and cached[1] == is_causal and cached[2] == shape:
+        return cached[3]
+    mask = create_position_bias_mask(position_bias, attention_mask, is_causal, query, key).to(dtype)
+    setattr(position_bias, _CACHE_ATTR, (attention_mask, is_causal, shape, mask))
+    return mask
+
+
+def attention_forward(module, query, key, value, attention_mask, dropout: float = 0.0, scaling: float | None = None,
+                      is_causal: bool | None = None, position_bias=None, **kwargs):
+    """transformers' attention-function signature; the T5 training path on CPU, SDPA elsewhere.
+
+    Args:
+        module: the calling attention module (its ``training`` and ``is_causal`` are read).
+        query: ``(batch, heads, q_len, head_dim)``; key, value: ``(batch, heads, kv_len, head_dim)``.
+        attention_mask: SDPA's boolean mask (True = attend) or an additive float mask, or None.
+        dropout: attention-probability dropout (0 outside training).
+        scaling: the score scale (T5: 1.0); None means ``head_dim ** -0.5``.
+        is_causal: as for SDPA (default: the module's ``is_causal``).
+        position_bias: T5's relative position bias ``(1 or batch, heads, q_len, kv_len)``.
+
+    Returns:
+        ``(attn_output, None)`` with ``attn_output`` of shape ``(batch, q_len, heads, head_dim)``.
+    """
+    import torch
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    if not (module.training and dropout > 0.0 and position_bias is not None and query.device.type == "cpu"
+            and getattr(module, "num_key_value_groups", 1) == 1 and not kwargs.get("output_attentions")):
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
+                                      is_causal=is_causal, position_bias=position_bias, **kwargs)
+    from peftsum.modeling.fast_paths import keep_mask
+
+    q_length = query.shape[2]
+    is_causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
+    is_causal = q_length > 1 and attention_mask is None and is_causal
+    if is_causal and key.shape[2] > q_length:  # as sdpa_attention_forward: upper-left causal alignment
+        key, value, position_bias = key[:, :, :q_length], value[:, :, :q_length], position_bias[..., :q_length]
+    scores = torch.matmul(query, key.transpose(-1, -2))
+    scale = query.shape[-1] ** -0.5 if scaling is None else scaling
+    if scale != 1.0:
+        scores = scores * scale
+    mask = _bias_mask(position_bias, attention_mask, is_causal, query, key, scores.dtype,
+                      reuse=not getattr(module, "gradient_checkpointing", False))
+    probs = torch.softmax(scores + mask, dim=-1, dtype=scores.dtype)  # bf16 under autocast, as SDPA's math path
+    keep, keep_scale = keep_mask(probs.shape, dropout, device=probs.device)
+    # the survivors' scale goes on the (head_dim-wide) output instead of the (kv_len-wide) probabilities
+    out = torch.matmul(probs * keep, value).mul_(keep_scale)
+    return out.transpose(1, 2).contiguous(), None
+
+
+@functools.cache
+def register() -> str:
+    """Register :func:`attention_forward` (and SDPA's mask builder) under :data:`NAME` once per process; returns NAME."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
+
+    AttentionInterface.register(NAME, attention_forward)
+    ALL_MASK_ATTENTION_FUNCTIONS.register(NAME, sdpa_mask)
+    return NAME
+
+
+def use_fast_attention(model) -> bool:
+    """Switch a T5-family model that runs SDPA attention to :data:`NAME` (call before training).
+
+    Args:
+        model: a transformers model, PEFT-wrapped or not.
+
+    Returns:
+        Whether the model was switched (False for other architectures or attention implementations).
+    """
+    from peftsum.modeling.load import is_t5_family
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    config = getattr(base, "config", None)
+    if config is None or not is_t5_family(base) or config._attn_implementation != "sdpa":
+        return False
+    base.set_attn_implementation(register())
+    return True

@@ -1,0 +1,211 @@
+"""The training fast paths of issue #11 give the plain path's numbers.
+
+- peftsum's attention (``peftsum.modeling.attention``) against transformers' SDPA attention on
+  the tiny mT5 with real rows: with an attention dropout that drops nothing (p = 1e-9 rounds to 0
+  of 65,536 levels) the training path runs and its loss and gradients must equal SDPA's in fp32 and
+  stay within bf16 rounding under bf16 autocast (the only difference there: softmax and dropout in
+  bf16, as SDPA's math path computes them under autocast); the bias mask is built once per stack.
+- One embedding lookup for encoder and decoder (``training.loss.one_lookup``) gives the two
+  lookups' loss and embedding gradient.
+- The trainer switches the model to peftsum's attention, and no checkpoint records it.
+- bf16 weights for decoding (``load_for_inference(bf16=True)``).
+Runs the same on AVX2-only and AMX machines (bf16 is forced where a test needs it; slow there
+only in speed).
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from peftsum.config import TrainConfig
+from peftsum.modeling.attention import NAME, use_fast_attention
+from peftsum.modeling.load import load_model
+from peftsum.training.trainer import build_trainer
+
+
+def quiet(*_args, **_kwargs):
+    """A ``log`` that drops progress lines."""
+
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def batch(tokenizer):
+    """Four real rows of four scripts, padded (two articles beyond the 128-token cut)."""
+    from peftsum.data.xlsum import load_split
+
+    rows = [load_split(lang, "train", "sample").rows[0] for lang in ("english", "russian", "hindi", "arabic")]
+    enc = tokenizer([r["text"] for r in rows], max_length=128, truncation=True, padding=True, return_tensors="pt")
+    labels = tokenizer(text_target=[r["summary"] for r in rows], max_length=32, truncation=True, padding=True,
+                       return_tensors="pt")["input_ids"]
+    labels[labels == tokenizer.pad_token_id] = -100
+    return dict(enc, labels=labels)
+
+
+def attention_dropout(model, p: float) -> None:
+    """Set every attention module's probability dropout to ``p`` and the model's other dropouts to 0."""
+    for mod in model.modules():
+        if isinstance(mod, torch.nn.Dropout):
+            mod.p = 0.0
+        elif hasattr(mod, "relative_attention_num_buckets"):  # an (m)T5 attention module
+            mod.dropout = p
+
+
+def loss_and_grads(model, inputs, bf16: bool):
+    model.zero_grad(set_to_none=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        loss = model(**inputs).loss
+    loss.backward()
+    return loss.item(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("bf16,checkpointing", [(False, False), (True, False), (False, True)])
+def test_fast_attention_gives_sdpa_loss_and_gradients(tiny_model_dir, tiny_tokenizer, bf16, checkpointing):
+    from transformers.integrations import sdpa_attention
+
+    model, _ = load_model(str(tiny_model_dir))
+    inputs = batch(tiny_tokenizer)
+    attention_dropout(model, 1e-9)  # > 0: the training path runs; rounds to dropping nothing
+    model.train()
+    if checkpointing:  # each layer recomputed in backward: the bias mask is built per layer, not reused
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    assert model.config._attn_implementation == "sdpa"
+    plain_loss, plain = loss_and_grads(model, inputs, bf16)
+    built = []
+    real = sdpa_attention.create_position_bias_mask
+    sdpa_attention.create_position_bias_mask = lambda *a, **k: built.append(1) or real(*a, **k)
+    try:
+        assert use_fast_attention(model)
+        assert model.config._attn_implementation == NAME and model.encoder.config._attn_implementation == NAME
+        fast_loss, fast = loss_and_grads(model, inputs, bf16)
+    finally:
+        sdpa_attention.create_position_bias_mask = real
+    layers = model.config.num_layers + 2 * model.config.num_decoder_layers  # every attention call
+    assert len(built) == (2 * layers if checkpointing else 3)  # else once per stack and kind, not per layer
+    assert fast.keys() == plain.keys()
+    if not bf16:  # the same operations in fp32
+        assert fast_loss == pytest.approx(plain_loss, rel=1e-6)
+        for name, g in plain.items():
+            assert torch.allclose(fast[name], g, rtol=1e-4, atol=1e-6), name
+    else:  # bf16 rounding of the attention probabilities: 2**-8 relative per element
+        assert fast_loss == pytest.approx(plain_loss, rel=1e-2)
+        num = sum((fast[n] - g).pow(2).sum() for n, g in plain.items()).sqrt()
+        den = sum(g.pow(2).sum() for g in plain.values()).sqrt()
+        assert (num / den).item() < 0.05
+
+
+def test_fast_attention_drops_attention_probabilities_in_training_only(tiny_model_dir, tiny_tokenizer):
+    """With p = 0.5 training losses change from draw to draw; in eval mode SDPA runs, deterministic."""
+    model, _ = load_model(str(tiny_model_dir))
+    inputs = batch(tiny_tokenizer)
+    attention_dropout(model, 0.5)
+    use_fast_attention(model)
+    model.train()
+    with torch.no_grad():
+        torch.manual_seed(0)
+        a = model(**inputs).loss.item()
+        b = model(**inputs).loss.item()
+        torch.manual_seed(0)
+        assert model(**inputs).loss.item() == a  # seeded by the global generator
+        model.eval()
+        c, d = model(**inputs).loss.item(), model(**inputs).loss.item()
+        model.set_attn_implementation("sdpa")
+        e = model(**inputs).loss.item()
+    assert a != b and c == d == pytest.approx(e, rel=1e-6)
+
+
+def test_one_lookup_gives_two_lookups_gradient(tiny_model_dir, tiny_tokenizer):
+    from peftsum.training.loss import one_lookup, packed_head_loss
+
+    model, _ = load_model(str(tiny_model_dir))
+    attention_dropout(model, 0.0)
+    model.train()
+    inputs = batch(tiny_tokenizer)
+    kwargs = {"input_ids": inputs["input_ids"], "decoder_input_ids": inputs["input_ids"][:, :5]}
+    assert one_lookup(model, kwargs) and set(kwargs) == {"inputs_embeds", "decoder_inputs_embeds"}
+    loss, _ = packed_head_loss(model, inputs)  # one lookup inside
+    loss.backward()
+    fast = model.shared.weight.grad.clone()
+    model.zero_grad(set_to_none=True)
+    plain = model(**inputs).loss  # the model's own two lookups
+    plain.backward()
+    assert loss.item() == pytest.approx(plain.item(), rel=1e-5)
+    assert torch.allclose(fast, model.shared.weight.grad, rtol=1e-4, atol=1e-7)
+    for p in model.parameters():  # frozen embeddings (PEFT methods) keep the model's own lookups
+        p.requires_grad_(False)
+    assert not one_lookup(model, {"input_ids": inputs["input_ids"], "decoder_input_ids": inputs["input_ids"]})
+
+
+def test_trainer_trains_with_fast_attention_and_saves_plain_config(tiny_model_dir, tmp_path):
+    from peftsum.training.trainer import run_training
+
+    setup = build_trainer(TrainConfig(model=str(tiny_model_dir), method="full", output_dir=str(tmp_path / "r"),
+                                      max_steps=2, train_samples=4, val_samples=2, eval_steps=0), log=quiet)
+    assert setup.trainer.model.config._attn_implementation == NAME
+    run_training(setup, log=quiet)
+    saved = json.loads((tmp_path / "r" / "model" / "config.json").read_text())
+    assert NAME not in json.dumps(saved)  # runtime state only: the checkpoint loads anywhere
+    assert load_model(str(tmp_path / "r" / "model"))[0].config._attn_implementation == "sdpa"
+
+
+def test_bf16_weights_for_decoding(tiny_model_dir, tiny_tokenizer):
+    from peftsum.generation.decode import GenerationSettings, generate_summaries
+    from peftsum.modeling.load import load_for_inference
+
+    model, tok = load_for_inference(str(tiny_model_dir), "cpu", bf16=True)
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+    texts = ["Одна статья о погоде в Москве.", "An article about the weather."]
+    out = generate_summaries(model, tok, texts, GenerationSettings(num_beams=1, max_new_tokens=6), progress=False,
+                             bf16=True)
+    assert len(out) == 2 and all(isinstance(s, str) for s in out)
+    fp32, _ = load_for_inference(str(tiny_model_dir), "cpu")
+    assert {p.dtype for p in fp32.parameters()} == {torch.float32}
+    for (name, a), b in zip(model.named_parameters(), fp32.parameters()):  # the same weights, rounded
+        assert torch.equal(a, b.to(torch.bfloat16)), name
+
+
+def _lora_losses(model_dir, tmp_path, name, frozen_bf16: bool, monkeypatch):
+    """Losses of 3 LoRA steps under bf16 autocast, with the frozen base stored in bf16 or not, and
+    (dtype of a frozen q weight during training, the model after training)."""
+    from transformers import TrainerCallback
+
+    from peftsum.training import trainer as T
+
+    monkeypatch.setattr(T, "_frozen_base_in_bf16", lambda cfg, method: frozen_bf16 and bool(cfg.bf16))
+    setup = build_trainer(TrainConfig(model=str(model_dir), method="lora", output_dir=str(tmp_path / name),
+                                      max_steps=3, train_samples=6, val_samples=2, batch_size=2, lora_dropout=0.0,
+                                      eval_steps=0, save_steps=10**6, bf16=True), log=quiet)
+    seen = {}
+
+    class Peek(TrainerCallback):
+        def on_step_end(self, args, state, control, model=None, **kw):
+            base = model.get_base_model()
+            seen["q"] = base.encoder.block[0].layer[0].SelfAttention.q.base_layer.weight.dtype
+            seen["head"] = base.lm_head.weight.dtype
+            seen["embedding"] = base.shared.weight.dtype
+
+    setup.trainer.add_callback(Peek())
+    setup.trainer.train()
+    return [r["loss"] for r in setup.trainer.state.log_history if "loss" in r], seen, setup.trainer.model
+
+
+def test_frozen_base_in_bf16_gives_autocasts_losses_and_is_restored(no_dropout_dir, tmp_path, monkeypatch):
+    """Storing the frozen Linear weights in bf16 is what autocast computes anyway: the same losses
+    (exactly: autocast rounds fp32 weights to bf16 the same way), and after training every weight is
+    the loaded fp32 value again."""
+    plain, seen_plain, _ = _lora_losses(no_dropout_dir, tmp_path, "plain", False, monkeypatch)
+    fast, seen_fast, model = _lora_losses(no_dropout_dir, tmp_path, "fast", True, monkeypatch)
+    assert seen_plain == {"q": torch.float32, "head": torch.float32, "embedding": torch.float32}
+    assert seen_fast["q"] == torch.bfloat16 and seen_fast["embedding"] == torch.float32
+    # the tiny mT5 ties its head to the input embedding: a tied head stays fp32 (it is also the embedding)
+    base = model.get_base_model()
+    assert seen_fast["head"] == (torch.float32 if base.lm_head.weight is base.shared.weight else torch.bfloat16)
+    assert fast == plain and len(fast) == 3
+    loaded, _ = load_model(str(no_dropout_dir))
+    after = dict(base.named_parameters())
+    for name, p in loaded.named_parameters():
+        key = name if name in after else name.replace(".weight", ".base_layer.weight")
+        assert after[key].dtype == torch.float32 and torch.equal(after[key], p), name
