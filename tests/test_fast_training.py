@@ -3,8 +3,8 @@
 - peftsum's attention (``peftsum.modeling.attention``) against transformers' SDPA attention on
   the tiny mT5 with real rows: with an attention dropout that drops nothing (p = 1e-9 rounds to 0
   of 65,536 levels) the training path runs and its loss and gradients must equal SDPA's in fp32 and
-  stay within bf16 rounding under bf16 autocast (the only difference there: softmax and dropout in
-  bf16, as SDPA's math path computes them under autocast); the bias mask is built once per stack.
+  stay within bf16 rounding under bf16 autocast (there the scores come from a bf16 matmul, as in
+  transformers' eager T5 attention, where SDPA's math path upcasts Q, K and V to fp32); the bias mask is built once per stack.
 - One embedding lookup for encoder and decoder (``training.loss.one_lookup``) gives the two
   lookups' loss and embedding gradient.
 - The trainer switches the model to peftsum's attention, and no checkpoint records it.
@@ -76,7 +76,12 @@ def test_fast_attention_gives_sdpa_loss_and_gradients(tiny_model_dir, tiny_token
     plain_loss, plain = loss_and_grads(model, inputs, bf16)
     built = []
     real = sdpa_attention.create_position_bias_mask
-    sdpa_attention.create_position_bias_mask = lambda *a, **k: built.append(1) or real(*a, **k)
+    def spy(*a, **k):  # records whether each call built a new mask (not the bias itself: nothing to add)
+        out = real(*a, **k)
+        built.append(out is not a[0])
+        return out
+
+    sdpa_attention.create_position_bias_mask = spy
     try:
         assert use_fast_attention(model)
         assert model.config._attn_implementation == NAME and model.encoder.config._attn_implementation == NAME
@@ -84,7 +89,10 @@ def test_fast_attention_gives_sdpa_loss_and_gradients(tiny_model_dir, tiny_token
     finally:
         sdpa_attention.create_position_bias_mask = real
     layers = model.config.num_layers + 2 * model.config.num_decoder_layers  # every attention call
-    assert len(built) == (2 * layers if checkpointing else 3)  # else once per stack and kind, not per layer
+    if checkpointing:
+        assert len(built) == 2 * layers  # every layer, forward and recomputation
+    else:  # once per stack and kind (encoder self, decoder self, cross), not per layer
+        assert sum(built) <= 3 and len(built) < layers
     assert fast.keys() == plain.keys()
     if not bf16:  # the same operations in fp32
         assert fast_loss == pytest.approx(plain_loss, rel=1e-6)
@@ -209,3 +217,16 @@ def test_frozen_base_in_bf16_gives_autocasts_losses_and_is_restored(no_dropout_d
     for name, p in loaded.named_parameters():
         key = name if name in after else name.replace(".weight", ".base_layer.weight")
         assert after[key].dtype == torch.float32 and torch.equal(after[key], p), name
+
+
+def test_keep_masks_leave_extreme_p_to_pytorch():
+    """p above MAX_P would round to dropping every element (and divide by zero): FastDropout uses nn.Dropout's
+    kernel there; p below 2**-17 rounds to dropping nothing (documented)."""
+    from peftsum.modeling.fast_paths import MAX_P, fast_dropout, keep_mask
+
+    model = torch.nn.Sequential(torch.nn.Dropout(0.999999))
+    assert 0.999999 > MAX_P and fast_dropout(model) == 1
+    x = torch.ones(10_000)
+    assert (model.train()(x) != 0).sum() < 10  # nn.Dropout's own draw: ~0.01 survivors expected
+    keep, scale = keep_mask((10_000,), 1e-9)
+    assert bool(keep.all()) and scale == 1.0

@@ -172,6 +172,9 @@ def bf16_weights(model, bf16: bool = True):
     parameter's ``.data`` is swapped for a bf16 copy (the model holds both meanwhile: 1.5x its fp32
     size) and given back afterwards, so the same ``Parameter`` objects keep their exact fp32 values
     (an optimizer mid-training is unaffected). Sharded (DTensor) parameters are left as they are.
+    :func:`iter_generate` holds it for the whole pass, between the batches it yields too: code run
+    between batches sees the bf16 weights, and a generator left unfinished keeps them until it is
+    closed or collected.
 
     Args:
         model: any ``torch.nn.Module``.

@@ -96,6 +96,8 @@ def _resolve(model_path, language, output_file, split, data, num_samples, settin
     meta = {"model_path": str(model_path), "language": loaded.language, "split": split, "data": str(data),
             "generation": asdict(settings), "max_source_length": max_source_length, "source_prefix": source_prefix,
             "precision": precision["evaluated"]}
+    if bf16:  # bf16 decoding has meant bf16 weights since issue #11 (autocast before): no resuming across the two
+        meta["decoding"] = "bf16 weights"
     output_file.parent.mkdir(parents=True, exist_ok=True)
     return _Evaluation(model_path, output_file, loaded, split, data, settings, batch_size, max_source_length,
                        source_prefix, progress, bf16, device, precision,

@@ -7,9 +7,12 @@ mT5-small, the single largest operator of a bf16 step on a CPU with AMX (``bench
 --profile``). transformers' SDPA wrapper also rebuilds the float mask (relative position bias +
 padding/causal mask) in every layer, although all layers of a stack share both.
 
-:func:`attention_forward` computes the same thing as the math path (``softmax(QK^T * scale +
-bias_mask)`` with dropout, times V) with the mask from :func:`peftsum.modeling.fast_paths.keep_mask`
-and the bias mask built once per forward and reused by every layer. Everything else (evaluation,
+:func:`attention_forward` computes ``softmax(QK^T * scale + bias_mask)`` with dropout, times V, with
+the mask from :func:`peftsum.modeling.fast_paths.keep_mask` and the bias mask built once per forward
+and reused by every layer. In fp32 that is SDPA's math path (same losses and gradients,
+``tests/test_fast_training.py``). Under bf16 autocast it is what transformers' eager T5 attention
+computed (bf16 matmuls, the softmax in fp32, probabilities in bf16), where SDPA's CPU math path
+upcasts Q, K and V to fp32: the two differ by bf16 rounding of the scores. Everything else (evaluation,
 generation, no dropout, GPUs, models without a position bias) goes to transformers'
 ``sdpa_attention_forward`` unchanged. :func:`use_fast_attention` registers it under :data:`NAME`
 (transformers' ``AttentionInterface``, with the SDPA mask builder) and switches a model to it; the
@@ -26,7 +29,7 @@ NAME = "peftsum_sdpa"
 _CACHE_ATTR = "_peftsum_bias_mask"
 
 
-def _bias_mask(position_bias, attention_mask, is_causal: bool, query, key, dtype, reuse: bool = True):
+def _bias_mask(position_bias, attention_mask, is_causal: bool, query, key, reuse: bool = True):
     """The additive float mask SDPA would get (``create_position_bias_mask``), built once per (bias, mask) pair.
 
     All layers of a T5 stack pass the same ``position_bias`` tensor (computed by the first layer)
@@ -38,13 +41,14 @@ def _bias_mask(position_bias, attention_mask, is_causal: bool, query, key, dtype
     from transformers.integrations.sdpa_attention import create_position_bias_mask
 
     if not reuse:
-        return create_position_bias_mask(position_bias, attention_mask, is_causal, query, key).to(dtype)
+        return create_position_bias_mask(position_bias, attention_mask, is_causal, query, key)
     cached = getattr(position_bias, _CACHE_ATTR, None)
-    shape = (query.shape[2], key.shape[2], key.dtype, dtype)
+    shape = (query.shape[2], key.shape[2], key.dtype)
     if cached is not None and cached[0] is attention_mask and cached[1] == is_causal and cached[2] == shape:
         return cached[3]
-    mask = create_position_bias_mask(position_bias, attention_mask, is_causal, query, key).to(dtype)
-    setattr(position_bias, _CACHE_ATTR, (attention_mask, is_causal, shape, mask))
+    mask = create_position_bias_mask(position_bias, attention_mask, is_causal, query, key)
+    if mask is not position_bias:  # (no mask to add: the bias itself, which must not hold itself)
+        setattr(position_bias, _CACHE_ATTR, (attention_mask, is_causal, shape, mask))
     return mask
 
 
@@ -67,11 +71,12 @@ def attention_forward(module, query, key, value, attention_mask, dropout: float 
     import torch
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-    if not (module.training and dropout > 0.0 and position_bias is not None and query.device.type == "cpu"
+    from peftsum.modeling.fast_paths import MAX_P, keep_mask
+
+    if not (module.training and 0.0 < dropout < MAX_P and position_bias is not None and query.device.type == "cpu"
             and getattr(module, "num_key_value_groups", 1) == 1 and not kwargs.get("output_attentions")):
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       is_causal=is_causal, position_bias=position_bias, **kwargs)
-    from peftsum.modeling.fast_paths import keep_mask
 
     q_length = query.shape[2]
     is_causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
@@ -82,9 +87,11 @@ def attention_forward(module, query, key, value, attention_mask, dropout: float 
     scale = query.shape[-1] ** -0.5 if scaling is None else scaling
     if scale != 1.0:
         scores = scores * scale
-    mask = _bias_mask(position_bias, attention_mask, is_causal, query, key, scores.dtype,
+    mask = _bias_mask(position_bias, attention_mask, is_causal, query, key,
                       reuse=not getattr(module, "gradient_checkpointing", False))
-    probs = torch.softmax(scores + mask, dim=-1, dtype=scores.dtype)  # bf16 under autocast, as SDPA's math path
+    # softmax in fp32 over the (bf16 under autocast) scores, probabilities back in the scores' dtype: what
+    # transformers' eager T5 attention did under autocast (softmax(scores.float()).type_as(scores))
+    probs = torch.softmax(scores.float() + mask, dim=-1).to(scores.dtype)
     keep, keep_scale = keep_mask(probs.shape, dropout, device=probs.device)
     # the survivors' scale goes on the (head_dim-wide) output instead of the (kv_len-wide) probabilities
     out = torch.matmul(probs * keep, value).mul_(keep_scale)

@@ -90,6 +90,11 @@ def fuse_activations(model) -> int:
 MASK_BITS = 16
 """Random bits per element of a :func:`keep_mask`: each 64-bit random integer gives four elements."""
 
+MAX_P = 1 - 2 ** -(MASK_BITS + 1)
+"""Largest drop probability :func:`keep_mask` takes (above, p would round to dropping everything);
+:class:`FastDropout` and the attention leave such p to PyTorch's dropout. (Below 2**-17, p rounds to
+dropping nothing.)"""
+
 
 def keep_mask(shape, p: float, device=None):
     """A dropout keep-mask drawn from 16-bit slices of 64-bit random integers, and its survivor scale.
@@ -107,7 +112,7 @@ def keep_mask(shape, p: float, device=None):
 
     Args:
         shape: the mask's shape (that of the tensor to drop from).
-        p: drop probability, 0 < p < 1.
+        p: drop probability, 0 <= p < :data:`MAX_P`.
         device: where to draw (default: CPU).
 
     Returns:
@@ -145,7 +150,7 @@ def _fast_dropout_class():
         """
 
         def forward(self, x):
-            if not self.training or not 0.0 < self.p < 1.0 or self.inplace or x.device.type != "cpu":
+            if not self.training or not 0.0 < self.p < MAX_P or self.inplace or x.device.type != "cpu":
                 return super().forward(x)
             return apply_dropout(x, self.p)
 

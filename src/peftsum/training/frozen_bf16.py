@@ -43,15 +43,29 @@ class FrozenBf16:
         return sum(p.numel() for p, _ in self.params)
 
     def restore(self) -> None:
-        """Give every converted weight its exact fp32 value again (loads the base model once, ~1 s for mT5-small)."""
+        """Give every converted weight its exact fp32 value again (loads the base model once, ~1 s for mT5-small).
+
+        If the base cannot be read any more, the weights are upcast from bf16 with a warning (the
+        trained adapter, all that is saved, does not depend on them). A training run that raises
+        never reaches ``on_train_end``: its model keeps the bf16 base.
+        """
         if not self.params:
             return
         from peftsum.modeling.load import load_model
 
-        fresh, _ = load_model(self.model_name)
-        state = dict(fresh.named_parameters(remove_duplicate=False))
-        for param, name in self.params:
-            param.data = state[name].data.to(param.device)
+        try:
+            fresh, _ = load_model(self.model_name)
+            state = dict(fresh.named_parameters(remove_duplicate=False))
+            values = [state[name].data for _, name in self.params]
+        except Exception as exc:  # the base moved or its cache went during training: keep going, say so
+            import warnings
+
+            warnings.warn(f"{self.model_name}: could not re-read the base weights after training ({exc}); the "
+                          "frozen weights are back in fp32 from their bf16 values (the saved adapter is unaffected)",
+                          stacklevel=2)
+            values = [param.data.float() for param, _ in self.params]
+        for (param, _), value in zip(self.params, values):
+            param.data = value.to(param.device)
         self.params = []
 
 

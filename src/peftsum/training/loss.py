@@ -80,7 +80,8 @@ def one_lookup(base, kwargs: dict) -> bool:
     autograd then adds. One lookup of both id tensors gives one such gradient with the same sum
     (equal to float rounding). Replaces ``input_ids``/``decoder_input_ids`` in ``kwargs`` by
     ``inputs_embeds``/``decoder_inputs_embeds``; does nothing for frozen embeddings (PEFT methods),
-    models whose encoder and decoder embed with different weights, or inputs given as embeddings.
+    models whose encoder and decoder embed with different weights, inputs given as embeddings, or
+    under several processes (FSDP2 unshards the embedding only inside the model's own forward).
 
     Args:
         base: the model under any PEFT wrapper.
@@ -91,7 +92,13 @@ def one_lookup(base, kwargs: dict) -> bool:
     """
     import torch
 
+    from peftsum import distributed
+
+    if distributed.world().world_size > 1:
+        return False
     emb = base.get_input_embeddings() if hasattr(base, "get_input_embeddings") else None
+    if _is_dtensor(emb):
+        return False
     enc, dec = (getattr(base, "get_encoder", lambda: None)(), getattr(base, "get_decoder", lambda: None)())
     ids, dec_ids = kwargs.get("input_ids"), kwargs.get("decoder_input_ids")
     if (emb is None or not emb.weight.requires_grad or ids is None or dec_ids is None
@@ -104,6 +111,15 @@ def one_lookup(base, kwargs: dict) -> bool:
     kwargs["decoder_inputs_embeds"] = both[n:].view(*dec_ids.shape, -1)
     del kwargs["input_ids"], kwargs["decoder_input_ids"]
     return True
+
+
+def _is_dtensor(module) -> bool:
+    """Whether ``module``'s weight is a DTensor (FSDP2 shards it; unsharded only inside the model's forward)."""
+    try:
+        from torch.distributed.tensor import DTensor
+    except ImportError:  # torch without distributed
+        return False
+    return isinstance(getattr(module, "weight", None), DTensor)
 
 
 def smoothing_terms(logits, target):

@@ -181,10 +181,11 @@ def build_trainer(cfg: TrainConfig, log=print) -> TrainingSetup:
 
 def _frozen_base_in_bf16(cfg: TrainConfig, method) -> bool:
     """Store the frozen base's Linear weights in bf16 (:mod:`peftsum.training.frozen_bf16`): bf16 autocast,
-    a method whose registry row allows it, one process."""
+    a method whose registry row allows it, one process, no FSDP."""
     from peftsum import distributed
 
-    return bool(cfg.bf16) and method.frozen_base_bf16 and distributed.world().world_size == 1
+    return (bool(cfg.bf16) and method.frozen_base_bf16 and distributed.world().world_size == 1
+            and not distributed.fsdp_requested())
 
 
 def _check_sources(cfg: TrainConfig, log) -> None:
