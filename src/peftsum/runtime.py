@@ -218,6 +218,14 @@ def autocast_context(device: str, bf16: bool):
     return torch.autocast(device_type=str(device).split(":", 1)[0], dtype=torch.bfloat16)
 
 
+def weights_dtype(bf16: bool):
+    """The dtype decoding converts weights to: ``torch.bfloat16`` for bf16 decoding, else ``None`` (keep them as
+    loaded, fp32). For ``Module.to(dtype=...)``; one choice for ``load_for_inference`` and ``serve``."""
+    import torch
+
+    return torch.bfloat16 if bf16 else None
+
+
 def inference_bf16(requested: bool | None, trained_bf16: bool | None) -> bool:
     """Precision for decoding: ``--bf16/--no-bf16`` if given, else the run's training precision (from its
     ``peftsum_config.json``), else :func:`resolve_bf16`'s choice (``PEFTSUM_BF16``, then the hardware).

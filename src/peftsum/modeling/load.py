@@ -281,7 +281,7 @@ def load_for_inference(model_path: str, device: str | None = None, bf16: bool = 
         PeftsumError: the folder or its base model cannot be loaded (a base model folder that
             is gone is named); ConfigError: an unusable device.
     """
-    from peftsum.runtime import inference_device
+    from peftsum.runtime import inference_device, weights_dtype
 
     if not Path(model_path).exists() and str(model_path).startswith((".", "/", "~")):
         raise PeftsumError(f"{model_path}: no such model folder")  # a path, not a hub id (Path() drops "./")
@@ -304,11 +304,6 @@ def load_for_inference(model_path: str, device: str | None = None, bf16: bool = 
     else:
         model, _ = load_model(str(path))
         tokenizer = load_tokenizer(str(path))
-    if bf16:
-        import torch
-
-        model.to(device=device, dtype=torch.bfloat16)
-    else:
-        model.to(device)
+    model.to(device=device, dtype=weights_dtype(bf16))
     model.eval()
     return model, tokenizer

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from peftsum.errors import ConfigError, PeftsumError
+from peftsum.runtime import weights_dtype
 from peftsum.serving.adapter_files import (
     ARCH_FIELDS,
     FINGERPRINT_TENSOR,
@@ -166,7 +167,7 @@ class AdapterRegistry:
         self.device = inference_device(device)
         self.bf16 = resolve_bf16(bf16)
         self.base_model, _ = load_model(self.base_name)
-        self.base_model.to(device=self.device, dtype=self._dtype()).eval()
+        self.base_model.to(device=self.device, dtype=weights_dtype(self.bf16)).eval()
         self.tokenizer = load_tokenizer(self.base_name)
         self.base_config = self.base_model.config.to_dict()
         self.max_resident_mb = float(max_resident_mb)
@@ -264,19 +265,13 @@ class AdapterRegistry:
                 self._unload(entry)
                 self.evictions += 1
 
-    def _dtype(self):
-        """The weights' dtype: bf16 when decoding in bf16, else None (keep fp32)."""
-        import torch
-
-        return torch.bfloat16 if self.bf16 else None
-
     def _load(self, entry: Entry) -> None:
         try:
             if entry.kind == "full":
                 from peftsum.modeling.load import load_model, load_tokenizer
 
                 entry.model, _ = load_model(str(entry.path))
-                entry.model.to(device=self.device, dtype=self._dtype()).eval()
+                entry.model.to(device=self.device, dtype=weights_dtype(self.bf16)).eval()
                 entry.tokenizer = load_tokenizer(str(entry.path))
             else:
                 from peft import PeftModel
@@ -293,7 +288,7 @@ class AdapterRegistry:
                     self._mixed.load_adapter(str(entry.path), adapter_name=entry.name, is_trainable=False)
                     self._mixed.eval()
                 if self.bf16:  # PEFT loads adapter weights in fp32 (autocast_adapter_dtype); the base is bf16
-                    (entry.model if entry.kind == "single" else self._mixed).to(dtype=self._dtype())
+                    (entry.model if entry.kind == "single" else self._mixed).to(dtype=weights_dtype(self.bf16))
         except PeftsumError:
             raise
         except Exception as exc:

@@ -37,11 +37,6 @@ class FrozenBf16:
     model_name: str
     params: list = field(default_factory=list)
 
-    @property
-    def numel(self) -> int:
-        """Elements stored in bf16."""
-        return sum(p.numel() for p, _ in self.params)
-
     def restore(self) -> None:
         """Give every converted weight its exact fp32 value again (loads the base model once, ~1 s for mT5-small).
 
