@@ -16,6 +16,8 @@ the one least disturbed), so that its effect can be read without the whole pipel
   for batches of 1, 8, 32 and 64: the cost per summary falls with the batch;
 * ``logits``: the training loss over the 250k vocabulary for 84 vs 128 target positions
   (batch 4): projection, log-softmax and their backward;
+* ``head``: the training head and its loss, plain (logits, then ``cross_entropy`` in fp32) vs
+  peftsum's fused ``head_cross_entropy``, trainable and frozen head weight, at the trainer's precision;
 * ``matmul``: ``torch.mm`` fp32 vs bf16 (and whether this CPU has AMX / AVX512-BF16);
 * ``threads``: a 2048-square fp32 matmul with 1 thread and with all of them;
 * ``padding``: model-free. All 225 bundled training rows (45 languages) tokenized at 512/84
@@ -127,6 +129,44 @@ def logits() -> dict:
             loss.backward()
 
         out[f"targets_{positions}_ms"] = 1000 * best(run, reps=3)
+    return out
+
+
+def head() -> dict:
+    """The training head and loss under the trainer's precision (bf16 autocast where bf16 is native,
+    else fp32), forward + backward, on mT5-small's shapes (231 scored target tokens, the benchmark
+    batch's, x 512 @ 512 x 250,112): the head's logits then ``cross_entropy(logits.float())`` vs
+    ``peftsum.training.head_loss.head_cross_entropy``; with a trainable head weight (full
+    fine-tuning) and a frozen one (a PEFT method; bf16 where bf16 runs). Best time in ms. (Its
+    memory effect is a whole step's: ``/usr/bin/time -v benchmarks/steps.py train [--plain-head]``.)"""
+    import torch
+
+    from peftsum.runtime import resolve_bf16
+    from peftsum.training.head_loss import head_cross_entropy
+
+    bf16 = resolve_bf16(None)
+    n, vocab, d = 231, 250_112, 512
+    g = torch.Generator().manual_seed(0)
+    h0 = torch.randn(n, d, generator=g)
+    target = torch.randint(3, vocab, (n,), generator=g)
+    out = {"bf16": bf16}
+    for name, trainable in (("full", True), ("frozen", False)):
+        w = (0.04 * torch.randn(vocab, d, generator=g))
+        if not trainable and bf16:
+            w = w.bfloat16()
+        w.requires_grad_(trainable)
+        for kind in ("plain", "fused"):
+            def run():
+                h = h0.clone().requires_grad_()
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                    if kind == "plain":
+                        loss = torch.nn.functional.cross_entropy(torch.nn.functional.linear(h, w).float(), target)
+                    else:
+                        loss = head_cross_entropy(h, w, target)
+                loss.backward()
+                w.grad = None
+
+            out[f"{name}_{kind}_ms"] = 1000 * best(run, reps=5)
     return out
 
 
@@ -286,7 +326,7 @@ def padding() -> dict:
 
 
 LEVERS = {"allocator": allocator, "embedding": embedding, "optimizer": optimizer, "activation": activation, "output_head": output_head, "logits": logits,
-          "matmul": matmul, "threads": threads, "padding": padding, "dropout": dropout,
+          "head": head, "matmul": matmul, "threads": threads, "padding": padding, "dropout": dropout,
           "compile": compile_block}
 """Run in this order by default: ``allocator`` first (it changes the process's allocator for the rest)."""
 

@@ -5,6 +5,7 @@ Usage (from the repository root; each line ~1-2 minutes on 2 cores):
     .venv/bin/python benchmarks/steps.py train --method lora                 # peftsum's defaults
     .venv/bin/python benchmarks/steps.py train --method lora --plain-loss    # the model's padded loss
     .venv/bin/python benchmarks/steps.py train --method lora --plain-dropout # nn.Dropout (bernoulli_)
+    .venv/bin/python benchmarks/steps.py train --method lora --plain-head    # head, then cross_entropy (fp32 logits)
     PEFTSUM_SYSTEM_MALLOC=1 .venv/bin/python benchmarks/steps.py train ...   # glibc's default allocator
     .venv/bin/python benchmarks/steps.py train --method full --profile 25   # top 25 operators, self CPU time
     .venv/bin/python benchmarks/steps.py generate --rows 32 --new-tokens 40
@@ -77,6 +78,10 @@ def train(args) -> None:
         fast_dropout(model)
     if not args.plain_attention:
         use_fast_attention(model)
+    if args.plain_head:  # the packed loss's head and loss as separate ops (fp32 logits, log-softmax)
+        import peftsum.training.loss as L
+
+        L.fused_head_applies = lambda base, head: False
     if args.compile:
         model.compile() if args.compile == "module" else None
     rows = C.sample_rows("train", 4, seed=0)
@@ -107,7 +112,7 @@ def train(args) -> None:
     step()
     times = timed(step, args.steps)
     print(f"train {args.method} (bf16 autocast: {bf16}, frozen base in bf16: {frozen}: batch {tuple(batch['input_ids'].shape)} source, {tuple(batch['labels'].shape)} "
-          f"target; plain_loss={args.plain_loss} plain_dropout={args.plain_dropout} "
+          f"target; plain_loss={args.plain_loss} plain_dropout={args.plain_dropout} plain_head={args.plain_head} "
           f"allocator_tuned={tune_cpu_allocator()}")
     print(f"  step times (s): {[round(t, 2) for t in times]}; median {statistics.median(times):.2f}")
 
@@ -150,6 +155,8 @@ def main(argv=None) -> int:
     t.add_argument("--plain-dropout", action="store_true", help="keep nn.Dropout (bernoulli_)")
     t.add_argument("--plain-attention", action="store_true",
                    help="transformers' SDPA attention (math path with bernoulli_ dropout) instead of peftsum's")
+    t.add_argument("--plain-head", action="store_true",
+                   help="the head, then cross_entropy on fp32 logits, instead of peftsum's fused head loss")
     g = sub.add_parser("generate", help="time one greedy generation")
     g.add_argument("--rows", type=int, default=32)
     g.add_argument("--new-tokens", type=int, default=40)

@@ -9,6 +9,8 @@
   lookups' loss and embedding gradient.
 - The trainer switches the model to peftsum's attention, and no checkpoint records it.
 - bf16 weights for decoding (``load_for_inference(bf16=True)``).
+- The fused head loss (``training.head_loss``) equals ``cross_entropy`` of the head's logits, alone
+  and inside the trainer's packed loss, in fp32 and under bf16 autocast.
 Runs the same on AVX2-only and AMX machines (bf16 is forced where a test needs it; slow there
 only in speed).
 """
@@ -230,3 +232,73 @@ def test_keep_masks_leave_extreme_p_to_pytorch():
     assert (model.train()(x) != 0).sum() < 10  # nn.Dropout's own draw: ~0.01 survivors expected
     keep, scale = keep_mask((10_000,), 1e-9)
     assert bool(keep.all()) and scale == 1.0
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_fused_head_loss_is_cross_entropy(monkeypatch, smoothing):
+    """head_cross_entropy equals torch's cross_entropy of the head's logits, value and gradients, in
+    fp32 (to float rounding) and under bf16 autocast (to bf16 rounding: the plain path rounds the
+    logits to bf16 at the same place), over several row blocks and with a loss scale that is not 1
+    (gradient accumulation scales the loss)."""
+    import torch.nn.functional as F
+
+    from peftsum.training import head_loss
+
+    monkeypatch.setattr(head_loss, "ROW_BYTES", 4 * 1000 * 3)  # blocks of 3 rows: 10 rows = 4 blocks
+    g = torch.Generator().manual_seed(0)
+    hidden = torch.randn(10, 32, generator=g, requires_grad=True)
+    weight = (0.3 * torch.randn(1000, 32, generator=g)).requires_grad_()
+    target = torch.randint(0, 1000, (10,), generator=g)
+    for bf16 in (False, True):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            plain = F.cross_entropy(F.linear(hidden, weight).float(), target, label_smoothing=smoothing)
+            fused = head_loss.head_cross_entropy(hidden, weight, target, smoothing)
+        grads_plain = torch.autograd.grad(0.37 * plain, (hidden, weight))
+        grads_fused = torch.autograd.grad(0.37 * fused, (hidden, weight))
+        assert fused.dtype == torch.float32
+        assert fused.item() == pytest.approx(plain.item(), rel=1e-6 if not bf16 else 1e-4)
+        for a, b in zip(grads_fused, grads_plain):
+            assert a.dtype == b.dtype == torch.float32
+            assert ((a - b).norm() / b.norm()).item() < (1e-5 if not bf16 else 1e-2)
+
+
+@pytest.mark.parametrize("method", ["full", "lora"])
+def test_fused_head_in_the_packed_loss_gives_the_plain_heads_loss(tiny_model_dir, tiny_tokenizer, monkeypatch, method):
+    """On the tiny mT5 and real rows under bf16 autocast, the trainer's loss with the fused head equals
+    the packed loss with the head's logits and cross_entropy (within bf16 rounding), gradients too."""
+    from peft import get_peft_model
+
+    from peftsum.modeling.methods import MethodHyper, build_peft_config, get_method
+    from peftsum.training import loss as L
+
+    model, _ = load_model(str(tiny_model_dir))
+    attention_dropout(model, 0.0)
+    if method != "full":
+        model = get_peft_model(model, build_peft_config(get_method(method), MethodHyper(lora_dropout=0.0)))
+    model.train()
+    inputs = batch(tiny_tokenizer)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    results = {}
+    for fused in (True, False):  # peftsum's default (fused here: a T5 head in one process), then the plain head
+        if not fused:
+            monkeypatch.setattr(L, "fused_head_applies", lambda base, head: False)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss, out = L.packed_head_loss(model, inputs, 0.1)
+        assert (out.logits is None) == fused
+        results[fused] = (loss.item(), torch.autograd.grad(loss, trainable))
+    assert results[True][0] == pytest.approx(results[False][0], rel=1e-3)
+    for a, b in zip(results[True][1], results[False][1]):
+        assert ((a - b).norm() / b.norm().clamp_min(1e-12)).item() < 2e-2
+
+
+def test_fused_head_loss_refuses_double_backward():
+    """Its backward returns saved constants: a second-order gradient (a gradient penalty) must raise,
+    not silently drop the head's contribution."""
+    from peftsum.training.head_loss import head_cross_entropy
+
+    hidden = torch.randn(4, 8, requires_grad=True)
+    weight = torch.randn(50, 8, requires_grad=True)
+    loss = head_cross_entropy(hidden, weight, torch.tensor([0, 1, 2, 49]))
+    (grad,) = torch.autograd.grad(loss, hidden, create_graph=True)
+    with pytest.raises(RuntimeError, match="once_differentiable|does not require grad"):
+        torch.autograd.grad(grad.square().sum(), weight)

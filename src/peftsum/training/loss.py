@@ -32,7 +32,9 @@ def packed_head_loss(model, inputs: dict, smoothing: float = 0.0):
 
     Returns:
         ``(loss, outputs)``: the scalar mean loss over target tokens (nats), and the model output,
-        whose ``logits`` are ``n x vocab`` (target tokens only, in label order).
+        whose ``logits`` are ``n x vocab`` (target tokens only, in label order), or ``None`` where
+        the head and its loss are fused (:func:`fused_head_applies`: T5-family heads in one
+        process), which never builds fp32 logits (:func:`peftsum.training.head_loss.head_cross_entropy`).
 
     Raises:
         ValueError: the model's logits do not line up with the labels (a model whose forward
@@ -51,17 +53,37 @@ def packed_head_loss(model, inputs: dict, smoothing: float = 0.0):
     if kwargs.get("decoder_input_ids") is None and kwargs.get("decoder_inputs_embeds") is None:
         kwargs["decoder_input_ids"] = base.prepare_decoder_input_ids_from_labels(labels=labels)
 
+    target = labels[mask]
+    one_lookup(base, kwargs)
+    if fused_head_applies(base, head):
+        from peftsum.training.head_loss import head_cross_entropy
+
+        losses = []
+
+        def head_and_loss(hidden):  # stands in for the head's forward for this one call
+            picked = hidden[mask]  # n x d: inside the model's forward, so under its autocast
+            losses.append(head_cross_entropy(picked, head.weight, target, smoothing))
+            return picked
+
+        head.forward = head_and_loss
+        try:
+            outputs = model(**kwargs)
+        finally:
+            del head.forward  # the class's forward again
+        if len(losses) != 1:
+            raise ValueError(f"packed loss: the output head ran {len(losses)} times in one forward, expected once")
+        outputs["logits"] = None
+        return losses[0], outputs
+
     def gather_targets(module, args):
         return (args[0][mask],) + tuple(args[1:])
 
-    one_lookup(base, kwargs)
     handle = head.register_forward_pre_hook(gather_targets)
     try:
         outputs = model(**kwargs)
     finally:
         handle.remove()
     logits = outputs["logits"]
-    target = labels[mask]
     if logits.dim() != 2 or logits.shape[0] != target.shape[0]:
         raise ValueError(f"packed loss: logits {tuple(logits.shape)} do not match {target.shape[0]} target tokens")
     if smoothing > 0:
@@ -70,6 +92,27 @@ def packed_head_loss(model, inputs: dict, smoothing: float = 0.0):
     else:
         loss = F.cross_entropy(logits.float(), target)
     return loss, outputs
+
+
+def fused_head_applies(base, head) -> bool:
+    """Whether :func:`packed_head_loss` computes the head and its loss in one (``head_loss.py``).
+
+    True for T5-family models (their forward returns the head's output as the logits, unchanged)
+    whose head is a plain bias-free ``nn.Linear`` (or peftsum's decoding subclass) without hooks,
+    in one process. The loss is then computed inside the model's forward, in place of the head,
+    so under the autocast that accelerate wraps the forward in. Not for heads that a PEFT method
+    wraps (LoRA on ``lm_head``, ``modules_to_save``), which keep the plain packed path, nor under
+    several processes (not measured there; FSDP2 shards the head's weight).
+    """
+    import torch
+
+    from peftsum import distributed
+    from peftsum.modeling.fast_paths import _skinny_linear_class
+    from peftsum.modeling.load import is_t5_family
+
+    return (is_t5_family(base) and type(head) in (torch.nn.Linear, _skinny_linear_class()) and head.bias is None
+            and not head._forward_hooks and not head._forward_pre_hooks and "forward" not in vars(head)
+            and distributed.world().world_size == 1 and not _is_dtensor(head))
 
 
 def one_lookup(base, kwargs: dict) -> bool:

@@ -24,9 +24,12 @@ allocated), in bytes:
   cross-attention. Under bf16 autocast the linear outputs take 2 bytes and the bf16 copies of the
   linear weights are kept for backward. Gradient checkpointing keeps each layer's input only,
   plus one layer's activations during recomputation.
-* **output head**: peftsum's loss projects only target tokens (``training/loss.py``): the fp32
-  log-softmax over the vocabulary is kept, and at the start of backward two more vocabulary-sized
-  buffers exist (its gradient and the logits' gradient), ``3 x tokens x vocab x 4`` bytes.
+* **output head**: peftsum's loss projects only target tokens (``training/loss.py``). In one
+  process the head and its loss are fused (``training/head_loss.py``): one ``tokens x vocab``
+  buffer in the compute dtype (2 bytes under bf16, else 4) plus a 1 MiB scratch. Under several
+  processes the plain packed path: the fp32 log-softmax over the vocabulary is kept, and at the
+  start of backward two more vocabulary-sized buffers exist (its gradient and the logits'
+  gradient), ``3 x tokens x vocab x 4`` bytes (plus the bf16 logits under bf16).
 
 Checked against measured peaks of live tensors (``torch.profiler``): tests/test_memory.py (the
 tiny mT5, full and LoRA, within 25%); benchmarks/memory.py and docs/distributed.md (the
@@ -154,7 +157,7 @@ def count_parameters(model_config, method, hyper) -> ModelCounts:
 
 
 def activation_bytes(model_config, batch: int, source: int, target: int, bf16: bool = False,
-                     gradient_checkpointing: bool = False) -> float:
+                     gradient_checkpointing: bool = False, fused_head: bool = True) -> float:
     """Bytes autograd keeps for one T5/mT5 training micro-batch, plus the output head's backward peak.
 
     Args:
@@ -164,6 +167,7 @@ def activation_bytes(model_config, batch: int, source: int, target: int, bf16: b
         source, target: tokens per article and per summary (the configured maxima).
         bf16: bf16 autocast (linear outputs 2 bytes).
         gradient_checkpointing: keep only each layer's input (plus one layer during recomputation).
+        fused_head: the head and its loss fused (one process; ``training/head_loss.py``).
 
     Returns:
         Bytes (float). Formula: module docstring; per-layer terms follow ``modeling_mt5.py``.
@@ -190,7 +194,10 @@ def activation_bytes(model_config, batch: int, source: int, target: int, bf16: b
     dec_layer = nt * (attn(target) + 2 * inner * a + attn(source) + ff()) + ns * 2 * inner * a  # cross k, v
     once = 4 * batch * h * (source * source + target * target + target * source)  # position bias + masks
     embed = (ns + nt) * d * (f + (f + 1 if drop else 0)) + (ns + nt) * 2 * d * f  # embeddings, final LNs
-    head = nt * d * a + 3 * nt * c.vocab_size * 4 + (nt * c.vocab_size * a if bf16 else 0)
+    if fused_head:
+        head = nt * d * a + nt * c.vocab_size * a + min(nt * c.vocab_size * 4, 1 << 20)
+    else:
+        head = nt * d * a + 3 * nt * c.vocab_size * 4 + (nt * c.vocab_size * a if bf16 else 0)
     if gradient_checkpointing:
         layers = (ns * n_enc + nt * n_dec) * d * f + max(enc_layer, dec_layer)
     else:
@@ -244,8 +251,12 @@ def estimate(cfg, world_size: int = 1, fsdp: bool = False, model_config=None, ca
         grads *= 2  # DDP's gradient buckets
     state = counts.adafactor_state if cfg.optimizer == "adafactor" else 2 * counts.trainable
     optimizer = state * 4 / shards
+    from peftsum.modeling.load import is_t5_family
+
+    # as training/loss.py: fused where the packed loss is used, in one process, on a T5-family head
+    fused_head = world_size == 1 and method.packed_head and is_t5_family(model_config)
     acts = activation_bytes(model_config, cfg.batch_size, cfg.max_source_length, cfg.max_target_length,
-                            bool(cfg.bf16), bool(cfg.gradient_checkpointing))
+                            bool(cfg.bf16), bool(cfg.gradient_checkpointing), fused_head=fused_head)
     if cfg.bf16:
         acts += counts.linear * 2 / shards  # bf16 copies of the linear weights kept for backward
     head_grad = (model_config.vocab_size * model_config.d_model * 4 / shards) if counts.head_trainable else 0.0
