@@ -149,13 +149,20 @@ def test_one_lookup_gives_two_lookups_gradient(tiny_model_dir, tiny_tokenizer):
     assert not one_lookup(model, {"input_ids": inputs["input_ids"], "decoder_input_ids": inputs["input_ids"]})
 
 
-def test_trainer_trains_with_fast_attention_and_saves_plain_config(tiny_model_dir, tmp_path):
+def test_trainer_trains_with_fast_attention_and_saves_plain_config(tiny_model_dir, tmp_path, monkeypatch):
+    """...and clips with peftsum's clipping (one process, CPU gradients), whose norm it logs."""
+    from peftsum.training import clipping
     from peftsum.training.trainer import run_training
 
+    norms = []
+    plain = clipping.clip_grad_norm_skip_unit
+    monkeypatch.setattr(clipping, "clip_grad_norm_skip_unit", lambda *a: norms.append(plain(*a)) or norms[-1])
     setup = build_trainer(TrainConfig(model=str(tiny_model_dir), method="full", output_dir=str(tmp_path / "r"),
                                       max_steps=2, train_samples=4, val_samples=2, eval_steps=0), log=quiet)
     assert setup.trainer.model.config._attn_implementation == NAME
     run_training(setup, log=quiet)
+    logged = [r["grad_norm"] for r in setup.trainer.state.log_history if "grad_norm" in r]
+    assert len(norms) == 2 and logged and logged[-1] == pytest.approx(float(norms[-1]))
     saved = json.loads((tmp_path / "r" / "model" / "config.json").read_text())
     assert NAME not in json.dumps(saved)  # runtime state only: the checkpoint loads anywhere
     assert load_model(str(tmp_path / "r" / "model"))[0].config._attn_implementation == "sdpa"
@@ -302,3 +309,33 @@ def test_fused_head_loss_refuses_double_backward():
     (grad,) = torch.autograd.grad(loss, hidden, create_graph=True)
     with pytest.raises(RuntimeError, match="once_differentiable|does not require grad"):
         torch.autograd.grad(grad.square().sum(), weight)
+
+
+@pytest.mark.parametrize("case", ["clipped", "not clipped", "nan"])
+def test_clipping_without_the_unit_scaling_is_accelerates(case):
+    """peftsum's clipping gives accelerate's norm and gradients bit for bit: when it clips, when it does
+    not (the multiplication by 1 it skips changes nothing) and when a gradient is NaN."""
+    from accelerate import Accelerator
+
+    from peftsum.training.clipping import applies, clip_grad_norm_skip_unit
+
+    def grads():
+        g = torch.Generator().manual_seed(0)
+        params = [torch.nn.Parameter(torch.randn(shape, generator=g)) for shape in ((300, 7), (11,), (5, 5))]
+        for p in params:
+            p.grad = torch.randn(p.shape, generator=g) * (10.0 if case == "clipped" else 0.01)
+        if case == "nan":
+            params[1].grad[3] = float("nan")
+        params.append(torch.nn.Parameter(torch.ones(2)))  # no gradient
+        return params
+
+    accelerator = Accelerator(cpu=True)
+    ours, theirs = grads(), grads()
+    assert applies(accelerator, ours)
+    norm = clip_grad_norm_skip_unit(ours, 1.0)
+    expected = accelerator.clip_grad_norm_(theirs, 1.0)
+    assert torch.equal(norm, expected) or (case == "nan" and norm.isnan() and expected.isnan())
+    for a, b in zip(ours, theirs):
+        assert (a.grad is None and b.grad is None) or torch.equal(a.grad, b.grad) or (
+            case == "nan" and a.grad.isnan().all() and b.grad.isnan().all())
+    assert (float(norm) > 1.0) == (case == "clipped")

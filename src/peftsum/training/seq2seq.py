@@ -140,6 +140,16 @@ class PeftsumTrainer(Seq2SeqTrainer):
         self.session_examples += examples
         return loss
 
+    def _clip_grad_norm(self, model):
+        """The Trainer's clipping, without the scaling pass when nothing is clipped (CPU gradients;
+        :func:`peftsum.training.clipping.clip_grad_norm_skip_unit`); elsewhere the Trainer's own."""
+        from peftsum.training import clipping
+
+        params = list(model.parameters())
+        if clipping.applies(self.accelerator, params):
+            return clipping.clip_grad_norm_skip_unit(params, self.args.max_grad_norm)
+        return super()._clip_grad_norm(model)
+
     def _save_checkpoint(self, model, trial):
         from peftsum import distributed
         from peftsum.faults import checkpoint_disk_full, is_disk_full
