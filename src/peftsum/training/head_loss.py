@@ -63,7 +63,8 @@ class _HeadCrossEntropy(torch.autograd.Function):
                     block.copy_(x)
             grad_hidden = (logits @ w).to(hidden.dtype)
         loss = nll.mean() if uniform is None else (1.0 - smoothing) * nll.mean() + smoothing * uniform.mean()
-        ctx.save_for_backward(logits, h, grad_hidden)
+        # the logits' gradient is needed again only for the weight's gradient: a frozen head (PEFT) frees it here
+        ctx.save_for_backward(logits if ctx.needs_input_grad[1] else None, h, grad_hidden)
         ctx.weight_dtype = weight.dtype
         return loss
 

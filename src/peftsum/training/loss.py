@@ -106,13 +106,12 @@ def fused_head_applies(base, head) -> bool:
     """
     import torch
 
-    from peftsum import distributed
     from peftsum.modeling.fast_paths import _skinny_linear_class
     from peftsum.modeling.load import is_t5_family
 
     return (is_t5_family(base) and type(head) in (torch.nn.Linear, _skinny_linear_class()) and head.bias is None
             and not head._forward_hooks and not head._forward_pre_hooks and "forward" not in vars(head)
-            and distributed.world().world_size == 1 and not _is_dtensor(head))
+            and _one_unsharded_process(head))
 
 
 def one_lookup(base, kwargs: dict) -> bool:
@@ -135,12 +134,8 @@ def one_lookup(base, kwargs: dict) -> bool:
     """
     import torch
 
-    from peftsum import distributed
-
-    if distributed.world().world_size > 1:
-        return False
     emb = base.get_input_embeddings() if hasattr(base, "get_input_embeddings") else None
-    if _is_dtensor(emb):
+    if not _one_unsharded_process(emb):
         return False
     enc, dec = (getattr(base, "get_encoder", lambda: None)(), getattr(base, "get_decoder", lambda: None)())
     ids, dec_ids = kwargs.get("input_ids"), kwargs.get("decoder_input_ids")
@@ -154,6 +149,14 @@ def one_lookup(base, kwargs: dict) -> bool:
     kwargs["decoder_inputs_embeds"] = both[n:].view(*dec_ids.shape, -1)
     del kwargs["input_ids"], kwargs["decoder_input_ids"]
     return True
+
+
+def _one_unsharded_process(module) -> bool:
+    """One process, and ``module``'s weight a plain tensor (FSDP2 shards it into a DTensor, unsharded only
+    inside the model's own forward): where :func:`one_lookup` and the fused head may run."""
+    from peftsum import distributed
+
+    return distributed.world().world_size == 1 and not _is_dtensor(module)
 
 
 def _is_dtensor(module) -> bool:
