@@ -29,6 +29,9 @@ the one least disturbed), so that its effect can be read without the whole pipel
   50 rows), so this is where length grouping shows.
 * ``dropout``: F.dropout (``bernoulli_``) vs a ``torch.rand`` mask, forward + backward, on an
   encoder hidden state and on encoder attention weights;
+* ``attention_kernel``: one encoder layer's attention softmax + dropout, forward + backward, with
+  PyTorch's ops vs peftsum's compiled kernel (``peftsum.modeling.cpu_kernel``), bf16 and fp32; and
+  the dropout draw: ``torch.randint`` vs the kernel library's SplitMix64;
 * ``compile``: ``torch.compile`` of one mT5-small encoder block (compile time, steady-state step);
 * ``allocator``: a fresh 128 MB result tensor with glibc's defaults and after
   ``peftsum.runtime.tune_cpu_allocator`` (run first: it changes the process, and every later
@@ -228,6 +231,44 @@ def dropout() -> dict:
     return out
 
 
+def attention_kernel() -> dict:
+    """One encoder layer's attention probabilities with dropout (4 x 6 x 512 x 512, p = 0.1, the mask
+    batched as T5's bias mask is), forward + backward with a mask gradient (full fine-tuning):
+    PyTorch's ops (``softmax(scores.float() + mask).to(dtype) * keep``, as peftsum's attention without
+    the kernel) vs ``peftsum.modeling.cpu_kernel.attention_probs``, in bf16 and fp32; and the dropout
+    draw alone: ``torch.randint`` vs the kernel library's SplitMix64 words (1.57M words, one such layer)."""
+    import torch
+
+    from peftsum.modeling import cpu_kernel
+    from peftsum.modeling.fast_paths import keep_bits
+
+    out = {"kernel": cpu_kernel.status()}
+    if cpu_kernel._library() is None:
+        return out
+    shape = (4, 6, 512, 512)
+    gen = torch.Generator().manual_seed(0)
+    mask = torch.randn(shape, generator=gen)
+    mask[..., 400:] = torch.finfo(torch.float32).min
+    bits, threshold, _ = keep_bits(shape, 0.1)
+    for dtype, name in ((torch.bfloat16, "bf16"), (torch.float32, "fp32")):
+        scores = torch.randn(shape, generator=gen).to(dtype)
+        grad = torch.randn(shape, generator=gen).to(dtype)
+
+        def fb(fn):
+            def run():
+                s, m = scores.clone().requires_grad_(), mask.clone().requires_grad_()
+                fn(s, m).backward(grad)
+            return run
+
+        out[f"{name}_pytorch_ms"] = 1000 * best(
+            fb(lambda s, m: torch.softmax(s.float() + m, -1).to(s.dtype) * (bits >= threshold)), reps=7)
+        out[f"{name}_kernel_ms"] = 1000 * best(fb(lambda s, m: cpu_kernel.attention_probs(s, m, bits, threshold)), reps=7)
+    n = (4 * 6 * 512 * 512) // 4
+    out["randint_words_ms"] = 1000 * best(lambda: torch.randint(-(2**63), 2**63 - 1, (n,), dtype=torch.int64), reps=7)
+    out["splitmix64_words_ms"] = 1000 * best(lambda: cpu_kernel.random_words(n), reps=7)
+    return out
+
+
 def embedding() -> dict:
     """Backward of mT5-small's shared embedding (250,112 x 512) used by encoder (4 x 512 ids) and decoder
     (4 x 84 ids): two lookups (two dense 512 MB gradients, then added) vs one lookup of both
@@ -327,7 +368,7 @@ def padding() -> dict:
 
 LEVERS = {"allocator": allocator, "embedding": embedding, "optimizer": optimizer, "activation": activation, "output_head": output_head, "logits": logits,
           "head": head, "matmul": matmul, "threads": threads, "padding": padding, "dropout": dropout,
-          "compile": compile_block}
+          "attention_kernel": attention_kernel, "compile": compile_block}
 """Run in this order by default: ``allocator`` first (it changes the process's allocator for the rest)."""
 
 

@@ -41,7 +41,8 @@ def timed(fn, n: int) -> list[float]:
     profiler and the top operators by self CPU time are printed afterwards."""
     import torch
 
-    prof = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) if ARGS.profile else None
+    prof = (torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], record_shapes=ARGS.shapes)
+            if ARGS.profile else None)
     times = []
     if prof:
         prof.__enter__()
@@ -51,7 +52,8 @@ def timed(fn, n: int) -> list[float]:
         times.append(time.perf_counter() - t0)
     if prof:
         prof.__exit__(None, None, None)
-        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=ARGS.profile))
+        table = prof.key_averages(group_by_input_shape=ARGS.shapes)
+        print(table.table(sort_by="self_cpu_time_total", row_limit=ARGS.profile, max_shapes_column_width=90))
     return times
 
 
@@ -165,6 +167,8 @@ def main(argv=None) -> int:
     for sp in (t, g):
         sp.add_argument("--profile", type=int, default=0, metavar="N",
                         help="run the timed calls under torch.profiler and print the top N operators by self CPU time")
+        sp.add_argument("--shapes", action="store_true",
+                        help="with --profile: one row per operator and input shapes (record_shapes)")
     t.add_argument("--fp32-frozen", action="store_true",
                    help="LoRA: keep the frozen base fp32 (autocast casts it every step) instead of bf16")
     t.add_argument("--compile", choices=("module",), default=None, help="torch.compile the model (inductor)")

@@ -22,6 +22,7 @@ from peftsum.data.features import LABEL_PAD, make_collator, mix_languages, token
 from peftsum.languages import LANGUAGES
 from peftsum.data.xlsum import load_split, sample_dir
 from peftsum.errors import DataError
+from peftsum.modeling import cpu_kernel
 from peftsum.training.trainer import build_trainer, resolve
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,13 +35,24 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 #   english_full [9.425115585327148, 9.793497085571289, 9.648829460144043], eval 9.546891212463379
 # with its dropout masks (torch.rand; SDPA's bernoulli_ for attention). Issue #11 changed the masks'
 # draws (fast_paths.keep_mask, peftsum's attention): the Arrow path with the old masks switched back
-# in still gives exactly those numbers (checked 2026-12-03 when re-pinning), and these are the same
-# runs with the new masks.
-PINNED = {
+# in still gives exactly those numbers (checked 2026-12-03 when re-pinning). Issue #11 then changed the
+# draws once more (2026-12-04: SplitMix64 words from the kernel library, cpu_kernel.random_words, instead
+# of torch.randint): with torch.randint switched back in, this test passes on the values of 2026-12-03
+#   multi_lora [9.430272102355957, 9.414299011230469, 9.51956844329834, 9.190143585205078], eval 9.567859649658203
+#   english_full [9.318988800048828, 9.679281234741211, 9.616475105285645], eval 9.546412467956543
+# (checked when re-pinning, with and without the attention kernel); PINNED has the same runs with the new
+# draws, and where the kernel library is not built (no C compiler) the draws are torch.randint's: TORCH_DRAWS.
+TORCH_DRAWS = {
     "multi_lora": {"losses": [9.430272102355957, 9.414299011230469, 9.51956844329834, 9.190143585205078],
                    "eval_loss": 9.567859649658203, "rows_per_language": {"english": 4, "russian": 3}},
     "english_full": {"losses": [9.318988800048828, 9.679281234741211, 9.616475105285645],
                      "eval_loss": 9.546412467956543, "rows_per_language": {"english": 5}},
+}
+PINNED = {
+    "multi_lora": {"losses": [9.508066177368164, 9.451849937438965, 9.557926177978516, 9.222319602966309],
+                   "eval_loss": 9.567096710205078, "rows_per_language": {"english": 4, "russian": 3}},
+    "english_full": {"losses": [9.159701347351074, 9.705072402954102, 9.421396255493164],
+                     "eval_loss": 9.54561710357666, "rows_per_language": {"english": 5}},
 }
 
 
@@ -77,9 +89,10 @@ def test_training_gives_the_losses_of_the_row_list_path(tiny_model_dir, tmp_path
     assert setup.trainer._get_train_sampler(given).lengths == setup.trainer.train_dataset["length"][:]
     setup.trainer.train()
     losses = [r["loss"] for r in setup.trainer.state.log_history if "loss" in r]
-    assert setup.rows_per_language == PINNED[name]["rows_per_language"]
-    assert losses == pytest.approx(PINNED[name]["losses"], abs=1e-4)
-    assert setup.trainer.evaluate()["eval_loss"] == pytest.approx(PINNED[name]["eval_loss"], abs=1e-4)
+    pinned = (PINNED if cpu_kernel.status().startswith("on") else TORCH_DRAWS)[name]
+    assert setup.rows_per_language == pinned["rows_per_language"]
+    assert losses == pytest.approx(pinned["losses"], abs=1e-4)
+    assert setup.trainer.evaluate()["eval_loss"] == pytest.approx(pinned["eval_loss"], abs=1e-4)
 
 
 def test_features_equal_per_row_tokenizer_calls_on_every_bundled_language(tiny_tokenizer, cache):

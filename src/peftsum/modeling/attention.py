@@ -1,4 +1,4 @@
-"""T5-family attention for CPU training: SDPA's result, with a cheaper dropout mask and one bias mask per forward.
+"""T5-family attention: SDPA's result, with one bias mask per stack, cheaper dropout masks and a fused CPU kernel.
 
 mT5 drops attention probabilities (``dropout_rate`` 0.1) inside the attention function. With a
 dropout probability PyTorch's ``scaled_dot_product_attention`` takes its math path on CPU and draws
@@ -8,15 +8,20 @@ mT5-small, the single largest operator of a bf16 step on a CPU with AMX (``bench
 padding/causal mask) in every layer, although all layers of a stack share both.
 
 :func:`attention_forward` computes ``softmax(QK^T * scale + bias_mask)`` with dropout, times V, with
-the mask from :func:`peftsum.modeling.fast_paths.keep_mask` and the bias mask built once per forward
-and reused by every layer. In fp32 that is SDPA's math path (same losses and gradients,
-``tests/test_fast_training.py``). Under bf16 autocast it is what transformers' eager T5 attention
+the mask from :func:`peftsum.modeling.fast_paths.keep_bits` and the bias mask built once per forward
+and reused by every layer. The softmax, the dropout and their backward run as one compiled kernel
+(:mod:`peftsum.modeling.cpu_kernel`) where it is built, else as PyTorch ops. In fp32 that is SDPA's
+math path (same losses and gradients to float rounding, ``tests/test_fast_training.py``,
+``tests/test_cpu_kernel.py``). Under bf16 autocast it is what transformers' eager T5 attention
 computed (bf16 matmuls, the softmax in fp32, probabilities in bf16), where SDPA's CPU math path
-upcasts Q, K and V to fp32: the two differ by bf16 rounding of the scores. Everything else (evaluation,
-generation, no dropout, GPUs, models without a position bias) goes to transformers'
-``sdpa_attention_forward`` unchanged. :func:`use_fast_attention` registers it under :data:`NAME`
-(transformers' ``AttentionInterface``, with the SDPA mask builder) and switches a model to it; the
-name is runtime state only (transformers does not write ``_attn_implementation`` into config.json).
+upcasts Q, K and V to fp32: the two differ by bf16 rounding of the scores. Everything else
+(evaluation, generation, no dropout, GPUs) goes to transformers' ``sdpa_attention_forward`` with
+the same float mask SDPA would build, built once per stack instead of once per layer (for decoding,
+once per step instead of once per layer and step); models without a position bias go to it
+unchanged. :func:`use_fast_attention` registers it under :data:`NAME` (transformers'
+``AttentionInterface``, with the SDPA mask builder) and switches a model to it
+(:func:`peftsum.modeling.load.load_model` does, for every T5-family model it loads); the name is
+runtime state only (transformers does not write ``_attn_implementation`` into config.json).
 """
 
 from __future__ import annotations
@@ -54,7 +59,7 @@ def _bias_mask(position_bias, attention_mask, is_causal: bool, query, key, reuse
 
 def attention_forward(module, query, key, value, attention_mask, dropout: float = 0.0, scaling: float | None = None,
                       is_causal: bool | None = None, position_bias=None, **kwargs):
-    """transformers' attention-function signature; the T5 training path on CPU, SDPA elsewhere.
+    """transformers' attention-function signature; the T5 training path on CPU, SDPA (mask once per stack) elsewhere.
 
     Args:
         module: the calling attention module (its ``training`` and ``is_causal`` are read).
@@ -71,30 +76,45 @@ def attention_forward(module, query, key, value, attention_mask, dropout: float 
     import torch
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-    from peftsum.modeling.fast_paths import MAX_P, keep_mask
+    from peftsum.modeling import cpu_kernel
+    from peftsum.modeling.fast_paths import MAX_P, keep_bits
 
-    if not (module.training and 0.0 < dropout < MAX_P and position_bias is not None and query.device.type == "cpu"
-            and getattr(module, "num_key_value_groups", 1) == 1 and not kwargs.get("output_attentions")):
-        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
-                                      is_causal=is_causal, position_bias=position_bias, **kwargs)
-
+    plain = (position_bias is None or getattr(module, "num_key_value_groups", 1) != 1
+             or kwargs.get("output_attentions"))
     q_length = query.shape[2]
-    is_causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
-    is_causal = q_length > 1 and attention_mask is None and is_causal
-    if is_causal and key.shape[2] > q_length:  # as sdpa_attention_forward: upper-left causal alignment
+    causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
+    causal = q_length > 1 and attention_mask is None and causal
+    cropped = causal and key.shape[2] > q_length  # sdpa_attention_forward's upper-left causal alignment
+    reuse = not getattr(module, "gradient_checkpointing", False)
+    if plain or not (module.training and 0.0 < dropout < MAX_P and query.device.type == "cpu"):
+        if plain or cropped:
+            return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
+                                          is_causal=is_causal, position_bias=position_bias, **kwargs)
+        # what sdpa_attention_forward does with a position bias, with the float mask built once per stack (not
+        # once per layer: 8 x [batch, heads, 512, 512] torch.where per encoder pass of mT5-small, and 8 per
+        # decoding step); SDPA then gets the same mask and takes the same kernel
+        mask = _bias_mask(position_bias, attention_mask, causal, query, key, reuse=reuse)
+        return sdpa_attention_forward(module, query, key, value, mask, dropout=dropout, scaling=scaling,
+                                      is_causal=False, position_bias=None, **kwargs)
+
+    is_causal = causal
+    if cropped:
         key, value, position_bias = key[:, :, :q_length], value[:, :, :q_length], position_bias[..., :q_length]
     scores = torch.matmul(query, key.transpose(-1, -2))
     scale = query.shape[-1] ** -0.5 if scaling is None else scaling
     if scale != 1.0:
         scores = scores * scale
-    mask = _bias_mask(position_bias, attention_mask, is_causal, query, key,
-                      reuse=not getattr(module, "gradient_checkpointing", False))
-    # softmax in fp32 over the (bf16 under autocast) scores, probabilities back in the scores' dtype: what
-    # transformers' eager T5 attention did under autocast (softmax(scores.float()).type_as(scores))
-    probs = torch.softmax(scores.float() + mask, dim=-1).to(scores.dtype)
-    keep, keep_scale = keep_mask(probs.shape, dropout, device=probs.device)
+    mask = _bias_mask(position_bias, attention_mask, is_causal, query, key, reuse=reuse)
+    bits, threshold, keep_scale = keep_bits(scores.shape, dropout, device=scores.device)
+    if cpu_kernel.applies(scores, mask):  # the same in one pass each way (peftsum.modeling.cpu_kernel)
+        dropped = cpu_kernel.attention_probs(scores, mask, bits, threshold)
+    else:
+        # softmax in fp32 over the (bf16 under autocast) scores, probabilities back in the scores' dtype: what
+        # transformers' eager T5 attention did under autocast (softmax(scores.float()).type_as(scores))
+        probs = torch.softmax(scores.float() + mask, dim=-1).to(scores.dtype)
+        dropped = probs * (bits >= threshold)
     # the survivors' scale goes on the (head_dim-wide) output instead of the (kv_len-wide) probabilities
-    out = torch.matmul(probs * keep, value).mul_(keep_scale)
+    out = torch.matmul(dropped, value).mul_(keep_scale)
     return out.transpose(1, 2).contiguous(), None
 
 
@@ -110,7 +130,7 @@ def register() -> str:
 
 
 def use_fast_attention(model) -> bool:
-    """Switch a T5-family model that runs SDPA attention to :data:`NAME` (call before training).
+    """Switch a T5-family model that runs SDPA attention to :data:`NAME` (``load_model`` and the trainer call it).
 
     Args:
         model: a transformers model, PEFT-wrapped or not.

@@ -96,19 +96,54 @@ MAX_P = 1 - 2 ** -(MASK_BITS + 1)
 dropping nothing.)"""
 
 
+def keep_bits(shape, p: float, device=None):
+    """The random draw behind :func:`keep_mask`: 16 random bits per element and the keep threshold.
+
+    An element is kept when its bits (read as a signed ``int16``) are ``>= threshold``; the fused
+    attention kernel (:mod:`peftsum.modeling.cpu_kernel`) reads the bits directly, so the same draw
+    gives the same mask on both paths. On CPU the words come from the kernel library's SplitMix64
+    (:func:`peftsum.modeling.cpu_kernel.random_words`, ~7x faster) where it is built, else from
+    ``torch.randint``; both are seeded by torch's global generator.
+
+    Args:
+        shape: the mask's shape.
+        p: drop probability, 0 <= p < :data:`MAX_P`.
+        device: where to draw (default: CPU).
+
+    Returns:
+        ``(bits, threshold, scale)``: a contiguous ``int16`` tensor of ``shape``, the threshold (an
+        int in [-32768, 32767]) and the survivors' factor ``1 / (1 - p')`` (p' = p rounded to 2**-16).
+    """
+    import math
+
+    import torch
+
+    from peftsum.modeling import cpu_kernel
+
+    n = math.prod(shape)
+    drop_levels = round(p * 2**MASK_BITS)
+    words = cpu_kernel.random_words((n + 3) // 4) if device is None or torch.device(device).type == "cpu" else None
+    if words is None:
+        words = torch.randint(-(2**63), 2**63 - 1, ((n + 3) // 4,), dtype=torch.int64, device=device)
+    bits = words.view(torch.int16)[:n].view(shape)
+    return bits, drop_levels - 2 ** (MASK_BITS - 1), 2**MASK_BITS / (2**MASK_BITS - drop_levels)
+
+
 def keep_mask(shape, p: float, device=None):
     """A dropout keep-mask drawn from 16-bit slices of 64-bit random integers, and its survivor scale.
 
     PyTorch's CPU ``bernoulli_`` draws one random number per element (~2 ns each on the 2-core
     development machine; ``torch.rand`` ~1 ns): for the attention probabilities of mT5-small at
-    512 tokens (6.3M elements per layer) that is 15-46 ms per layer and call. Here one
-    ``torch.randint`` over full-range int64 words gives four 16-bit uniform integers each: the
-    same mask for a quarter of the draws (~7 ms for 6.3M elements, ``benchmarks/README.md``).
+    512 tokens (6.3M elements per layer) that is 15-46 ms per layer and call. Here each full-range
+    64-bit random word gives four 16-bit uniform integers: the same mask for a quarter of the draws
+    (~7 ms for 6.3M elements with ``torch.randint``, ~1 ms with the kernel library's SplitMix64,
+    :func:`keep_bits`; ``benchmarks/README.md``).
 
     An element is dropped when its 16 bits fall below ``round(p * 65536)``: the drop probability is
     ``p`` rounded to a multiple of 2**-16 (0.1 -> 0.1000061), and survivors are scaled by
     ``1 / (1 - that probability)`` so every element's expectation is unchanged, as with
-    ``nn.Dropout`` (Srivastava et al., 2014, inverted dropout). Seeded by torch's global generator.
+    ``nn.Dropout`` (Srivastava et al., 2014, inverted dropout). Seeded by torch's global generator
+    (the draw is :func:`keep_bits`).
 
     Args:
         shape: the mask's shape (that of the tensor to drop from).
@@ -118,15 +153,8 @@ def keep_mask(shape, p: float, device=None):
     Returns:
         ``(keep, scale)``: a bool tensor of ``shape`` (True = keep) and the survivors' factor.
     """
-    import math
-
-    import torch
-
-    n = math.prod(shape)
-    drop_levels = round(p * 2**MASK_BITS)
-    words = torch.randint(-(2**63), 2**63 - 1, ((n + 3) // 4,), dtype=torch.int64, device=device)
-    bits = words.view(torch.int16)[:n].view(shape)
-    return bits >= drop_levels - 2 ** (MASK_BITS - 1), 2**MASK_BITS / (2**MASK_BITS - drop_levels)
+    bits, threshold, scale = keep_bits(shape, p, device)
+    return bits >= threshold, scale
 
 
 def apply_dropout(x, p: float):

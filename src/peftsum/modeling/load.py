@@ -202,7 +202,8 @@ def load_model(name_or_path: str, dtype=None):
         dtype: ``torch`` dtype to load in (default: float32, the safe choice for mT5).
 
     Also applies the process-level CPU setting of :func:`peftsum.runtime.tune_cpu_allocator` and
-    the same-result fast paths :func:`fuse_activations` and :func:`skinny_output_head`.
+    the same-result fast paths :func:`fuse_activations`, :func:`skinny_output_head` and
+    :func:`peftsum.modeling.attention.use_fast_attention` (T5's bias mask built once per stack).
 
     Returns:
         ``(model, tie_state)`` where ``tie_state`` is :func:`lm_head_tie_state`'s dict.
@@ -214,6 +215,7 @@ def load_model(name_or_path: str, dtype=None):
     import torch
     from transformers import AutoModelForSeq2SeqLM
 
+    from peftsum.modeling.attention import use_fast_attention
     from peftsum.runtime import tune_cpu_allocator
 
     tune_cpu_allocator()  # every process that loads a model trains or decodes with it
@@ -224,6 +226,7 @@ def load_model(name_or_path: str, dtype=None):
         raise PeftsumError(_load_hint(name_or_path, exc)) from None
     fuse_activations(model)
     skinny_output_head(model)
+    use_fast_attention(model)
     return model, lm_head_tie_state(model, name_or_path)
 
 

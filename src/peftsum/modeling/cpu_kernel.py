@@ -1,0 +1,319 @@
+"""T5 attention probabilities with dropout as one compiled CPU kernel (``kernels/attn_probs.c``).
+
+Profiling a bf16 training step of mT5-small on CPU (``benchmarks/steps.py train --profile``) puts
+the attention-probability path first among the non-matmul work: per encoder layer the scores
+(4 x 6 x 512 x 512 for the benchmark batch) go through a cast to fp32, the mask add, softmax, a cast
+back, the dropout comparison and multiply, and as many kernels again in backward, each a full pass
+over memory: ~27 ms forward + backward per layer on the 2-core AMX machine. The kernel does the
+forward in one pass (read scores, mask and the dropout bits; write the probabilities and the dropped
+probabilities) and the backward in one (``benchmarks/README.md``, levers: ~5 ms).
+
+Same mathematics as ``softmax(scores.float() + mask).to(scores.dtype) * keep``; the differences are
+rounding: the exponential (Cephes' polynomial, relative error < 1e-7, PyTorch's ~6e-8), the order of
+the row sums, and for bf16 scores the softmax backward from the bf16 probabilities (PyTorch's
+autograd keeps them in fp32 as well, 2x the memory): a relative gradient difference of ~2.5e-3, below
+bf16's own 2**-8. ``tests/test_cpu_kernel.py`` checks both precisions against PyTorch.
+
+The C source is compiled at first use with the system's C compiler (``$CC``, else ``gcc`` or ``cc``;
+``-O3 -march=native``, about 0.3 s) into ``$PEFTSUM_HOME/kernels`` (default ``~/.cache/peftsum``),
+named by a hash of the source, the flags and the CPU's feature flags, and loaded with ``ctypes``
+(no Python headers, no PyTorch extension build); a self-check against PyTorch must pass before it is
+used. Where there is no compiler, the build fails, or ``PEFTSUM_CPU_KERNEL=0`` is set, peftsum's
+attention keeps its PyTorch path (same results up to the rounding above). Rows are split among
+``torch.get_num_threads()`` threads (``ctypes`` releases the GIL during the call).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import sys
+from pathlib import Path
+
+ENV = "PEFTSUM_CPU_KERNEL"
+"""Set to 0 to keep the PyTorch path (the kernel is neither built nor used)."""
+
+SOURCE = "attn_probs.c"
+FLAGS = ("-O3", "-march=native", "-std=c99", "-shared", "-fPIC")
+PARALLEL_MIN_ELEMENTS = 1 << 18
+"""Below this many score elements one thread does the work (a thread hand-off costs ~50 us)."""
+
+SPLITMIX64_SEED0 = [0xE220A8397B1DCDAF, 0x6E789E6AA1B965F4, 0x06C45D188009454F]
+"""The first three words of SplitMix64 seeded with 0 (Vigna's reference ``splitmix64.c``): the self-check's."""
+
+_STATUS: dict[str, str] = {}
+
+
+def kernel_dir() -> Path:
+    """Where compiled kernels are kept: ``$PEFTSUM_HOME/kernels`` (default ``~/.cache/peftsum/kernels``)."""
+    home = Path(os.environ.get("PEFTSUM_HOME", Path.home() / ".cache" / "peftsum")).expanduser()
+    return home / "kernels"
+
+
+def status() -> str:
+    """Why the kernel is or is not in use, one line (builds it first if that was not tried yet)."""
+    _library()
+    return _STATUS.get("status", "not tried")
+
+
+def _cpu_flags() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            return next((line for line in f if line.startswith(("flags", "Features"))), "")
+    except OSError:
+        return ""
+
+
+def _compiler() -> str | None:
+    import shutil
+
+    return os.environ.get("CC") or shutil.which("gcc") or shutil.which("cc")
+
+
+def _build(source: Path, cc: str) -> Path:
+    """Compile ``source`` into the kernel folder (atomically: a temporary name, then ``os.replace``)."""
+    import subprocess
+    import tempfile
+
+    digest = hashlib.sha256(b"\0".join([source.read_bytes(), " ".join(FLAGS).encode(), cc.encode(),
+                                        _cpu_flags().encode(), sys.platform.encode()])).hexdigest()[:16]
+    out = kernel_dir() / f"attn_probs-{digest}.so"
+    if out.is_file():
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".so", dir=out.parent)
+    os.close(fd)
+    try:
+        done = subprocess.run([cc, *FLAGS, "-o", tmp, str(source)], capture_output=True, text=True, timeout=120)
+        if done.returncode != 0:
+            raise OSError(f"{cc} failed: {(done.stderr or done.stdout).strip().splitlines()[-1:]}")
+        os.replace(tmp, out)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return out
+
+
+def _declare(lib):
+    import ctypes
+
+    i64, i32, ptr = ctypes.c_int64, ctypes.c_int32, ctypes.c_void_p
+    for suffix in ("bf16", "f32"):
+        getattr(lib, f"peftsum_attn_probs_fwd_{suffix}").argtypes = [ptr, ptr, ptr, i32, ptr, ptr, i64, i64, i64,
+                                                                    i64, i64, i64]
+        getattr(lib, f"peftsum_attn_probs_bwd_{suffix}").argtypes = [ptr, ptr, ptr, ptr, ptr, i64, i64, i64, i32,
+                                                                    i64, i64]
+        getattr(lib, f"peftsum_attn_probs_fwd_{suffix}").restype = None
+        getattr(lib, f"peftsum_attn_probs_bwd_{suffix}").restype = None
+    lib.peftsum_random_words.argtypes = [ctypes.c_uint64, ptr, i64, i64]
+    lib.peftsum_random_words.restype = None
+    return lib
+
+
+@functools.cache
+def _library():
+    """The loaded kernel library, or None (the reason goes to :func:`status`)."""
+    import ctypes
+
+    if os.environ.get(ENV, "").strip().lower() in ("0", "false", "no", "off"):
+        _STATUS["status"] = f"off ({ENV}=0)"
+        return None
+    if not sys.platform.startswith("linux"):
+        _STATUS["status"] = f"off (built on Linux only; this is {sys.platform})"
+        return None
+    cc = _compiler()
+    if cc is None:
+        _STATUS["status"] = "off (no C compiler: set CC or install gcc)"
+        return None
+    from importlib.resources import as_file, files
+
+    try:
+        with as_file(files("peftsum.modeling") / "kernels" / SOURCE) as src:
+            path = _build(Path(src), cc)
+        lib = _declare(ctypes.CDLL(str(path)))
+    except Exception as exc:  # any build or load failure: keep PyTorch's path
+        _STATUS["status"] = f"off (build failed: {str(exc).strip()[:200]})"
+        return None
+    problem = _self_check(lib)
+    if problem:
+        _STATUS["status"] = f"off (self-check failed: {problem})"
+        return None
+    _STATUS["status"] = f"on ({path})"
+    return lib
+
+
+def _self_check(lib) -> str:
+    """Run the kernel forward and backward on small inputs against PyTorch; what differs ('' when all agree).
+
+    Guards against a compiler that vectorizes the loops wrongly (it happened: see the C source).
+    """
+    import torch
+
+    words = torch.empty(3, dtype=torch.int64)
+    lib.peftsum_random_words(0, words.data_ptr(), 0, 3)
+    if [w & (2**64 - 1) for w in words.tolist()] != SPLITMIX64_SEED0:
+        return "random words differ from SplitMix64's"
+    gen = torch.Generator().manual_seed(0)
+    for dtype, tol in ((torch.float32, 1e-5), (torch.bfloat16, 1e-2)):
+        scores = (torch.randn(2, 3, 5, 37, generator=gen) * 4).to(dtype)
+        mask = torch.randn(1, 3, 5, 37, generator=gen)
+        mask[..., 30:] = torch.finfo(torch.float32).min
+        bits = torch.randint(-(2**15), 2**15, scores.shape, generator=gen, dtype=torch.int16)
+        grad = torch.randn(scores.shape, generator=gen).to(dtype)
+        probs, dropped = _forward(lib, scores, mask, bits, -26214)
+        grad_scores, grad_mask = _backward(lib, grad, probs, dropped, tuple(mask.shape), True)
+        s, m = scores.float().requires_grad_(), mask.clone().requires_grad_()
+        want = torch.softmax(s + m, -1)
+        (want * (bits >= -26214)).backward(grad.float())
+        if not torch.allclose(probs.float(), want.detach(), rtol=tol, atol=1e-6):
+            return f"{dtype} probabilities differ by {(probs.float() - want).abs().max().item():.3g}"
+        if not torch.equal(dropped, torch.where(bits >= -26214, probs, torch.zeros((), dtype=dtype))):
+            return f"{dtype} dropout mask differs"
+        for name, got, ref in (("scores", grad_scores.float(), s.grad), ("mask", grad_mask, m.grad)):
+            if ((got - ref).norm() / ref.norm()).item() > tol:
+                return f"{dtype} gradient of the {name} differs by {((got - ref).norm() / ref.norm()).item():.3g}"
+    return ""
+
+
+def _split(rows: int, elements: int):
+    import torch
+
+    threads = torch.get_num_threads() if elements >= PARALLEL_MIN_ELEMENTS else 1
+    step = -(-rows // max(1, threads))
+    return [(r, min(rows, r + step)) for r in range(0, rows, step)]
+
+
+@functools.cache
+def _pool(threads: int):
+    from concurrent.futures import ThreadPoolExecutor
+
+    return ThreadPoolExecutor(threads, thread_name_prefix="peftsum-kernel")
+
+
+def _run(fn, ranges) -> None:
+    if len(ranges) == 1:
+        fn(*ranges[0])
+        return
+    for f in [_pool(len(ranges)).submit(fn, *r) for r in ranges]:
+        f.result()
+
+
+def _suffix(dtype) -> str:
+    import torch
+
+    return "bf16" if dtype == torch.bfloat16 else "f32"
+
+
+def _forward(lib, scores, mask, bits, threshold: int):
+    import torch
+
+    batch, heads, q_len, k_len = scores.shape
+    rows = heads * q_len
+    probs, dropped = torch.empty_like(scores), torch.empty_like(scores)
+    fn = getattr(lib, f"peftsum_attn_probs_fwd_{_suffix(scores.dtype)}")
+    mask_stride = 0 if mask.shape[0] == 1 else rows * k_len
+    _run(lambda r0, r1: fn(scores.data_ptr(), mask.data_ptr(), bits.data_ptr(), threshold, probs.data_ptr(),
+                           dropped.data_ptr(), batch, rows, k_len, mask_stride, r0, r1),
+         _split(rows, scores.numel()))
+    return probs, dropped
+
+
+def _backward(lib, grad, probs, dropped, mask_shape, mask_grad: bool):
+    import torch
+
+    batch, heads, q_len, k_len = probs.shape
+    rows = heads * q_len
+    grad = grad.to(probs.dtype).contiguous()
+    grad_scores = torch.empty_like(probs)
+    grad_mask = torch.empty(mask_shape, dtype=torch.float32) if mask_grad else None
+    fn = getattr(lib, f"peftsum_attn_probs_bwd_{_suffix(probs.dtype)}")
+    _run(lambda r0, r1: fn(grad.data_ptr(), probs.data_ptr(), dropped.data_ptr(), grad_scores.data_ptr(),
+                           grad_mask.data_ptr() if grad_mask is not None else None, batch, rows, k_len,
+                           int(mask_shape[0] != 1), r0, r1),
+         _split(rows, probs.numel()))
+    return grad_scores, grad_mask
+
+
+@functools.cache
+def _function():
+    import torch
+    from torch.autograd.function import once_differentiable
+
+    class AttentionProbs(torch.autograd.Function):
+        """``softmax(scores + mask)`` with the dropout mask of ``bits >= threshold`` applied (not scaled)."""
+
+        @staticmethod
+        def forward(ctx, scores, mask, bits, threshold):
+            probs, dropped = _forward(_library(), scores, mask, bits, threshold)
+            ctx.save_for_backward(probs, dropped)
+            ctx.mask_shape = tuple(mask.shape)
+            return dropped
+
+        @staticmethod
+        @once_differentiable
+        def backward(ctx, grad):
+            probs, dropped = ctx.saved_tensors
+            grad_scores, grad_mask = _backward(_library(), grad, probs, dropped, ctx.mask_shape,
+                                               ctx.needs_input_grad[1])
+            return grad_scores, grad_mask, None, None
+
+    return AttentionProbs
+
+
+def random_words(n: int):
+    """``n`` random 64-bit words (an ``int64`` CPU tensor), or None where the kernel is not available.
+
+    SplitMix64 words (Steele, Lea & Flood, OOPSLA 2014) from a seed drawn from torch's global CPU
+    generator, so ``torch.manual_seed`` and activation checkpointing's RNG-state restore reproduce
+    them; 0.5 ns per word on one core of the AMX machine against torch.randint's 3.6 ns
+    (``benchmarks/README.md``). The words depend on (seed, position) only: the split among threads
+    changes nothing.
+    """
+    import torch
+
+    lib = _library()
+    if lib is None:
+        return None
+    seed = int(torch.randint(-(2**63), 2**63 - 1, (1,), dtype=torch.int64).item()) & (2**64 - 1)
+    out = torch.empty(n, dtype=torch.int64)
+    _run(lambda r0, r1: lib.peftsum_random_words(seed, out.data_ptr(), r0, r1), _split(n, n * 4))
+    return out
+
+
+def applies(scores, mask) -> bool:
+    """Whether :func:`attention_probs` takes these tensors (else use PyTorch's ops).
+
+    Scores: a contiguous CPU ``(batch, heads, q_len, kv_len)`` tensor in bf16 or fp32; mask: an fp32
+    or bf16 tensor of shape ``(batch or 1, heads, q_len, kv_len)`` (T5's cross-attention mask is bf16
+    under autocast); and the kernel built.
+    """
+    import torch
+
+    floats = (torch.bfloat16, torch.float32)
+    return (scores.device.type == "cpu" and scores.dtype in floats and scores.dim() == 4
+            and scores.is_contiguous() and mask is not None and mask.dtype in floats and mask.dim() == 4
+            and mask.device.type == "cpu" and mask.shape[0] in (1, scores.shape[0])
+            and tuple(mask.shape[1:]) == tuple(scores.shape[1:]) and _library() is not None)
+
+
+def attention_probs(scores, mask, bits, threshold: int):
+    """Attention probabilities with dropout applied, unscaled: ``softmax(scores + mask) * (bits >= threshold)``.
+
+    Args:
+        scores: ``(batch, heads, q_len, kv_len)`` attention scores (bf16 or fp32, contiguous, CPU).
+        mask: additive mask (position bias and padding/causal mask) of shape
+            ``(batch or 1, heads, q_len, kv_len)``, read in fp32 (as ``scores.float() + mask`` would
+            promote it); gets a gradient when it requires one.
+        bits, threshold: :func:`peftsum.modeling.fast_paths.keep_bits`' draw (``int16``, scores' shape).
+
+    Returns:
+        The dropped probabilities in the scores' dtype (the softmax in fp32, rounded once); the caller
+        scales the attention output by the survivors' factor.
+
+    Raises:
+        RuntimeError: the kernel is not available (check :func:`applies` first).
+    """
+    if _library() is None:
+        raise RuntimeError(f"peftsum's attention kernel is {status()}")
+    return _function().apply(scores, mask.float().contiguous(), bits.contiguous(), int(threshold))

@@ -1,0 +1,155 @@
+/* peftsum: T5 attention probabilities with dropout in one pass each way (CPU).
+ *
+ * Forward, per row of scores S (query position of one head and batch element):
+ *     P = softmax(S + M)            S bf16 or fp32, M the fp32 additive mask (position bias + padding/causal)
+ *     D = P where kept, else 0      kept: the 16 random bits of the element >= threshold
+ * Backward, given dD (the gradient of D):
+ *     g  = dD where D != 0 (kept; where P is 0 its gradient is 0 either way)
+ *     dS = P * (g - sum(P * g))     (softmax backward)
+ *     dM = dS, summed over the batch when M is broadcast over it.
+ * The survivors' 1 / (1 - p) scale is applied by the caller to the attention output.
+ *
+ * This is what PyTorch computes with softmax(S.float() + M).to(S.dtype) * keep and autograd, in
+ * one read and one write of each tensor instead of seven elementwise kernels (casts, add, softmax,
+ * comparison, multiply, and their backward). Compiled at first use by peftsum.modeling.cpu_kernel;
+ * rows [row0, row1) of the heads x query positions are this call's share (the caller splits them
+ * among threads; each call loops over the batch itself, so a broadcast mask's gradient has one writer).
+ * Loops are written for auto-vectorization (partial sums over LANES elements). GCC 12.2 at -O3 miscompiled
+ * an earlier form of the backward's first loop (a conditional load, `d != 0 ? dD : 0`, feeding the partial
+ * sums): the keep test is a multiplication now, and the build's self-check runs forward and backward. */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define LANES 16
+
+static inline float bf16_to_f32(uint16_t h) { uint32_t u = (uint32_t)h << 16; float f; memcpy(&f, &u, 4); return f; }
+
+/* round to nearest even, NaN to 0x7FC0: PyTorch's c10::detail::round_to_nearest_even */
+static inline uint16_t f32_to_bf16(float f) {
+    uint32_t u; memcpy(&u, &f, 4);
+    if (f != f) return 0x7FC0;
+    return (uint16_t)((u + (((u >> 16) & 1) + 0x7FFFu)) >> 16);
+}
+
+static inline float f32_id(float f) { return f; }
+
+/* exp(x) for x <= 0 (a score minus its row's maximum); 0 below -87.3 (exp there is < 1.2e-38).
+ * Cody-Waite reduction x = n ln2 + r, |r| <= ln2 / 2, and Cephes' expf polynomial for e^r
+ * (relative error < 1e-7, measured against float64 exp: 8e-8; PyTorch's vectorized exp: 6e-8). */
+static inline float exp_nonpositive(float x) {
+    float underflow = x < -87.3f ? 0.0f : 1.0f;
+    x = x < -87.3f ? -87.3f : x;
+    float n = __builtin_rintf(x * 1.44269504088896341f);
+    float r = (x - n * 0.693145751953125f) - n * 1.42860682030941723212e-6f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    uint32_t bits = (uint32_t)((int32_t)n + 127) << 23;
+    float scale; memcpy(&scale, &bits, 4);
+    return p * scale * underflow;
+}
+
+#define DEFINE_KERNELS(SUFFIX, T, LOAD, STORE, NAN_BITS)                                                     \
+void peftsum_attn_probs_fwd_##SUFFIX(const T *S, const float *M, const int16_t *bits, int32_t threshold,      \
+                                     T *P, T *D, int64_t batch, int64_t rows, int64_t K,                      \
+                                     int64_t mask_batch_stride, int64_t row0, int64_t row1) {                 \
+    float *x = (float *)malloc(sizeof(float) * (size_t)K);                                                    \
+    if (!x) return;                                                                                           \
+    for (int64_t r = row0; r < row1; ++r) {                                                         \
+        for (int64_t b = 0; b < batch; ++b) {                                                                 \
+            int64_t off = (b * rows + r) * K, k = 0;                                                          \
+            const T *s = S + off;                                                                             \
+            const float *m = M + b * mask_batch_stride + r * K;                                               \
+            float maxv[LANES], badv[LANES], sumv[LANES];                                                      \
+            for (int l = 0; l < LANES; ++l) { maxv[l] = -3.402823466e38f; badv[l] = 0.0f; sumv[l] = 0.0f; }   \
+            for (; k + LANES <= K; k += LANES)                                                                \
+                for (int l = 0; l < LANES; ++l) {                                                             \
+                    float v = LOAD(s[k + l]) + m[k + l];                                                      \
+                    x[k + l] = v;                                                                             \
+                    maxv[l] = v > maxv[l] ? v : maxv[l];                                                      \
+                    badv[l] += v - v; /* NaN when v is NaN or infinite, else 0 */                             \
+                }                                                                                             \
+            float mx = -3.402823466e38f, bad = 0.0f, sum = 0.0f;                                              \
+            for (; k < K; ++k) { float v = LOAD(s[k]) + m[k]; x[k] = v; mx = v > mx ? v : mx; bad += v - v; } \
+            for (int l = 0; l < LANES; ++l) { mx = maxv[l] > mx ? maxv[l] : mx; bad += badv[l]; }            \
+            T *p = P + off, *d = D + off;                                                                     \
+            const int16_t *kb = bits + off;                                                                   \
+            if (bad != 0.0f) { /* as PyTorch's softmax: a NaN or infinite input makes the row NaN */         \
+                for (k = 0; k < K; ++k) { p[k] = NAN_BITS; d[k] = NAN_BITS; }                                 \
+                continue;                                                                                     \
+            }                                                                                                 \
+            for (k = 0; k + LANES <= K; k += LANES)                                                           \
+                for (int l = 0; l < LANES; ++l) {                                                             \
+                    float e = exp_nonpositive(x[k + l] - mx);                                                 \
+                    x[k + l] = e;                                                                             \
+                    sumv[l] += e;                                                                             \
+                }                                                                                             \
+            for (; k < K; ++k) { float e = exp_nonpositive(x[k] - mx); x[k] = e; sum += e; }                  \
+            for (int l = 0; l < LANES; ++l) sum += sumv[l];                                                   \
+            float inv = 1.0f / sum;                                                                           \
+            for (k = 0; k < K; ++k) {                                                                         \
+                T q = STORE(x[k] * inv);                                                                      \
+                p[k] = q;                                                                                     \
+                d[k] = kb[k] >= threshold ? q : (T)0;                                                         \
+            }                                                                                                 \
+        }                                                                                                     \
+    }                                                                                                         \
+    free(x);                                                                                                  \
+}                                                                                                             \
+                                                                                                              \
+void peftsum_attn_probs_bwd_##SUFFIX(const T *dD, const T *P, const T *D, T *dS, float *dM,                 \
+                                     int64_t batch, int64_t rows, int64_t K, int32_t mask_batched,            \
+                                     int64_t row0, int64_t row1) {                                            \
+    float *g = (float *)malloc(sizeof(float) * (size_t)K);                                                    \
+    if (!g) return;                                                                                           \
+    for (int64_t r = row0; r < row1; ++r) {                                                         \
+        float *acc = (dM && !mask_batched) ? dM + r * K : NULL;                                               \
+        if (acc) for (int64_t k = 0; k < K; ++k) acc[k] = 0.0f;                                               \
+        for (int64_t b = 0; b < batch; ++b) {                                                                 \
+            int64_t off = (b * rows + r) * K, k = 0;                                                          \
+            const T *gd = dD + off, *p = P + off, *d = D + off;                                               \
+            float dotv[LANES];                                                                                \
+            for (int l = 0; l < LANES; ++l) dotv[l] = 0.0f;                                                   \
+            for (; k + LANES <= K; k += LANES)                                                                \
+                for (int l = 0; l < LANES; ++l) {                                                             \
+                    float v = LOAD(gd[k + l]) * (d[k + l] != (T)0 ? 1.0f : 0.0f);                             \
+                    g[k + l] = v;                                                                             \
+                    dotv[l] += LOAD(p[k + l]) * v;                                                            \
+                }                                                                                             \
+            float dot = 0.0f;                                                                                 \
+            for (; k < K; ++k) { float v = LOAD(gd[k]) * (d[k] != (T)0 ? 1.0f : 0.0f); g[k] = v; dot += LOAD(p[k]) * v; } \
+            for (int l = 0; l < LANES; ++l) dot += dotv[l];                                                   \
+            T *ds = dS + off;                                                                                 \
+            for (k = 0; k < K; ++k) ds[k] = STORE(LOAD(p[k]) * (g[k] - dot));                                 \
+            if (dM && mask_batched) { float *dm = dM + off; for (k = 0; k < K; ++k) dm[k] = LOAD(p[k]) * (g[k] - dot); } \
+            if (acc) for (k = 0; k < K; ++k) acc[k] += LOAD(p[k]) * (g[k] - dot);                             \
+        }                                                                                                     \
+    }                                                                                                         \
+    free(g);                                                                                                  \
+}
+
+DEFINE_KERNELS(bf16, uint16_t, bf16_to_f32, f32_to_bf16, 0x7FC0)
+DEFINE_KERNELS(f32, float, f32_id, f32_id, __builtin_nanf(""))
+
+/* for the build's self-check: exp_nonpositive on n values */
+void peftsum_exp_nonpositive(const float *x, float *y, int64_t n) {
+    for (int64_t i = 0; i < n; ++i) y[i] = exp_nonpositive(x[i]);
+}
+
+/* Words [start, end) of the SplitMix64 stream seeded by `seed` (Steele, Lea & Flood, "Fast splittable
+ * pseudorandom number generators", OOPSLA 2014; constants of Vigna's splitmix64.c): word i depends on
+ * (seed, i) only, so any split among threads gives the same words. For dropout masks
+ * (peftsum.modeling.fast_paths.keep_bits): ~10x faster than torch.randint's Mersenne Twister on CPU. */
+void peftsum_random_words(uint64_t seed, uint64_t *out, int64_t start, int64_t end) {
+    for (int64_t i = start; i < end; ++i) {
+        uint64_t z = seed + (uint64_t)(i + 1) * 0x9E3779B97F4A7C15ull;
+        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+        z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+        out[i] = z ^ (z >> 31);
+    }
+}

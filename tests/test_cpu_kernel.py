@@ -1,0 +1,172 @@
+"""The compiled attention-probability kernel (``peftsum.modeling.cpu_kernel``) gives PyTorch's numbers.
+
+Against ``softmax(scores.float() + mask).to(dtype) * keep`` and its autograd gradients, with the same
+dropout bits (``fast_paths.keep_bits``): fp32 to float rounding, bf16 to bf16 rounding (the kernel's
+softmax backward reads the bf16 probabilities, PyTorch's the fp32 ones). Masked columns (the mask's
+fp32 minimum), row lengths that are and are not multiples of the kernel's 16 lanes, masks broadcast
+over the batch or not, with and without a mask gradient, NaN rows, several threads. Then the
+model: peftsum's attention with the kernel gives the PyTorch path's loss and gradients under real
+dropout (p = 0.1, the same draws); with ``PEFTSUM_CPU_KERNEL=0`` the kernel is off. And the
+inference side of peftsum's attention (the bias mask built once per stack) decodes exactly what
+transformers' SDPA attention decodes.
+Runs the same on AVX2-only and AMX machines (bf16 is emulated where not native: slower only).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from peftsum.modeling import cpu_kernel
+from peftsum.modeling.fast_paths import keep_bits
+
+pytestmark = pytest.mark.skipif(cpu_kernel._compiler() is None or not sys.platform.startswith("linux"),
+                                reason="the kernel is built with a C compiler on Linux; none here")
+
+MIN = torch.finfo(torch.float32).min
+
+
+def inputs(dtype, batch=3, heads=2, q_len=5, k_len=37, mask_batch=1, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    scores = (torch.randn(batch, heads, q_len, k_len, generator=gen) * 3).to(dtype)
+    mask = torch.randn(mask_batch, heads, q_len, k_len, generator=gen)
+    mask[..., k_len - 7:] = MIN  # padded keys, as T5's bias mask has them
+    torch.manual_seed(seed)
+    bits, threshold, _ = keep_bits(scores.shape, 0.1)
+    return scores, mask, bits, threshold
+
+
+def torch_path(scores, mask, bits, threshold):
+    return torch.softmax(scores.float() + mask, -1).to(scores.dtype) * (bits >= threshold)
+
+
+def test_kernel_is_built_and_on():
+    assert cpu_kernel.status().startswith("on"), cpu_kernel.status()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("k_len", [37, 64])
+@pytest.mark.parametrize("mask_batch", [1, 3])
+@pytest.mark.parametrize("mask_grad", [False, True])
+def test_forward_and_backward_match_pytorch(dtype, k_len, mask_batch, mask_grad):
+    scores, mask, bits, threshold = inputs(dtype, k_len=k_len, mask_batch=mask_batch)
+    assert cpu_kernel.applies(scores, mask)
+    grad = torch.randn(scores.shape, generator=torch.Generator().manual_seed(1)).to(dtype)
+    s1, m1 = scores.clone().requires_grad_(), mask.clone().requires_grad_(mask_grad)
+    want = torch_path(s1, m1, bits, threshold)
+    want.backward(grad)
+    s2, m2 = scores.clone().requires_grad_(), mask.clone().requires_grad_(mask_grad)
+    got = cpu_kernel.attention_probs(s2, m2, bits, threshold)
+    got.backward(grad)
+    assert got.dtype == dtype and got.shape == want.shape
+    assert torch.equal(got == 0, want == 0)  # the same elements dropped (and the padded keys at 0)
+    if dtype == torch.float32:
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-7)
+        torch.testing.assert_close(s2.grad, s1.grad, rtol=1e-4, atol=1e-6)
+        if mask_grad:
+            torch.testing.assert_close(m2.grad, m1.grad, rtol=1e-4, atol=1e-6)
+    else:  # at most one bf16 step apart (rounding of an fp32 value a hair from a rounding boundary)
+        steps = (got.float() - want.float()).abs() / want.float().abs().clamp_min(1e-30)
+        assert (steps <= 2 ** -7).all() and (got == want).float().mean() > 0.99
+        rel = (s2.grad.float() - s1.grad.float()).norm() / s1.grad.float().norm()
+        assert rel < 1e-2  # measured ~2.5e-3: the backward reads bf16 probabilities
+        if mask_grad:
+            assert m2.grad.dtype == torch.float32 and m2.grad.shape == mask.shape
+            assert ((m2.grad - m1.grad).norm() / m1.grad.norm()) < 1e-2
+    if not mask_grad:
+        assert m2.grad is None
+
+
+def test_nan_rows_stay_nan_like_pytorch():
+    scores, mask, bits, threshold = inputs(torch.float32)
+    scores[1, 0, 2, 4] = float("nan")
+    scores[0, 1, 3, 0] = float("inf")
+    got = cpu_kernel.attention_probs(scores, mask, bits, -32768)  # nothing dropped
+    want = torch.softmax(scores + mask, -1)
+    assert torch.isnan(got[1, 0, 2]).all() and torch.isnan(got[0, 1, 3]).all()
+    assert torch.isnan(want[1, 0, 2]).all()
+    finite = ~torch.isnan(want).any(-1, keepdim=True).expand_as(want)
+    torch.testing.assert_close(got[finite], want[finite], rtol=1e-5, atol=1e-7)
+
+
+def test_threads_split_rows_without_changing_results():
+    """Above PARALLEL_MIN_ELEMENTS the rows are split among torch's threads: each row is computed alone."""
+    scores, mask, bits, threshold = inputs(torch.bfloat16, batch=2, heads=4, q_len=64, k_len=1040)
+    assert scores.numel() >= cpu_kernel.PARALLEL_MIN_ELEMENTS
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = cpu_kernel.attention_probs(scores, mask, bits, threshold)
+        torch.set_num_threads(3)  # more threads than this machine may have: still one writer per row
+        three = cpu_kernel.attention_probs(scores, mask, bits, threshold)
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(one, three)
+
+
+def test_off_switch_and_unsupported_inputs():
+    code = ("from peftsum.modeling import cpu_kernel; import torch; print(cpu_kernel.status()); "
+            "print(cpu_kernel.applies(torch.zeros(1, 1, 2, 2), torch.zeros(1, 1, 2, 2)))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env={**__import__("os").environ, cpu_kernel.ENV: "0"})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split("\n")[:2] == ["off (PEFTSUM_CPU_KERNEL=0)", "False"]
+    scores, mask, _, _ = inputs(torch.float32)
+    assert not cpu_kernel.applies(scores.half(), mask)  # fp16 scores: PyTorch's ops
+    assert cpu_kernel.applies(scores, mask.bfloat16())  # a bf16 mask: read as fp32
+    assert not cpu_kernel.applies(scores, mask.half())
+    assert not cpu_kernel.applies(scores.transpose(2, 3), mask)  # scores not contiguous
+    assert not cpu_kernel.applies(scores, mask[:, :1])  # broadcast over heads: not taken
+
+
+@pytest.mark.parametrize("bf16", [False, True])
+def test_model_loss_and_gradients_with_and_without_the_kernel(tiny_model_dir, tiny_tokenizer, bf16, monkeypatch):
+    """Real dropout (p = 0.1) in every attention layer of the tiny mT5, the same draws on both paths."""
+    from test_fast_training import attention_dropout, batch, loss_and_grads
+
+    from peftsum.modeling.load import load_model
+
+    model, _ = load_model(str(tiny_model_dir))
+    attention_dropout(model, 0.1)
+    model.train()
+    data = batch(tiny_tokenizer)
+    calls = []
+    real = cpu_kernel.attention_probs
+    monkeypatch.setattr(cpu_kernel, "attention_probs", lambda *a: calls.append(1) or real(*a))
+    torch.manual_seed(0)
+    fast_loss, fast = loss_and_grads(model, data, bf16)
+    layers = model.config.num_layers + 2 * model.config.num_decoder_layers
+    assert len(calls) == layers  # every attention call of the forward went through the kernel
+    monkeypatch.setattr(cpu_kernel, "applies", lambda *a: False)
+    torch.manual_seed(0)
+    plain_loss, plain = loss_and_grads(model, data, bf16)
+    assert len(calls) == layers
+    if not bf16:
+        assert fast_loss == pytest.approx(plain_loss, rel=1e-5)
+        for name, g in plain.items():
+            torch.testing.assert_close(fast[name], g, rtol=1e-3, atol=1e-6, msg=name)
+    else:
+        assert fast_loss == pytest.approx(plain_loss, rel=1e-2)
+        num = sum((fast[n] - g).pow(2).sum() for n, g in plain.items()).sqrt()
+        den = sum(g.pow(2).sum() for g in plain.values()).sqrt()
+        assert (num / den).item() < 0.02
+
+
+def test_decoding_with_the_bias_mask_built_once_equals_sdpa(tiny_model_dir, tiny_tokenizer):
+    """Inference through peftsum's attention (mask once per stack) decodes what transformers' SDPA decodes."""
+    from peftsum.data.xlsum import load_split
+    from peftsum.generation.decode import GenerationSettings, generate_summaries
+    from peftsum.modeling.attention import NAME
+    from peftsum.modeling.load import load_for_inference
+
+    model, tok = load_for_inference(str(tiny_model_dir), "cpu")
+    assert model.config._attn_implementation == NAME
+    texts = [r["text"] for r in load_split("russian", "validation", "sample").rows[:6]]
+    settings = GenerationSettings(num_beams=2, max_new_tokens=12)
+    ours = generate_summaries(model, tok, texts, settings, max_source_length=128, progress=False)
+    model.set_attn_implementation("sdpa")
+    theirs = generate_summaries(model, tok, texts, settings, max_source_length=128, progress=False)
+    assert ours == theirs and any(ours)
