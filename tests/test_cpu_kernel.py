@@ -170,3 +170,63 @@ def test_decoding_with_the_bias_mask_built_once_equals_sdpa(tiny_model_dir, tiny
     model.set_attn_implementation("sdpa")
     theirs = generate_summaries(model, tok, texts, settings, max_source_length=128, progress=False)
     assert ours == theirs and any(ours)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("shape", [(4, 5, 33), (3, 16)])  # 660 elements (a partial last word), 48
+def test_dropout_kernel_equals_the_keep_bits_path_bit_for_bit(dtype, shape):
+    """Same seed, same mask: the kernel's dropout is apply_dropout's PyTorch path, forward and backward."""
+    from peftsum.modeling.fast_paths import keep_mask, threshold_and_scale
+
+    x0 = torch.randn(shape, generator=torch.Generator().manual_seed(2)).to(dtype)
+    grad = torch.randn(shape, generator=torch.Generator().manual_seed(3)).to(dtype)
+    assert cpu_kernel.dropout_applies(x0)
+    x1 = x0.clone().requires_grad_()
+    torch.manual_seed(7)
+    y1 = cpu_kernel.dropout(x1, *threshold_and_scale(0.1))
+    y1.backward(grad)
+    x2 = x0.clone().requires_grad_()
+    torch.manual_seed(7)
+    keep, scale = keep_mask(shape, 0.1)
+    y2 = (x2 * keep).mul_(scale)
+    y2.backward(grad)
+    assert y1.dtype == dtype and torch.equal(y1, y2) and torch.equal(x1.grad, x2.grad)
+    assert 0 < (y1 == 0).sum() < y1.numel() / 4  # some dropped, most kept (p = 0.1)
+
+
+def test_dropout_kernel_statistics_and_threads():
+    """p = 0.1 over 4M elements: the drop rate within 5 standard deviations; one thread or three, same result."""
+    from peftsum.modeling.fast_paths import threshold_and_scale
+
+    x = torch.ones(4, 1024, 1024)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        torch.manual_seed(0)
+        one = cpu_kernel.dropout(x, *threshold_and_scale(0.1))
+        torch.set_num_threads(3)
+        torch.manual_seed(0)
+        three = cpu_kernel.dropout(x, *threshold_and_scale(0.1))
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(one, three)
+    rate = (one == 0).double().mean().item()
+    sd = (0.1 * 0.9 / x.numel()) ** 0.5
+    assert abs(rate - 0.1) < 5 * sd
+    assert one.max().item() == pytest.approx(1 / (1 - round(0.1 * 65536) / 65536))
+    torch.manual_seed(1)
+    assert not torch.equal(one, cpu_kernel.dropout(x, *threshold_and_scale(0.1)))  # another seed, another mask
+
+
+def test_random_words_are_splitmix64_seeded_by_torch():
+    """The words are SplitMix64's (first words for seed 0: Vigna's splitmix64.c), seeded by torch's generator."""
+    lib = cpu_kernel._library()
+    words = torch.empty(3, dtype=torch.int64)
+    lib.peftsum_random_words(0, words.data_ptr(), 0, 3)
+    assert [w & (2**64 - 1) for w in words.tolist()] == [0xE220A8397B1DCDAF, 0x6E789E6AA1B965F4, 0x06C45D188009454F]
+    torch.manual_seed(5)
+    a = cpu_kernel.random_words(1000)
+    torch.manual_seed(5)
+    assert torch.equal(a, cpu_kernel.random_words(1000)) and not torch.equal(a, cpu_kernel.random_words(1000))
+    bits = a.view(torch.int16).float()
+    assert abs(bits.mean().item()) < 5 * 32768 / 3**0.5 / 4000**0.5  # uniform over int16: mean 0

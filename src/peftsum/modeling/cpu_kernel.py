@@ -108,6 +108,10 @@ def _declare(lib):
         getattr(lib, f"peftsum_attn_probs_bwd_{suffix}").restype = None
     lib.peftsum_random_words.argtypes = [ctypes.c_uint64, ptr, i64, i64]
     lib.peftsum_random_words.restype = None
+    for suffix in ("bf16", "f32"):
+        getattr(lib, f"peftsum_dropout_{suffix}").argtypes = [ptr, ptr, ctypes.c_uint64, i32, ctypes.c_float, i64,
+                                                             i64, i64]
+        getattr(lib, f"peftsum_dropout_{suffix}").restype = None
     return lib
 
 
@@ -261,6 +265,13 @@ def _function():
     return AttentionProbs
 
 
+def _seed() -> int:
+    """A 64-bit seed from torch's global CPU generator (one draw, as ``torch.randint`` of one word)."""
+    import torch
+
+    return int(torch.randint(-(2**63), 2**63 - 1, (1,), dtype=torch.int64).item()) & (2**64 - 1)
+
+
 def random_words(n: int):
     """``n`` random 64-bit words (an ``int64`` CPU tensor), or None where the kernel is not available.
 
@@ -275,10 +286,62 @@ def random_words(n: int):
     lib = _library()
     if lib is None:
         return None
-    seed = int(torch.randint(-(2**63), 2**63 - 1, (1,), dtype=torch.int64).item()) & (2**64 - 1)
+    seed = _seed()
     out = torch.empty(n, dtype=torch.int64)
     _run(lambda r0, r1: lib.peftsum_random_words(seed, out.data_ptr(), r0, r1), _split(n, n * 4))
     return out
+
+
+def _dropout_run(x, seed: int, threshold: int, scale: float):
+    import torch
+
+    out = torch.empty_like(x)
+    words = -(-x.numel() // 4)
+    fn = getattr(_library(), f"peftsum_dropout_{_suffix(x.dtype)}")
+    _run(lambda w0, w1: fn(x.data_ptr(), out.data_ptr(), seed, threshold, scale, x.numel(), w0, w1),
+         _split(words, x.numel()))
+    return out
+
+
+@functools.cache
+def _dropout_function():
+    import torch
+
+    class Dropout(torch.autograd.Function):
+        """Inverted dropout in one pass each way; the mask is drawn again from its seed in backward."""
+
+        @staticmethod
+        def forward(ctx, x, seed, threshold, scale):
+            ctx.args = (seed, threshold, scale)
+            return _dropout_run(x.contiguous(), seed, threshold, scale)
+
+        @staticmethod
+        def backward(ctx, grad):
+            return _dropout_run(grad.contiguous(), *ctx.args), None, None, None
+
+    return Dropout
+
+
+def dropout_applies(x) -> bool:
+    """Whether :func:`dropout` takes ``x``: a CPU tensor in bf16 or fp32, and the kernel built."""
+    import torch
+
+    return x.device.type == "cpu" and x.dtype in (torch.bfloat16, torch.float32) and _library() is not None
+
+
+def dropout(x, threshold: int, scale: float):
+    """Training-mode dropout of ``x`` in one pass (and one pass backward), no mask stored.
+
+    Args:
+        x: a CPU tensor in bf16 or fp32 (check :func:`dropout_applies`).
+        threshold, scale: :func:`peftsum.modeling.fast_paths.keep_bits`' keep threshold and survivors' factor.
+
+    Returns:
+        ``x * keep * scale`` (same shape and dtype, differentiable), with ``keep`` the mask
+        ``keep_bits`` draws after the same seed: the result equals ``apply_dropout``'s through
+        ``keep_bits`` bit for bit (``tests/test_cpu_kernel.py``).
+    """
+    return _dropout_function().apply(x, _seed(), int(threshold), float(scale))
 
 
 def applies(scores, mask) -> bool:

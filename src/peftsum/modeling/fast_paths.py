@@ -121,12 +121,17 @@ def keep_bits(shape, p: float, device=None):
     from peftsum.modeling import cpu_kernel
 
     n = math.prod(shape)
-    drop_levels = round(p * 2**MASK_BITS)
     words = cpu_kernel.random_words((n + 3) // 4) if device is None or torch.device(device).type == "cpu" else None
     if words is None:
         words = torch.randint(-(2**63), 2**63 - 1, ((n + 3) // 4,), dtype=torch.int64, device=device)
     bits = words.view(torch.int16)[:n].view(shape)
-    return bits, drop_levels - 2 ** (MASK_BITS - 1), 2**MASK_BITS / (2**MASK_BITS - drop_levels)
+    return (bits, *threshold_and_scale(p))
+
+
+def threshold_and_scale(p: float) -> tuple[int, float]:
+    """:func:`keep_bits`' keep threshold (kept: 16 random bits as ``int16`` >= it) and survivors' factor for ``p``."""
+    drop_levels = round(p * 2**MASK_BITS)
+    return drop_levels - 2 ** (MASK_BITS - 1), 2**MASK_BITS / (2**MASK_BITS - drop_levels)
 
 
 def keep_mask(shape, p: float, device=None):
@@ -158,7 +163,16 @@ def keep_mask(shape, p: float, device=None):
 
 
 def apply_dropout(x, p: float):
-    """``x`` with a :func:`keep_mask` applied (training-mode dropout; differentiable, same mask backward)."""
+    """``x`` with a :func:`keep_mask` applied (training-mode dropout; differentiable, same mask backward).
+
+    On CPU in bf16/fp32 with the kernel library built, one pass each way
+    (:func:`peftsum.modeling.cpu_kernel.dropout`: the same mask, the same result bit for bit, and no
+    mask kept for backward); else PyTorch's ops.
+    """
+    from peftsum.modeling import cpu_kernel
+
+    if cpu_kernel.dropout_applies(x):
+        return cpu_kernel.dropout(x, *threshold_and_scale(p))
     keep, scale = keep_mask(x.shape, p, device=x.device)
     return (x * keep).mul_(scale)
 

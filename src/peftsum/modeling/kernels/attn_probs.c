@@ -141,15 +141,46 @@ void peftsum_exp_nonpositive(const float *x, float *y, int64_t n) {
     for (int64_t i = 0; i < n; ++i) y[i] = exp_nonpositive(x[i]);
 }
 
-/* Words [start, end) of the SplitMix64 stream seeded by `seed` (Steele, Lea & Flood, "Fast splittable
- * pseudorandom number generators", OOPSLA 2014; constants of Vigna's splitmix64.c): word i depends on
- * (seed, i) only, so any split among threads gives the same words. For dropout masks
- * (peftsum.modeling.fast_paths.keep_bits): ~10x faster than torch.randint's Mersenne Twister on CPU. */
-void peftsum_random_words(uint64_t seed, uint64_t *out, int64_t start, int64_t end) {
-    for (int64_t i = start; i < end; ++i) {
-        uint64_t z = seed + (uint64_t)(i + 1) * 0x9E3779B97F4A7C15ull;
-        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-        z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-        out[i] = z ^ (z >> 31);
-    }
+/* Word i of the SplitMix64 stream seeded by `seed` (Steele, Lea & Flood, "Fast splittable pseudorandom
+ * number generators", OOPSLA 2014; constants of Vigna's splitmix64.c): it depends on (seed, i) only,
+ * so any split among threads gives the same words. */
+static inline uint64_t splitmix64(uint64_t seed, uint64_t i) {
+    uint64_t z = seed + (i + 1) * 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
 }
+
+/* Words [start, end) of the stream: dropout masks (peftsum.modeling.fast_paths.keep_bits), ~7x
+ * faster than torch.randint's Mersenne Twister on CPU. */
+void peftsum_random_words(uint64_t seed, uint64_t *out, int64_t start, int64_t end) {
+    for (int64_t i = start; i < end; ++i) out[i] = splitmix64(seed, (uint64_t)i);
+}
+
+/* Dropout in one pass: y = x * scale where kept, else 0; element i is kept when bits 16*(i%4) ..
+ * 16*(i%4)+15 of word i/4, read as int16, are >= threshold: the mask keep_bits draws from the same
+ * seed (words viewed as little-endian int16). Elements [4*w0, min(4*w1, n)). The backward is the same
+ * call on the output's gradient (the mask is drawn again from the seed, never stored). */
+#define DEFINE_DROPOUT(SUFFIX, T, LOAD, STORE)                                                              \
+void peftsum_dropout_##SUFFIX(const T *x, T *y, uint64_t seed, int32_t threshold, float scale, int64_t n,    \
+                              int64_t w0, int64_t w1) {                                                    \
+    int64_t full = n / 4 < w1 ? n / 4 : w1;                                                                \
+    for (int64_t w = w0; w < full; ++w) {                                                                  \
+        uint64_t z = splitmix64(seed, (uint64_t)w);                                                        \
+        for (int j = 0; j < 4; ++j) {                                                                      \
+            int64_t i = 4 * w + j;                                                                         \
+            float keep = (int16_t)(uint16_t)(z >> (16 * j)) >= threshold ? scale : 0.0f;                   \
+            y[i] = STORE(LOAD(x[i]) * keep);                                                               \
+        }                                                                                                  \
+    }                                                                                                      \
+    if (full < w1 && 4 * full < n) { /* the last, partial word */                                          \
+        uint64_t z = splitmix64(seed, (uint64_t)full);                                                     \
+        for (int64_t i = 4 * full; i < n; ++i) {                                                           \
+            float keep = (int16_t)(uint16_t)(z >> (16 * (i - 4 * full))) >= threshold ? scale : 0.0f;      \
+            y[i] = STORE(LOAD(x[i]) * keep);                                                               \
+        }                                                                                                  \
+    }                                                                                                      \
+}
+
+DEFINE_DROPOUT(bf16, uint16_t, bf16_to_f32, f32_to_bf16)
+DEFINE_DROPOUT(f32, float, f32_id, f32_id)
