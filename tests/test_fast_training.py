@@ -301,6 +301,38 @@ def test_fused_head_in_the_packed_loss_gives_the_plain_heads_loss(tiny_model_dir
         assert ((a - b).norm() / b.norm().clamp_min(1e-12)).item() < 2e-2
 
 
+def test_fused_head_reuses_one_cast_buffer_per_weight():
+    """Under bf16 autocast an fp32 head weight is cast into one persistent buffer, which backward's product
+    reuses: the same loss and gradients as a fresh cast (bit for bit), no new vocab x d allocation from the
+    second step on, and the buffer goes with its weight."""
+    import gc
+
+    import torch.nn.functional as F
+
+    from peftsum.training import head_loss
+
+    g = torch.Generator().manual_seed(0)
+    hidden = torch.randn(10, 32, generator=g, requires_grad=True)
+    weight = (0.3 * torch.randn(1000, 32, generator=g)).requires_grad_()
+    target = torch.randint(0, 1000, (10,), generator=g)
+    results, pointers = [], []
+    for step in range(3):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = head_loss.head_cross_entropy(hidden, weight, target)
+        results.append((loss.item(), *torch.autograd.grad(loss, (hidden, weight))))
+        pointers.append(head_loss._CAST_BUFFERS[id(weight)][1].data_ptr())
+    assert len(set(pointers)) == 1
+    assert all(r[0] == results[0][0] and torch.equal(r[1], results[0][1]) and torch.equal(r[2], results[0][2])
+               for r in results)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # the plain path, to bf16 rounding
+        plain = F.cross_entropy(F.linear(hidden, weight).float(), target)
+    assert results[0][0] == pytest.approx(plain.item(), rel=1e-4)
+    key = id(weight)
+    del weight, results, plain, loss  # (the graphs hold the weight too)
+    gc.collect()
+    assert key not in head_loss._CAST_BUFFERS
+
+
 def test_fused_head_loss_refuses_double_backward():
     """Its backward returns saved constants: a second-order gradient (a gradient penalty) must raise,
     not silently drop the head's contribution."""

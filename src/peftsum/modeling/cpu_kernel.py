@@ -266,10 +266,18 @@ def _function():
 
 
 def _seed() -> int:
-    """A 64-bit seed from torch's global CPU generator (one draw, as ``torch.randint`` of one word)."""
+    """A 64-bit seed from torch's global CPU generator (one draw, as ``torch.randint`` of one word).
+
+    Signed (an int64: autograd's ``apply`` passes it through C++ under some modes); the kernel
+    reads it as unsigned (:data:`U64`).
+    """
     import torch
 
-    return int(torch.randint(-(2**63), 2**63 - 1, (1,), dtype=torch.int64).item()) & (2**64 - 1)
+    return int(torch.randint(-(2**63), 2**63 - 1, (1,), dtype=torch.int64).item())
+
+
+U64 = 2**64 - 1
+"""Mask that turns a signed 64-bit seed into the unsigned one the C functions take."""
 
 
 def random_words(n: int):
@@ -288,7 +296,7 @@ def random_words(n: int):
         return None
     seed = _seed()
     out = torch.empty(n, dtype=torch.int64)
-    _run(lambda r0, r1: lib.peftsum_random_words(seed, out.data_ptr(), r0, r1), _split(n, n * 4))
+    _run(lambda r0, r1: lib.peftsum_random_words(seed & U64, out.data_ptr(), r0, r1), _split(n, n * 4))
     return out
 
 
@@ -298,7 +306,7 @@ def _dropout_run(x, seed: int, threshold: int, scale: float):
     out = torch.empty_like(x)
     words = -(-x.numel() // 4)
     fn = getattr(_library(), f"peftsum_dropout_{_suffix(x.dtype)}")
-    _run(lambda w0, w1: fn(x.data_ptr(), out.data_ptr(), seed, threshold, scale, x.numel(), w0, w1),
+    _run(lambda w0, w1: fn(x.data_ptr(), out.data_ptr(), seed & U64, threshold, scale, x.numel(), w0, w1),
          _split(words, x.numel()))
     return out
 
