@@ -107,6 +107,24 @@ def test_threads_split_rows_without_changing_results():
     assert torch.equal(one, three)
 
 
+def test_first_use_under_no_grad_and_inference_mode_builds_and_checks_it(tmp_path):
+    """The library is built, loaded and self-checked (with autograd) at its first use, which may come under
+    ``torch.no_grad`` or ``inference_mode`` (a training-mode forward without gradients)."""
+    code = ("import torch\n"
+            "from peftsum.modeling import cpu_kernel\n"
+            "x = torch.ones(4, 1024, 256)\n"
+            "with torch.inference_mode():\n"
+            "    with torch.no_grad():\n"
+            "        print(cpu_kernel.dropout_applies(x), cpu_kernel.status()[:2])\n"
+            "        rate = (cpu_kernel.dropout(x, -26214, 1.1) == 0).float().mean().item()\n"
+            "print(abs(rate - 0.1) < 0.01)\n")
+    env = {**__import__("os").environ, "PEFTSUM_HOME": str(tmp_path)}  # a fresh build folder: built here
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["True", "on", "True"]
+    assert len(list((tmp_path / "kernels").glob("attn_probs-*.so"))) == 1
+
+
 def test_off_switch_and_unsupported_inputs():
     code = ("from peftsum.modeling import cpu_kernel; import torch; print(cpu_kernel.status()); "
             "print(cpu_kernel.applies(torch.zeros(1, 1, 2, 2), torch.zeros(1, 1, 2, 2)))")

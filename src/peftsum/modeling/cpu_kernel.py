@@ -139,7 +139,13 @@ def _library():
     except Exception as exc:  # any build or load failure: keep PyTorch's path
         _STATUS["status"] = f"off (build failed: {str(exc).strip()[:200]})"
         return None
-    problem = _self_check(lib)
+    try:
+        import torch
+
+        with torch.inference_mode(False), torch.enable_grad():  # the first call may come under no_grad
+            problem = _self_check(lib)
+    except Exception as exc:  # noqa: BLE001 - a self-check that cannot run is a failed one
+        problem = f"{type(exc).__name__}: {exc}"
     if problem:
         _STATUS["status"] = f"off (self-check failed: {problem})"
         return None
@@ -189,17 +195,22 @@ def _split(rows: int, elements: int):
 
 
 @functools.cache
-def _pool(threads: int):
+def _pool(threads: int, pid: int):
+    """A thread pool per size and process (a forked child has none of its parent's threads; note that
+    PyTorch's own OpenMP work hangs in a child forked after the parent ran some: spawn, don't fork)."""
     from concurrent.futures import ThreadPoolExecutor
 
     return ThreadPoolExecutor(threads, thread_name_prefix="peftsum-kernel")
 
 
 def _run(fn, ranges) -> None:
+    """``fn(start, end)`` for each range: the first on this thread, the others on the pool's."""
     if len(ranges) == 1:
         fn(*ranges[0])
         return
-    for f in [_pool(len(ranges)).submit(fn, *r) for r in ranges]:
+    futures = [_pool(len(ranges) - 1, os.getpid()).submit(fn, *r) for r in ranges[1:]]
+    fn(*ranges[0])
+    for f in futures:
         f.result()
 
 
