@@ -254,9 +254,11 @@ def attention_kernel() -> dict:
         scores = torch.randn(shape, generator=gen).to(dtype)
         grad = torch.randn(shape, generator=gen).to(dtype)
 
+        s, m = scores.clone().requires_grad_(), mask.clone().requires_grad_()
+
         def fb(fn):
             def run():
-                s, m = scores.clone().requires_grad_(), mask.clone().requires_grad_()
+                s.grad = m.grad = None
                 fn(s, m).backward(grad)
             return run
 
