@@ -92,6 +92,73 @@ def test_nan_rows_stay_nan_like_pytorch():
     torch.testing.assert_close(got[finite], want[finite], rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_minus_infinity_masks_give_pytorchs_softmax(dtype):
+    """-inf in the mask (a common custom-mask convention) or in the scores gives 0 there, as in PyTorch;
+    a row of only -inf is NaN in both; a huge negative score plus finfo.min overflows to -inf: 0 too."""
+    scores, mask, bits, _ = inputs(dtype)
+    mask[..., 2:6] = float("-inf")
+    mask[0, 1, 3] = float("-inf")  # one whole row
+    scores[1, 0, 0, 30] = -3e38  # + finfo.min -> -inf in fp32
+    s1, s2 = scores.clone().requires_grad_(), scores.clone().requires_grad_()
+    want = torch.softmax(s1.float() + mask, -1).to(dtype)
+    got = cpu_kernel.attention_probs(s2, mask, bits, -32768)  # nothing dropped
+    assert torch.isnan(got[0, 1, 3]).all() and torch.isnan(want[0, 1, 3]).all()
+    finite = ~torch.isnan(want)
+    assert torch.isfinite(got[finite]).all() and torch.equal(got[finite] == 0, want[finite] == 0)
+    torch.testing.assert_close(got[finite].float(), want[finite].float(), rtol=1e-5 if dtype == torch.float32 else 1e-2,
+                               atol=1e-7)
+    grad = torch.randn(want.shape, generator=torch.Generator().manual_seed(4)).to(dtype)
+    grad[0, 1, 3] = 0
+    (want * finite).backward(grad)
+    (got.nan_to_num() * finite).backward(grad)
+    rows = finite.all(-1)
+    assert torch.isfinite(s2.grad[rows]).all()
+    assert ((s2.grad[rows].float() - s1.grad[rows].float()).norm() / s1.grad[rows].float().norm().clamp_min(1e-12)) < 1e-2
+
+
+def test_empty_inputs_and_bad_inputs():
+    """Empty tensors go through (as PyTorch's dropout); wrong dtypes and shapes get a clear error, not a crash."""
+    from peftsum.modeling.fast_paths import apply_dropout, keep_bits
+
+    assert apply_dropout(torch.randn(0, 5), 0.1).shape == (0, 5)
+    assert keep_bits((2, 2, 0, 5), 0.1)[0].shape == (2, 2, 0, 5)
+    assert cpu_kernel.random_words(0).shape == (0,)
+    scores, mask, bits, threshold = inputs(torch.float32)
+    with pytest.raises(ValueError, match="bf16/fp32 scores"):
+        cpu_kernel.attention_probs(scores.half(), mask, bits, threshold)
+    with pytest.raises(ValueError, match="int16 bits"):
+        cpu_kernel.attention_probs(scores, mask, bits.int(), threshold)
+    with pytest.raises(ValueError, match="bf16/fp32 tensor"):
+        cpu_kernel.dropout(torch.ones(4, dtype=torch.float64), -26214, 1.1)
+    # non-contiguous scores: made contiguous, same result
+    t = scores.transpose(-1, -2).contiguous().transpose(-1, -2)
+    assert not t.is_contiguous()
+    assert torch.equal(cpu_kernel.attention_probs(t, mask, bits, threshold),
+                       cpu_kernel.attention_probs(scores, mask, bits, threshold))
+
+
+def test_dropout_kernel_higher_order_gradients_match_pytorch():
+    """Dropout is linear: its backward is the same dropout, differentiable again (a gradient penalty)."""
+    from peftsum.modeling.fast_paths import keep_mask, threshold_and_scale
+
+    def second_order(kernel: bool):
+        torch.manual_seed(0)
+        x = torch.randn(8, requires_grad=True)
+        w = torch.randn(8, requires_grad=True)
+        torch.manual_seed(1)
+        if kernel:
+            y = cpu_kernel.dropout(x, *threshold_and_scale(0.5))
+        else:
+            keep, scale = keep_mask(x.shape, 0.5)
+            y = (x * keep).mul_(scale)
+        (gx,) = torch.autograd.grad((y * w).sum() + (x * w).sum(), x, create_graph=True)
+        gx.sum().backward()
+        return w.grad
+
+    assert torch.equal(second_order(True), second_order(False))
+
+
 def test_threads_split_rows_without_changing_results():
     """Above PARALLEL_MIN_ELEMENTS the rows are split among torch's threads: each row is computed alone."""
     scores, mask, bits, threshold = inputs(torch.bfloat16, batch=2, heads=4, q_len=64, k_len=1040)
@@ -125,6 +192,16 @@ def test_first_use_under_no_grad_and_inference_mode_builds_and_checks_it(tmp_pat
     assert len(list((tmp_path / "kernels").glob("attn_probs-*.so"))) == 1
 
 
+def test_a_compiler_command_with_arguments_builds(tmp_path):
+    """``CC="ccache gcc"``-style values are split as a shell would split them."""
+    import shutil
+
+    code = "from peftsum.modeling import cpu_kernel; print(cpu_kernel.status()[:2])"
+    env = {**__import__("os").environ, "PEFTSUM_HOME": str(tmp_path), "CC": f"{shutil.which('gcc') or 'cc'} -m64"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert out.returncode == 0 and out.stdout.strip() == "on", (out.stdout, out.stderr)
+
+
 def test_off_switch_and_unsupported_inputs():
     code = ("from peftsum.modeling import cpu_kernel; import torch; print(cpu_kernel.status()); "
             "print(cpu_kernel.applies(torch.zeros(1, 1, 2, 2), torch.zeros(1, 1, 2, 2)))")
@@ -136,7 +213,7 @@ def test_off_switch_and_unsupported_inputs():
     assert not cpu_kernel.applies(scores.half(), mask)  # fp16 scores: PyTorch's ops
     assert cpu_kernel.applies(scores, mask.bfloat16())  # a bf16 mask: read as fp32
     assert not cpu_kernel.applies(scores, mask.half())
-    assert not cpu_kernel.applies(scores.transpose(2, 3), mask)  # scores not contiguous
+    assert not cpu_kernel.applies(scores.transpose(2, 3), mask)  # scores not contiguous (applies: no copy)
     assert not cpu_kernel.applies(scores, mask[:, :1])  # broadcast over heads: not taken
 
 

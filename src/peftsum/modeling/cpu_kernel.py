@@ -12,7 +12,11 @@ Same mathematics as ``softmax(scores.float() + mask).to(scores.dtype) * keep``; 
 rounding: the exponential (Cephes' polynomial, relative error < 1e-7, PyTorch's ~6e-8), the order of
 the row sums, and for bf16 scores the softmax backward from the bf16 probabilities (PyTorch's
 autograd keeps them in fp32 as well, 2x the memory): a relative gradient difference of ~2.5e-3, below
-bf16's own 2**-8. ``tests/test_cpu_kernel.py`` checks both precisions against PyTorch.
+bf16's own 2**-8 (against fp64, the scores' gradient is 2.2-2.5e-3 off, PyTorch's 1.5-1.8e-3; the fp32
+mask's, i.e. the position bias's, 1.4-1.9e-3, PyTorch's ~1e-7). ``tests/test_cpu_kernel.py`` checks
+both precisions against PyTorch. Its random words are other draws than ``torch.randint``'s for the
+same seed: a run is reproducible on one machine, not bit for bit between a machine with the kernel
+and one without.
 
 The C source is compiled at first use with the system's C compiler (``$CC``, else ``gcc`` or ``cc``;
 ``-O3 -march=native``, about 0.3 s) into ``$PEFTSUM_HOME/kernels`` (default ``~/.cache/peftsum``),
@@ -65,18 +69,23 @@ def _cpu_flags() -> str:
         return ""
 
 
-def _compiler() -> str | None:
+def _compiler() -> list[str] | None:
+    """The C compiler's command: ``$CC`` (split as a shell would: ``ccache gcc`` works), else gcc or cc."""
+    import shlex
     import shutil
 
-    return os.environ.get("CC") or shutil.which("gcc") or shutil.which("cc")
+    if os.environ.get("CC", "").strip():
+        return shlex.split(os.environ["CC"])
+    found = shutil.which("gcc") or shutil.which("cc")
+    return [found] if found else None
 
 
-def _build(source: Path, cc: str) -> Path:
+def _build(source: Path, cc: list[str]) -> Path:
     """Compile ``source`` into the kernel folder (atomically: a temporary name, then ``os.replace``)."""
     import subprocess
     import tempfile
 
-    digest = hashlib.sha256(b"\0".join([source.read_bytes(), " ".join(FLAGS).encode(), cc.encode(),
+    digest = hashlib.sha256(b"\0".join([source.read_bytes(), " ".join(FLAGS).encode(), " ".join(cc).encode(),
                                         _cpu_flags().encode(), sys.platform.encode()])).hexdigest()[:16]
     out = kernel_dir() / f"attn_probs-{digest}.so"
     if out.is_file():
@@ -85,9 +94,9 @@ def _build(source: Path, cc: str) -> Path:
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=out.parent)
     os.close(fd)
     try:
-        done = subprocess.run([cc, *FLAGS, "-o", tmp, str(source)], capture_output=True, text=True, timeout=120)
+        done = subprocess.run([*cc, *FLAGS, "-o", tmp, str(source)], capture_output=True, text=True, timeout=120)
         if done.returncode != 0:
-            raise OSError(f"{cc} failed: {(done.stderr or done.stdout).strip().splitlines()[-1:]}")
+            raise OSError(f"{' '.join(cc)} failed: {(done.stderr or done.stdout).strip().splitlines()[-1:]}")
         os.replace(tmp, out)
     finally:
         if os.path.exists(tmp):
@@ -187,8 +196,11 @@ def _self_check(lib) -> str:
 
 
 def _split(rows: int, elements: int):
+    """``[start, end)`` ranges covering ``rows``, one per thread (one range below PARALLEL_MIN_ELEMENTS; none for 0)."""
     import torch
 
+    if rows <= 0:
+        return []
     threads = torch.get_num_threads() if elements >= PARALLEL_MIN_ELEMENTS else 1
     step = -(-rows // max(1, threads))
     return [(r, min(rows, r + step)) for r in range(0, rows, step)]
@@ -205,8 +217,9 @@ def _pool(threads: int, pid: int):
 
 def _run(fn, ranges) -> None:
     """``fn(start, end)`` for each range: the first on this thread, the others on the pool's."""
-    if len(ranges) == 1:
-        fn(*ranges[0])
+    if len(ranges) <= 1:
+        for r in ranges:
+            fn(*r)
         return
     futures = [_pool(len(ranges) - 1, os.getpid()).submit(fn, *r) for r in ranges[1:]]
     fn(*ranges[0])
@@ -336,7 +349,9 @@ def _dropout_function():
 
         @staticmethod
         def backward(ctx, grad):
-            return _dropout_run(grad.contiguous(), *ctx.args), None, None, None
+            # dropout is linear and its own adjoint: the gradient is the same dropout of the gradient, applied
+            # through this Function so that it is differentiable again (higher-order gradients)
+            return Dropout.apply(grad, *ctx.args), None, None, None
 
     return Dropout
 
@@ -360,6 +375,9 @@ def dropout(x, threshold: int, scale: float):
         ``keep_bits`` draws after the same seed: the result equals ``apply_dropout``'s through
         ``keep_bits`` bit for bit (``tests/test_cpu_kernel.py``).
     """
+    if not dropout_applies(x):
+        raise ValueError(f"cpu_kernel.dropout takes a CPU bf16/fp32 tensor (and the kernel built: {status()}); "
+                         f"got {x.dtype} on {x.device}")
     return _dropout_function().apply(x, _seed(), int(threshold), float(scale))
 
 
@@ -396,6 +414,15 @@ def attention_probs(scores, mask, bits, threshold: int):
     Raises:
         RuntimeError: the kernel is not available (check :func:`applies` first).
     """
+    import torch
+
     if _library() is None:
         raise RuntimeError(f"peftsum's attention kernel is {status()}")
-    return _function().apply(scores, mask.float().contiguous(), bits.contiguous(), int(threshold))
+    if not applies(scores.contiguous(), mask):
+        raise ValueError(f"attention_probs takes CPU bf16/fp32 scores (batch, heads, q_len, kv_len) and a mask of shape "
+                         f"(1 or batch, heads, q_len, kv_len); got scores {tuple(scores.shape)} {scores.dtype}, "
+                         f"mask {tuple(mask.shape)} {mask.dtype}")
+    if bits.dtype != torch.int16 or tuple(bits.shape) != tuple(scores.shape):
+        raise ValueError(f"attention_probs takes int16 bits of the scores' shape {tuple(scores.shape)}; "
+                         f"got {tuple(bits.shape)} {bits.dtype}")
+    return _function().apply(scores.contiguous(), mask.float().contiguous(), bits.contiguous(), int(threshold))

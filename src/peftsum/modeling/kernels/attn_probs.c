@@ -72,14 +72,20 @@ void peftsum_attn_probs_fwd_##SUFFIX(const T *S, const float *M, const int16_t *
                     float v = LOAD(s[k + l]) + m[k + l];                                                      \
                     x[k + l] = v;                                                                             \
                     maxv[l] = v > maxv[l] ? v : maxv[l];                                                      \
-                    badv[l] += v - v; /* NaN when v is NaN or infinite, else 0 */                             \
+                    badv[l] += (v != v || v > 3.402823466e38f) ? 1.0f : 0.0f; /* NaN or +inf */               \
                 }                                                                                             \
             float mx = -3.402823466e38f, bad = 0.0f, sum = 0.0f;                                              \
-            for (; k < K; ++k) { float v = LOAD(s[k]) + m[k]; x[k] = v; mx = v > mx ? v : mx; bad += v - v; } \
+            for (; k < K; ++k) {                                                                              \
+                float v = LOAD(s[k]) + m[k];                                                                  \
+                x[k] = v;                                                                                     \
+                mx = v > mx ? v : mx;                                                                         \
+                bad += (v != v || v > 3.402823466e38f) ? 1.0f : 0.0f;                                         \
+            }                                                                                                 \
             for (int l = 0; l < LANES; ++l) { mx = maxv[l] > mx ? maxv[l] : mx; bad += badv[l]; }            \
             T *p = P + off, *d = D + off;                                                                     \
             const int16_t *kb = bits + off;                                                                   \
-            if (bad != 0.0f) { /* as PyTorch's softmax: a NaN or infinite input makes the row NaN */         \
+            if (bad != 0.0f) { /* as PyTorch's softmax: a NaN or +inf input makes the row NaN (-inf gives 0; \
+                                  a row of only -inf gives 0 / 0 = NaN below, as in PyTorch) */             \
                 for (k = 0; k < K; ++k) { p[k] = NAN_BITS; d[k] = NAN_BITS; }                                 \
                 continue;                                                                                     \
             }                                                                                                 \
