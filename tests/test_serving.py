@@ -374,10 +374,26 @@ def test_a_mismatched_adapter_stops_the_start_up_with_one_line(experiment, tiny_
 
     bad = _adapter_copy(experiment, tmp_path, "lora-english-s42", "google/mt5-base")
     res = CliRunner().invoke(app, ["serve", "--model", str(tiny_model_dir), "--adapter", f"en={bad}",
-                                   "--port", "1"], env={"COLUMNS": "400"})
+                                   "--port", "0"], env={"COLUMNS": "400"})
     lines = [line for line in res.output.splitlines() if line.strip() and not line.startswith("adapter ")]
     assert res.exit_code == 2 and len(lines) == 1, res.output
     assert "was trained on google/mt5-base" in lines[0] and str(tiny_model_dir) in lines[0]
+
+
+def test_a_taken_port_stops_the_start_up_with_one_line_before_loading():
+    from typer.testing import CliRunner
+
+    from peftsum.cli import app
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        res = CliRunner().invoke(app, ["serve", "--model", "/nonexistent/model", "--port", str(port)],
+                                 env={"COLUMNS": "400"})
+    lines = [line for line in res.output.splitlines() if line.strip()]
+    assert res.exit_code == 2 and len(lines) == 1, res.output
+    assert f"--port {port}: cannot listen there" in lines[0] and "in use" in lines[0]  # not the missing model
 
 
 def test_lru_evicts_by_megabytes_and_reloads(tiny_model_dir, experiment, tmp_path):
@@ -429,15 +445,23 @@ def test_lru_evicts_by_megabytes_and_reloads(tiny_model_dir, experiment, tmp_pat
 
 @pytest.mark.slow
 def test_serve_command_runs_a_server(tiny_model_dir, experiment):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    """``--port 0``: the server takes a free port and prints the address it listens on."""
+    import re
+
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1] / "src"),
                                                         os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.Popen([sys.executable, "-m", "peftsum", "serve", "--model", str(tiny_model_dir),
-                             "--adapters-from", str(experiment), "--port", str(port), "--window-ms", "1"],
+                             "--adapters-from", str(experiment), "--port", "0", "--window-ms", "1"],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
+        seen = []
+        for line in proc.stdout:  # the start line comes before the server answers (EOF if it exits)
+            seen.append(line)
+            if found := re.search(r"on http://127\.0\.0\.1:(\d+)/", line):
+                break
+        assert found, "".join(seen)
+        port = int(found.group(1))
+        assert port != 0
         deadline = time.time() + 90
         while time.time() < deadline:
             try:

@@ -383,7 +383,7 @@ def serve_cmd(
     adapters_from: Optional[list[str]] = typer.Option(None, "--adapters-from", help="Experiment folder: serve every PEFT run, named by run id (repeat)."),
     include_full: bool = typer.Option(False, "--include-full", help="With --adapters-from, also serve full fine-tuning runs (each a whole model)."),
     host: str = typer.Option("127.0.0.1", help="Address to listen on."),
-    port: int = typer.Option(8080, min=0, max=65535, help="Port to listen on."),
+    port: int = typer.Option(8080, min=0, max=65535, help="Port to listen on (0: a free port, printed at start)."),
     window_ms: float = typer.Option(5.0, min=0.0, help="Micro-batching window after the first waiting request (ms)."),
     max_batch: int = typer.Option(16, min=1, help="Requests per generate call at most."),
     max_queue: int = typer.Option(256, min=1, help="Requests waiting or decoding at most (503 beyond)."),
@@ -394,13 +394,16 @@ def serve_cmd(
                                         "PEFTSUM_BF16, else where the hardware runs bf16 natively)."),
 ) -> None:
     """Serve one base model and many adapters over HTTP (POST /generate, /generate_stream, GET /info, /metrics, /)."""
-    from peftsum.serving.app import load_registry, serve
+    from peftsum.serving.app import bind_socket, load_registry, serve
 
+    sock = bind_socket(host, port)  # before loading: a taken port fails at once; --port 0 picks a free one
     registry = load_registry(model, adapter, adapters_from, max_resident_mb, include_full, device, log=console.print,
                              bf16=bf16)
-    console.print(f"serving {registry.base_name} + {len(registry.entries)} adapter(s) on http://{host}:{port}/ "
-                  f"({registry.device}, {'bf16' if registry.bf16 else 'fp32'})", highlight=False)
-    serve(registry, host, port, window_ms=window_ms, max_batch=max_batch, max_queue=max_queue,
+    shown = f"[{host}]" if ":" in host else host
+    console.print(f"serving {registry.base_name} + {len(registry.entries)} adapter(s) on "
+                  f"http://{shown}:{sock.getsockname()[1]}/ ({registry.device}, {'bf16' if registry.bf16 else 'fp32'})",
+                  highlight=False)
+    serve(registry, host, port, sock=sock, window_ms=window_ms, max_batch=max_batch, max_queue=max_queue,
           max_input_chars=max_input_chars)
 
 

@@ -108,6 +108,27 @@ def load_registry(model: str, adapters: list[str] | None = None, adapters_from: 
     return registry
 
 
+def bind_socket(host: str = "127.0.0.1", port: int = 8080):
+    """A TCP socket bound to ``(host, port)`` for :func:`serve` (port 0: a free port, read it with ``getsockname``).
+
+    Binding before the models load makes a taken port fail at once, with one line.
+
+    Raises:
+        ConfigError: the address cannot be bound (in use, not this machine's, no permission).
+    """
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"--host {host} --port {port}: cannot listen there ({exc.strerror or exc})") from None
+    return sock
+
+
 def serve(registry: AdapterRegistry, host: str = "127.0.0.1", port: int = 8080, sock=None, **app_kwargs) -> None:
     """Run the server until interrupted (uvicorn).
 
