@@ -18,10 +18,15 @@ __all__ = ["SKINNY_ROWS", "check_model_source", "checkpoint_keys", "fast_dropout
 
 
 def _quiet_transformers():
+    import warnings
+
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
+    # peft 0.21 reads model.is_gradient_checkpointing, which transformers 5.24 deprecates: a warning on every
+    # PEFT run that no user of peftsum can act on
+    warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning)
 
 
 def _one_line(exc: Exception) -> str:
