@@ -14,6 +14,18 @@ M_TRIM_THRESHOLD = -1
 M_MMAP_MAX = -4
 """glibc ``mallopt`` parameter numbers (``<malloc.h>``)."""
 
+HOME_ENV = "PEFTSUM_HOME"
+"""Environment variable that moves peftsum's cache folder (default ``~/.cache/peftsum``)."""
+
+
+def peftsum_home():
+    """peftsum's cache folder (tiny model, data cache, compiled kernels): ``$PEFTSUM_HOME``, else
+    ``~/.cache/peftsum`` (a ``Path``, ``~`` expanded; not created here)."""
+    from pathlib import Path
+
+    return Path(os.environ.get(HOME_ENV, Path.home() / ".cache" / "peftsum")).expanduser()
+
+
 OPT_OUT_ENV = "PEFTSUM_SYSTEM_MALLOC"
 """Set to 1 to leave the C allocator's settings alone."""
 

@@ -37,8 +37,9 @@ def data_cache_dir() -> Path:
     """
     if os.environ.get(CACHE_ENV):
         return Path(os.environ[CACHE_ENV]).expanduser()
-    home = Path(os.environ.get("PEFTSUM_HOME", Path.home() / ".cache" / "peftsum")).expanduser()
-    return home / "data-cache"
+    from peftsum.runtime import peftsum_home
+
+    return peftsum_home() / "data-cache"
 
 
 @dataclass

@@ -97,14 +97,13 @@ def attention_forward(module, query, key, value, attention_mask, dropout: float 
         return sdpa_attention_forward(module, query, key, value, mask, dropout=dropout, scaling=scaling,
                                       is_causal=False, position_bias=None, **kwargs)
 
-    is_causal = causal
     if cropped:
         key, value, position_bias = key[:, :, :q_length], value[:, :, :q_length], position_bias[..., :q_length]
     scores = torch.matmul(query, key.transpose(-1, -2))
     scale = query.shape[-1] ** -0.5 if scaling is None else scaling
     if scale != 1.0:
         scores = scores * scale
-    mask = _bias_mask(position_bias, attention_mask, is_causal, query, key, reuse=reuse)
+    mask = _bias_mask(position_bias, attention_mask, causal, query, key, reuse=reuse)
     bits, threshold, keep_scale = keep_bits(scores.shape, dropout, device=scores.device)
     if cpu_kernel.applies(scores, mask):  # the same in one pass each way (peftsum.modeling.cpu_kernel)
         dropped = cpu_kernel.attention_probs(scores, mask, bits, threshold)

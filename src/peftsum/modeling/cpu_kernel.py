@@ -51,8 +51,9 @@ _STATUS: dict[str, str] = {}
 
 def kernel_dir() -> Path:
     """Where compiled kernels are kept: ``$PEFTSUM_HOME/kernels`` (default ``~/.cache/peftsum/kernels``)."""
-    home = Path(os.environ.get("PEFTSUM_HOME", Path.home() / ".cache" / "peftsum")).expanduser()
-    return home / "kernels"
+    from peftsum.runtime import peftsum_home
+
+    return peftsum_home() / "kernels"
 
 
 def status() -> str:
@@ -171,7 +172,7 @@ def _self_check(lib) -> str:
 
     words = torch.empty(3, dtype=torch.int64)
     lib.peftsum_random_words(0, words.data_ptr(), 0, 3)
-    if [w & (2**64 - 1) for w in words.tolist()] != SPLITMIX64_SEED0:
+    if [w & U64 for w in words.tolist()] != SPLITMIX64_SEED0:
         return "random words differ from SplitMix64's"
     gen = torch.Generator().manual_seed(0)
     for dtype, tol in ((torch.float32, 1e-5), (torch.bfloat16, 1e-2)):

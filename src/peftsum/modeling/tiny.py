@@ -183,8 +183,9 @@ def is_model_dir(path: str | Path) -> bool:
 
 def default_tiny_dir() -> Path:
     """Where the offline tiny model is cached: ``$PEFTSUM_HOME/tiny-mt5`` (default ``~/.cache/peftsum``)."""
-    home = Path(os.environ.get("PEFTSUM_HOME", Path.home() / ".cache" / "peftsum"))
-    return home / "tiny-mt5"
+    from peftsum.runtime import peftsum_home
+
+    return peftsum_home() / "tiny-mt5"
 
 
 def ensure_tiny_model(path: str | Path | None = None, spec: TinyModelSpec = TinyModelSpec()) -> Path:

@@ -58,8 +58,8 @@ class _HeadCrossEntropy(torch.autograd.Function):
     def forward(ctx, hidden, weight, target, smoothing: float, dtype):
         with torch.autocast(hidden.device.type, enabled=False):
             h = hidden.to(dtype)
-            reuse = weight.device.type == "cpu" and weight.dtype != dtype
-            w = _cast_buffer(weight, dtype).copy_(weight) if reuse else weight.to(dtype)
+            buffer = _cast_buffer(weight, dtype) if weight.device.type == "cpu" and weight.dtype != dtype else None
+            w = buffer.copy_(weight) if buffer is not None else weight.to(dtype)
             logits = h @ w.t()  # n x V in the compute dtype, becomes the logits' gradient in place
             n, vocab = logits.shape
             rows = max(1, (ROW_BYTES if logits.device.type == "cpu" else DEVICE_ROW_BYTES) // (4 * vocab))
@@ -90,7 +90,7 @@ class _HeadCrossEntropy(torch.autograd.Function):
         # the logits' gradient is needed again only for the weight's gradient: a frozen head (PEFT) frees it here
         ctx.save_for_backward(logits if ctx.needs_input_grad[1] else None, h, grad_hidden)
         ctx.weight_dtype = weight.dtype
-        ctx.buffer = weakref.ref(weight) if reuse else None  # backward's product goes into the same buffer
+        ctx.buffer = buffer  # backward's product goes into the same buffer (forward's cast is dead by then)
         return loss
 
     @staticmethod
@@ -102,11 +102,8 @@ class _HeadCrossEntropy(torch.autograd.Function):
         if ctx.needs_input_grad[1]:
             with torch.autocast(h.device.type, enabled=False):
                 rhs = h if scale == 1.0 else h * scale
-                weight = ctx.buffer() if ctx.buffer is not None else None
-                if weight is not None:  # forward's cast is dead: its buffer takes the product
-                    grad_weight = torch.mm(grad.t(), rhs, out=_cast_buffer(weight, grad.dtype)).to(ctx.weight_dtype)
-                else:
-                    grad_weight = (grad.t() @ rhs).to(ctx.weight_dtype)
+                product = torch.mm(grad.t(), rhs, out=ctx.buffer) if ctx.buffer is not None else grad.t() @ rhs
+                grad_weight = product.to(ctx.weight_dtype)
         if ctx.needs_input_grad[0]:
             grad_hidden = grad_hidden if scale == 1.0 else grad_hidden * scale
         return grad_hidden, grad_weight, None, None, None

@@ -274,7 +274,6 @@ def _apply_method(model, method, hyper, out: Path):
     """
     from peftsum import distributed
     from peftsum.io import apply_umask_tree
-    from peftsum.modeling.attention import use_fast_attention
     from peftsum.modeling.fast_paths import fast_dropout
     from peftsum.modeling.methods import build_peft_config, check_target_modules
 
@@ -293,8 +292,7 @@ def _apply_method(model, method, hyper, out: Path):
                 model.save_pretrained(str(init_adapter))
                 apply_umask_tree(init_adapter)
             distributed.barrier()
-    fast_dropout(model)  # after PEFT: its lora_dropout modules too
-    use_fast_attention(model)
+    fast_dropout(model)  # after PEFT: its lora_dropout modules too (load_model switched the attention)
     return model, init_adapter
 
 

@@ -131,9 +131,9 @@ void peftsum_attn_probs_bwd_##SUFFIX(const T *dD, const T *P, const T *D, T *dS,
             for (; k < K; ++k) { float v = LOAD(gd[k]) * (d[k] != (T)0 ? 1.0f : 0.0f); g[k] = v; dot += LOAD(p[k]) * v; } \
             for (int l = 0; l < LANES; ++l) dot += dotv[l];                                                   \
             T *ds = dS + off;                                                                                 \
-            for (k = 0; k < K; ++k) ds[k] = STORE(LOAD(p[k]) * (g[k] - dot));                                 \
-            if (dM && mask_batched) { float *dm = dM + off; for (k = 0; k < K; ++k) dm[k] = LOAD(p[k]) * (g[k] - dot); } \
-            if (acc) for (k = 0; k < K; ++k) acc[k] += LOAD(p[k]) * (g[k] - dot);                             \
+            for (k = 0; k < K; ++k) { g[k] = LOAD(p[k]) * (g[k] - dot); ds[k] = STORE(g[k]); }               \
+            if (dM && mask_batched) memcpy(dM + off, g, sizeof(float) * (size_t)K);                           \
+            if (acc) for (k = 0; k < K; ++k) acc[k] += g[k];                                                  \
         }                                                                                                     \
     }                                                                                                         \
     free(g);                                                                                                  \
