@@ -13,7 +13,7 @@ Usage (from the repository root; each line ~1-2 minutes on 2 cores):
 
 ``train``: one batch of 4 real bundled rows (45-language sample, seed 0) at 512/84 tokens, dynamic
 padding, loaded with peftsum's ``load_model`` (fused GELU, decoding head, allocator tuning) and
-stepped with fused AdamW and gradient clipping like peftsum's trainer; prints each step's time and
+stepped with fused AdamW and peftsum's gradient clipping like peftsum's trainer; prints each step's time and
 the median (after one untimed step). ``generate``: peftsum's ``generate_summaries``, greedy, twice;
 prints both times. ``--profile N`` runs the timed calls under ``torch.profiler`` and prints the N
 operators with the most self CPU time (issue #11's "profile first"; the profiler's own memory use
@@ -65,6 +65,7 @@ def train(args) -> None:
     from peftsum.modeling.load import fast_dropout, load_model, load_tokenizer
     from peftsum.runtime import resolve_bf16, tune_cpu_allocator
     from peftsum.training.frozen_bf16 import base_names, store_frozen_in_bf16
+    from peftsum.training.clipping import clip_gradients
     from peftsum.training.loss import packed_head_loss
 
     model_dir = str(C.build_model_dir(C.default_model_dir()))
@@ -100,16 +101,29 @@ def train(args) -> None:
         store_frozen_in_bf16(model, names, model_dir)
     autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16)
 
+    phases: dict[str, list[float]] = {}
+
+    def mark(name: str, t0: float) -> float:
+        t1 = time.perf_counter()
+        phases.setdefault(name, []).append(t1 - t0)
+        return t1
+
     def step():
+        t = time.perf_counter()
         with autocast:
             if args.plain_loss:
                 loss = model(**batch).loss
             else:
                 loss, _ = packed_head_loss(model, batch)
+        t = mark("forward", t)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        t = mark("backward", t)
+        clip_gradients(params, 1.0, opt)  # as the trainer: exact norm, the coefficient folded into fused AdamW
+        t = mark("clip", t)
         opt.step()
+        t = mark("optimizer", t)
         opt.zero_grad()
+        mark("zero_grad", t)
 
     step()
     times = timed(step, args.steps)
@@ -117,6 +131,7 @@ def train(args) -> None:
           f"target; plain_loss={args.plain_loss} plain_dropout={args.plain_dropout} plain_head={args.plain_head} "
           f"allocator_tuned={tune_cpu_allocator()}")
     print(f"  step times (s): {[round(t, 2) for t in times]}; median {statistics.median(times):.2f}")
+    print("  phases, median s: " + ", ".join(f"{k} {statistics.median(v[1:]):.3f}" for k, v in phases.items()))
 
 
 def generate(args) -> None:

@@ -325,3 +325,47 @@ def test_random_words_are_splitmix64_seeded_by_torch():
     assert torch.equal(a, cpu_kernel.random_words(1000)) and not torch.equal(a, cpu_kernel.random_words(1000))
     bits = a.view(torch.int16).float()
     assert abs(bits.mean().item()) < 5 * 32768 / 3**0.5 / 4000**0.5  # uniform over int16: mean 0
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_cross_entropy_columns_matches_pytorch(dtype, smoothing, monkeypatch):
+    """The head's cross-entropy over vocab x n logits gives torch's cross_entropy (loss) and its gradient
+    (left in the logits), with one thread and with the rows split among threads; a vocabulary of 50,021
+    rows (not a multiple of the kernel's 32-row blocks) and logits spread wide enough that the rows'
+    maxima differ by block."""
+    g = torch.Generator().manual_seed(0)
+    vocab, n = 50_021, 19
+    logits = (torch.randn(n, vocab, generator=g) * 6).to(dtype)
+    target = torch.randint(0, vocab, (n,), generator=g)
+    target[3] = target[4]  # two tokens with the same label
+    x = logits.float().requires_grad_()
+    want = torch.nn.functional.cross_entropy(x, target, label_smoothing=smoothing)
+    want.backward()
+    tol = 5e-5 if dtype == torch.float32 else 8e-3  # bf16: rounded once to bf16 (2**-8); fp32: measured 1.9e-5
+    results = []
+    for threads in (1, 2):
+        monkeypatch.setattr(torch, "get_num_threads", lambda: threads)
+        monkeypatch.setattr(cpu_kernel, "PARALLEL_MIN_ELEMENTS", 1)
+        cols = logits.t().contiguous()
+        nll, uniform = cpu_kernel.cross_entropy_columns(cols, target, smoothing)
+        loss = nll.mean() if uniform is None else (1 - smoothing) * nll.mean() + smoothing * uniform.mean()
+        assert (uniform is None) == (smoothing == 0)
+        assert float(loss) == pytest.approx(float(want), rel=1e-6)
+        grad = cols.t().float()
+        assert ((grad - x.grad).norm() / x.grad.norm()).item() < tol
+        results.append((loss, cols))
+    assert torch.allclose(results[0][0], results[1][0], rtol=1e-6)
+    assert torch.equal(results[0][1], results[1][1]) or dtype == torch.float32 and torch.allclose(
+        results[0][1], results[1][1], rtol=1e-6, atol=1e-12)
+
+
+def test_cross_entropy_columns_bad_inputs_and_nan():
+    with pytest.raises(ValueError, match="contiguous CPU bf16/fp32 vocab x n"):
+        cpu_kernel.cross_entropy_columns(torch.zeros(5, 3).t(), torch.zeros(5, dtype=torch.int64))
+    with pytest.raises(ValueError, match="target has shape"):
+        cpu_kernel.cross_entropy_columns(torch.zeros(5, 3), torch.zeros(4, dtype=torch.int64))
+    logits = torch.randn(100, 3)
+    logits[7, 1] = float("nan")
+    nll, _ = cpu_kernel.cross_entropy_columns(logits, torch.tensor([0, 1, 2]))
+    assert nll[1].isnan() and nll[0].isfinite() and nll[2].isfinite()  # a NaN logit: that token's loss is NaN

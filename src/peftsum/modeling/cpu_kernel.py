@@ -39,7 +39,7 @@ ENV = "PEFTSUM_CPU_KERNEL"
 """Set to 0 to keep the PyTorch path (the kernel is neither built nor used)."""
 
 SOURCE = "attn_probs.c"
-FLAGS = ("-O3", "-march=native", "-std=c99", "-shared", "-fPIC")
+FLAGS = ("-O3", "-march=native", "-mprefer-vector-width=512", "-ffp-contract=fast", "-std=c99", "-shared", "-fPIC")
 PARALLEL_MIN_ELEMENTS = 1 << 18
 """Below this many score elements one thread does the work (a thread hand-off costs ~50 us)."""
 
@@ -122,6 +122,11 @@ def _declare(lib):
         getattr(lib, f"peftsum_dropout_{suffix}").argtypes = [ptr, ptr, ctypes.c_uint64, i32, ctypes.c_float, i64,
                                                              i64, i64]
         getattr(lib, f"peftsum_dropout_{suffix}").restype = None
+        getattr(lib, f"peftsum_xent_cols_stats_{suffix}").argtypes = [ptr, i64, i64, i64, ptr, ptr, ptr]
+        getattr(lib, f"peftsum_xent_cols_stats_{suffix}").restype = None
+        getattr(lib, f"peftsum_xent_cols_grad_{suffix}").argtypes = [ptr, i64, i64, i64, ptr, ctypes.c_float,
+                                                                    ctypes.c_float]
+        getattr(lib, f"peftsum_xent_cols_grad_{suffix}").restype = None
     return lib
 
 
@@ -427,3 +432,69 @@ def attention_probs(scores, mask, bits, threshold: int):
         raise ValueError(f"attention_probs takes int16 bits of the scores' shape {tuple(scores.shape)}; "
                          f"got {tuple(bits.shape)} {bits.dtype}")
     return _function().apply(scores.contiguous(), mask.float().contiguous(), bits.contiguous(), int(threshold))
+
+
+def cross_entropy_applies(logits_t) -> bool:
+    """Whether :func:`cross_entropy_columns` takes ``logits_t``: contiguous CPU bf16/fp32 ``vocab x n``, kernel built."""
+    import torch
+
+    return (logits_t.device.type == "cpu" and logits_t.dtype in (torch.bfloat16, torch.float32)
+            and logits_t.dim() == 2 and logits_t.is_contiguous() and _library() is not None)
+
+
+def cross_entropy_columns(logits_t, target, smoothing: float = 0.0):
+    """Per-token cross-entropy of column-major logits, turning them in place into the mean loss's gradient.
+
+    Args:
+        logits_t: ``vocab x n`` logits (column j: token j's logits over the vocabulary), bf16 or fp32,
+            contiguous, CPU: ``weight @ hidden.T``. Overwritten with the gradient of the token-mean loss
+            with respect to the logits, ``(softmax - (1 - eps) onehot - eps / vocab) / n``, in the same dtype.
+        target: ``n`` label ids (int64; none may be -100).
+        smoothing: label smoothing ``eps`` in ``[0, 1)`` (``torch.nn.CrossEntropyLoss``'s definition).
+
+    Returns:
+        ``(nll, uniform)``: fp32 ``n``-vectors of ``logsumexp - logit[target]`` and, with smoothing,
+        ``logsumexp - mean(logits)`` (None without), in nats. The softmax statistics are accumulated in
+        fp32 by blocks of rows (one exponential per element); rows are split among the threads.
+
+    Raises:
+        ValueError: the tensors are not what the kernel takes (check :func:`cross_entropy_applies`).
+    """
+    import torch
+
+    if not cross_entropy_applies(logits_t):
+        raise ValueError(f"cross_entropy_columns takes contiguous CPU bf16/fp32 vocab x n logits (and the kernel "
+                         f"built: {status()}); got {tuple(logits_t.shape)} {logits_t.dtype} on {logits_t.device}")
+    vocab, n = logits_t.shape
+    if tuple(target.shape) != (n,):
+        raise ValueError(f"cross_entropy_columns: target has shape {tuple(target.shape)}, the logits {n} columns")
+    with torch.no_grad():
+        return _cross_entropy_columns(logits_t, target, smoothing)
+
+
+def _cross_entropy_columns(logits_t, target, smoothing: float):
+    import torch
+
+    vocab, n = logits_t.shape
+    lib, suffix = _library(), _suffix(logits_t.dtype)
+    cols = torch.arange(n)
+    target = target.to(torch.int64)
+    picked = logits_t[target, cols].float()
+    ranges = _split(vocab, logits_t.numel())
+    stats = torch.empty(len(ranges), 2, n, dtype=torch.float64)  # [0]: sum of exp(logit - maximum), [1]: of logits
+    stat_fn = getattr(lib, f"peftsum_xent_cols_stats_{suffix}")
+    index = {r: i for i, r in enumerate(ranges)}
+    maxima = torch.empty(len(ranges), n, dtype=torch.float32)
+    _run(lambda v0, v1: stat_fn(logits_t.data_ptr(), n, v0, v1, maxima[index[(v0, v1)]].data_ptr(),
+                                stats[index[(v0, v1)], 0].data_ptr(), stats[index[(v0, v1)], 1].data_ptr()), ranges)
+    top = maxima.double().amax(dim=0)
+    lse64 = top + (stats[:, 0] * torch.exp(maxima.double() - top)).sum(dim=0).log()
+    lse = lse64.float()
+    nll = (lse64 - picked.double()).float()
+    uniform = (lse64 - stats[:, 1].sum(dim=0) / vocab).float() if smoothing > 0 else None
+    off = smoothing / (vocab * n)
+    grad_fn = getattr(lib, f"peftsum_xent_cols_grad_{suffix}")
+    lse = lse.contiguous()
+    _run(lambda v0, v1: grad_fn(logits_t.data_ptr(), n, v0, v1, lse.data_ptr(), 1.0 / n, off), ranges)
+    logits_t[target, cols] = (torch.exp(picked - lse) / n - (1.0 - smoothing) / n - off).to(logits_t.dtype)
+    return nll, uniform

@@ -141,13 +141,14 @@ class PeftsumTrainer(Seq2SeqTrainer):
         return loss
 
     def _clip_grad_norm(self, model):
-        """The Trainer's clipping, without the scaling pass when nothing is clipped (CPU gradients;
-        :func:`peftsum.training.clipping.clip_grad_norm_skip_unit`); elsewhere the Trainer's own."""
+        """The Trainer's clipping with an exact norm in one read and no scaling pass of its own (CPU gradients:
+        :func:`peftsum.training.clipping.clip_gradients`, the coefficient folded into fused AdamW's step);
+        elsewhere the Trainer's own."""
         from peftsum.training import clipping
 
         params = list(model.parameters())
         if clipping.applies(self.accelerator, params):
-            return clipping.clip_grad_norm_skip_unit(params, self.args.max_grad_norm)
+            return clipping.clip_gradients(params, self.args.max_grad_norm, self.optimizer)
         return super()._clip_grad_norm(model)
 
     def _save_checkpoint(self, model, trial):

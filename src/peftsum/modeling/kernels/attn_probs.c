@@ -40,7 +40,10 @@ static inline float f32_id(float f) { return f; }
 static inline float exp_nonpositive(float x) {
     float underflow = x < -87.3f ? 0.0f : 1.0f;
     x = x < -87.3f ? -87.3f : x;
-    float n = __builtin_rintf(x * 1.44269504088896341f);
+    /* n = round(x / ln2) by the 1.5 * 2^23 trick (no rounding instruction; |x / ln2| < 2^22), and 2^n from
+     * the same sum's low bits */
+    float shifted = x * 1.44269504088896341f + 12582912.0f;
+    float n = shifted - 12582912.0f;
     float r = (x - n * 0.693145751953125f) - n * 1.42860682030941723212e-6f;
     float p = 1.9875691500e-4f;
     p = p * r + 1.3981999507e-3f;
@@ -49,7 +52,8 @@ static inline float exp_nonpositive(float x) {
     p = p * r + 1.6666665459e-1f;
     p = p * r + 5.0000001201e-1f;
     p = p * r * r + r + 1.0f;
-    uint32_t bits = (uint32_t)((int32_t)n + 127) << 23;
+    int32_t nb; memcpy(&nb, &shifted, 4);
+    uint32_t bits = (uint32_t)(nb - 0x4B400000 + 127) << 23;
     float scale; memcpy(&scale, &bits, 4);
     return p * scale * underflow;
 }
@@ -190,3 +194,50 @@ void peftsum_dropout_##SUFFIX(const T *x, T *y, uint64_t seed, int32_t threshold
 
 DEFINE_DROPOUT(bf16, uint16_t, bf16_to_f32, f32_to_bf16)
 DEFINE_DROPOUT(f32, float, f32_id, f32_id)
+
+/* Cross-entropy of a vocabulary-by-tokens block of logits L (V rows, n columns: column j holds token j's
+ * logits; the layout of W @ H^T, whose matmuls run ~2x faster on CPU than H @ W^T's, benchmarks/README.md).
+ *
+ * Statistics, rows [v0, v1): per column j the maximum m_j, sum_j = sum over the rows of exp(L - m_j) and
+ * the plain sum of L (for label smoothing), by blocks of XENT_BLOCK rows (the block's maximum first, the
+ * running sum rescaled once per block: one exponential per element, one read from memory; a block's sums
+ * in fp32, the running sums in fp64). The caller
+ * merges the ranges of its threads (log-sum-exp of the parts).
+ * Gradient, rows [v0, v1), in place: L = exp(L - lse_j) * inv_n - off, the softmax over the column divided
+ * by the n tokens, minus label smoothing's eps / (V n); the caller fixes the n target elements (minus
+ * (1 - eps) / n) from the logits it gathered before. */
+#define XENT_BLOCK 32
+#define DEFINE_XENT(SUFFIX, T, LOAD, STORE)                                                                 \
+void peftsum_xent_cols_stats_##SUFFIX(const T *L, int64_t n, int64_t v0, int64_t v1, float *mx, double *sm,  \
+                                      double *tot) {                                                       \
+    float *bm = (float *)malloc(sizeof(float) * 3 * (size_t)n);                                            \
+    if (!bm) return;                                                                                       \
+    float *bs = bm + n, *bt = bm + 2 * n;                                                                  \
+    for (int64_t j = 0; j < n; ++j) { mx[j] = -3.402823466e38f; sm[j] = 0.0; tot[j] = 0.0; }               \
+    for (int64_t b0 = v0; b0 < v1; b0 += XENT_BLOCK) {                                                     \
+        int64_t b1 = b0 + XENT_BLOCK < v1 ? b0 + XENT_BLOCK : v1;                                          \
+        for (int64_t j = 0; j < n; ++j) { bm[j] = mx[j]; bs[j] = 0.0f; bt[j] = 0.0f; }                     \
+        for (int64_t v = b0; v < b1; ++v) {                                                                \
+            const T *row = L + v * n;                                                                      \
+            for (int64_t j = 0; j < n; ++j) { float x = LOAD(row[j]); bm[j] = x > bm[j] ? x : bm[j]; bt[j] += x; } \
+        }                                                                                                  \
+        for (int64_t j = 0; j < n; ++j) { sm[j] *= exp_nonpositive(mx[j] - bm[j]); mx[j] = bm[j]; tot[j] += bt[j]; } \
+        for (int64_t v = b0; v < b1; ++v) {                                                                \
+            const T *row = L + v * n;                                                                      \
+            for (int64_t j = 0; j < n; ++j) bs[j] += exp_nonpositive(LOAD(row[j]) - mx[j]);                \
+        }                                                                                                  \
+        for (int64_t j = 0; j < n; ++j) sm[j] += bs[j];                                                    \
+    }                                                                                                      \
+    free(bm);                                                                                              \
+}                                                                                                          \
+                                                                                                           \
+void peftsum_xent_cols_grad_##SUFFIX(T *L, int64_t n, int64_t v0, int64_t v1, const float *lse, float inv_n, \
+                                     float off) {                                                          \
+    for (int64_t v = v0; v < v1; ++v) {                                                                    \
+        T *row = L + v * n;                                                                                \
+        for (int64_t j = 0; j < n; ++j) row[j] = STORE(exp_nonpositive(LOAD(row[j]) - lse[j]) * inv_n - off); \
+    }                                                                                                      \
+}
+
+DEFINE_XENT(bf16, uint16_t, bf16_to_f32, f32_to_bf16)
+DEFINE_XENT(f32, float, f32_id, f32_id)
