@@ -5,6 +5,7 @@ Usage (from the repository root; each line ~1-2 minutes on 2 cores):
     .venv/bin/python benchmarks/steps.py train --method lora                 # peftsum's defaults
     .venv/bin/python benchmarks/steps.py train --method lora --plain-loss    # the model's padded loss
     .venv/bin/python benchmarks/steps.py train --method lora --plain-dropout # nn.Dropout (bernoulli_)
+    .venv/bin/python benchmarks/steps.py train --method lora --plain-ff      # transformers' gated feed-forward
     .venv/bin/python benchmarks/steps.py train --method lora --plain-head    # head, then cross_entropy (fp32 logits)
     PEFTSUM_SYSTEM_MALLOC=1 .venv/bin/python benchmarks/steps.py train ...   # glibc's default allocator
     .venv/bin/python benchmarks/steps.py train --method full --profile 25   # top 25 operators, self CPU time
@@ -79,6 +80,10 @@ def train(args) -> None:
                                                  target_modules=["q", "v"]))
     if not args.plain_dropout:
         fast_dropout(model)
+    if args.plain_ff:  # transformers' feed-forward forward (GELUTanh, product, dropout, cast to wo's dtype)
+        for m in model.modules():
+            if type(m).__name__.startswith("Fused") and type(m).__name__.endswith("DenseGatedActDense"):
+                m.__class__ = type(m).__bases__[0]
     if not args.plain_attention:
         use_fast_attention(model)
     if args.plain_head:  # the packed loss's head and loss as separate ops (fp32 logits, log-softmax)
@@ -170,6 +175,8 @@ def main(argv=None) -> int:
     t.add_argument("--steps", type=int, default=5, help="timed steps (after one untimed)")
     t.add_argument("--plain-loss", action="store_true", help="the model's own loss over all padded positions")
     t.add_argument("--plain-dropout", action="store_true", help="keep nn.Dropout (bernoulli_)")
+    t.add_argument("--plain-ff", action="store_true",
+                   help="transformers' gated feed-forward instead of peftsum's fused kernel (fuse_feed_forward)")
     t.add_argument("--plain-attention", action="store_true",
                    help="transformers' SDPA attention (math path with bernoulli_ dropout) instead of peftsum's")
     t.add_argument("--plain-head", action="store_true",

@@ -369,3 +369,79 @@ def test_cross_entropy_columns_bad_inputs_and_nan():
     logits[7, 1] = float("nan")
     nll, _ = cpu_kernel.cross_entropy_columns(logits, torch.tensor([0, 1, 2]))
     assert nll[1].isnan() and nll[0].isfinite() and nll[2].isfinite()  # a NaN logit: that token's loss is NaN
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("p", [0.0, 0.1])
+def test_gated_gelu_dropout_matches_pytorchs_three_kernels(dtype, p, monkeypatch):
+    """dropout(gelu_tanh(a) * l) in one kernel: the same mask as apply_dropout after the same seed, values and
+    gradients equal to PyTorch's GELUTanh, product and dropout to float rounding (bf16: each intermediate rounded
+    as PyTorch's kernels round it, so almost every element is bit-equal), with one thread and with several;
+    4 x 3 x 1003 elements (a partial last word of random bits)."""
+    from peftsum.modeling.fast_paths import apply_dropout, threshold_and_scale
+
+    g = torch.Generator().manual_seed(0)
+    shape = (4, 3, 1003)
+    a0 = (torch.randn(shape, generator=g) * 2).to(dtype)
+    l0 = torch.randn(shape, generator=g).to(dtype)
+    gy = torch.randn(shape, generator=g).to(dtype)
+
+    def run(fused: bool, threads: int):
+        monkeypatch.setattr(torch, "get_num_threads", lambda: threads)
+        monkeypatch.setattr(cpu_kernel, "PARALLEL_MIN_ELEMENTS", 1)
+        a, l = a0.clone().requires_grad_(), l0.clone().requires_grad_()
+        torch.manual_seed(5)
+        if fused:
+            y = cpu_kernel.gated_gelu_dropout(a, l, *threshold_and_scale(p))
+        else:
+            y = torch.nn.functional.gelu(a, approximate="tanh") * l
+            y = apply_dropout(y, p) if p else y
+        y.backward(gy)
+        return y.detach(), a.grad, l.grad
+
+    plain = run(False, 1)
+    for threads in (1, 3):
+        fused = run(True, threads)
+        for name, got, want in zip(("output", "grad a", "grad l"), fused, plain):
+            tol = 1e-5 if dtype == torch.float32 else 1e-3  # bf16: a few elements 1 ulp (2**-8) apart
+            assert ((got.float() - want.float()).norm() / want.float().norm()).item() < tol, name
+            if dtype == torch.bfloat16:
+                assert (got == want).float().mean().item() > 0.98, name
+        assert torch.equal(fused[0] == 0, plain[0] == 0)  # the same elements dropped
+    assert torch.equal(run(True, 1)[0], run(True, 3)[0])
+    with pytest.raises(ValueError, match="two CPU bf16/fp32 tensors of one shape"):
+        cpu_kernel.gated_gelu_dropout(a0, l0[..., :5], *threshold_and_scale(p))
+
+
+@pytest.mark.parametrize("bf16", [False, True])
+def test_fused_feed_forward_gives_the_modules_loss_and_gradients(tiny_model_dir, tiny_tokenizer, bf16):
+    """The tiny mT5 (gated-GELU feed-forward) with dropout 0.1 everywhere: loss and gradients with peftsum's
+    fused feed-forward equal transformers' forward (GELUTanh, product, FastDropout) after the same seed."""
+    from test_fast_training import batch, loss_and_grads
+
+    from peftsum.modeling.fast_paths import fast_dropout
+    from peftsum.modeling.load import load_model
+
+    model, _ = load_model(str(tiny_model_dir))
+    fast_dropout(model)
+    fused = [m for m in model.modules() if type(m).__name__.startswith("Fused")]
+    assert len(fused) == model.config.num_layers + model.config.num_decoder_layers
+    model.train()
+    data = batch(tiny_tokenizer)
+    calls = []
+    real = cpu_kernel.gated_gelu_dropout
+    cpu_kernel.gated_gelu_dropout = lambda *a: calls.append(1) or real(*a)
+    try:
+        torch.manual_seed(0)
+        fast_loss, fast = loss_and_grads(model, data, bf16)
+    finally:
+        cpu_kernel.gated_gelu_dropout = real
+    assert len(calls) == len(fused)
+    for m in fused:
+        m.__class__ = type(m).__bases__[0]
+    torch.manual_seed(0)
+    plain_loss, plain = loss_and_grads(model, data, bf16)
+    assert fast_loss == pytest.approx(plain_loss, rel=1e-5 if not bf16 else 2e-3)
+    num = sum((fast[n] - g).pow(2).sum() for n, g in plain.items()).sqrt()
+    den = sum(g.pow(2).sum() for g in plain.values()).sqrt()
+    assert (num / den).item() < (1e-5 if not bf16 else 1e-2)

@@ -39,7 +39,7 @@ ENV = "PEFTSUM_CPU_KERNEL"
 """Set to 0 to keep the PyTorch path (the kernel is neither built nor used)."""
 
 SOURCE = "attn_probs.c"
-FLAGS = ("-O3", "-march=native", "-mprefer-vector-width=512", "-ffp-contract=fast", "-std=c99", "-shared", "-fPIC")
+FLAGS = ("-O3", "-march=native", "-mprefer-vector-width=512", "-ffp-contract=fast", "-std=gnu99", "-shared", "-fPIC")
 PARALLEL_MIN_ELEMENTS = 1 << 18
 """Below this many score elements one thread does the work (a thread hand-off costs ~50 us)."""
 
@@ -127,6 +127,12 @@ def _declare(lib):
         getattr(lib, f"peftsum_xent_cols_grad_{suffix}").argtypes = [ptr, i64, i64, i64, ptr, ctypes.c_float,
                                                                     ctypes.c_float]
         getattr(lib, f"peftsum_xent_cols_grad_{suffix}").restype = None
+        getattr(lib, f"peftsum_gated_gelu_fwd_{suffix}").argtypes = [ptr, ptr, ptr, ctypes.c_uint64, i32,
+                                                                    ctypes.c_float, i64, i64, i64]
+        getattr(lib, f"peftsum_gated_gelu_fwd_{suffix}").restype = None
+        getattr(lib, f"peftsum_gated_gelu_bwd_{suffix}").argtypes = [ptr, ptr, ptr, ptr, ptr, ctypes.c_uint64, i32,
+                                                                    ctypes.c_float, i64, i64, i64]
+        getattr(lib, f"peftsum_gated_gelu_bwd_{suffix}").restype = None
     return lib
 
 
@@ -498,3 +504,65 @@ def _cross_entropy_columns(logits_t, target, smoothing: float):
     _run(lambda v0, v1: grad_fn(logits_t.data_ptr(), n, v0, v1, lse.data_ptr(), 1.0 / n, off), ranges)
     logits_t[target, cols] = (torch.exp(picked - lse) / n - (1.0 - smoothing) / n - off).to(logits_t.dtype)
     return nll, uniform
+
+
+@functools.cache
+def _gated_function():
+    import torch
+    from torch.autograd.function import once_differentiable
+
+    class GatedGeluDropout(torch.autograd.Function):
+        """``dropout(gelu_tanh(a) * l)`` in one pass each way; the mask drawn again from its seed in backward."""
+
+        @staticmethod
+        def forward(ctx, a, l, seed, threshold, scale):
+            ctx.args = (seed, threshold, scale)
+            ctx.save_for_backward(a, l)
+            y = torch.empty_like(a)
+            fn = getattr(_library(), f"peftsum_gated_gelu_fwd_{_suffix(a.dtype)}")
+            _run(lambda w0, w1: fn(a.data_ptr(), l.data_ptr(), y.data_ptr(), seed & U64, threshold, scale, a.numel(),
+                                   w0, w1), _split(-(-a.numel() // 4), a.numel()))
+            return y
+
+        @staticmethod
+        @once_differentiable
+        def backward(ctx, grad):
+            a, l = ctx.saved_tensors
+            seed, threshold, scale = ctx.args
+            grad = grad.to(a.dtype).contiguous()
+            da, dl = torch.empty_like(a), torch.empty_like(l)
+            fn = getattr(_library(), f"peftsum_gated_gelu_bwd_{_suffix(a.dtype)}")
+            _run(lambda w0, w1: fn(a.data_ptr(), l.data_ptr(), grad.data_ptr(), da.data_ptr(), dl.data_ptr(),
+                                   seed & U64, threshold, scale, a.numel(), w0, w1),
+                 _split(-(-a.numel() // 4), a.numel()))
+            return da, dl, None, None, None
+
+    return GatedGeluDropout
+
+
+def gated_gelu_applies(a, l) -> bool:
+    """Whether :func:`gated_gelu_dropout` takes ``a`` and ``l``: CPU, same shape and dtype (bf16 or fp32), kernel built."""
+    import torch
+
+    return (a.device.type == "cpu" and l.device.type == "cpu" and a.dtype == l.dtype
+            and a.dtype in (torch.bfloat16, torch.float32) and a.shape == l.shape and _library() is not None)
+
+
+def gated_gelu_dropout(a, l, threshold: int, scale: float):
+    """mT5's gated feed-forward core, ``dropout(gelu_tanh(a) * l)``, in one pass forward and one backward.
+
+    Args:
+        a: ``wi_0``'s output; l: ``wi_1``'s (same shape; CPU, bf16 or fp32: :func:`gated_gelu_applies`).
+        threshold, scale: :func:`peftsum.modeling.fast_paths.threshold_and_scale` of the dropout ``p``
+            (``p = 0``: threshold -32768, scale 1, nothing dropped).
+
+    Returns:
+        The dropped product, same shape and dtype: what ``GELUTanh``, the product and
+        :func:`peftsum.modeling.fast_paths.apply_dropout` compute (each result rounded to the dtype as
+        those three kernels round it; the mask is the one ``keep_bits`` draws after the same seed).
+        Gradients reach ``a`` and ``l`` (PyTorch's ``gelu_backward`` formula); nothing but the inputs is saved.
+    """
+    if not gated_gelu_applies(a, l):
+        raise ValueError(f"gated_gelu_dropout takes two CPU bf16/fp32 tensors of one shape and dtype (and the kernel "
+                         f"built: {status()}); got {tuple(a.shape)} {a.dtype} and {tuple(l.shape)} {l.dtype}")
+    return _gated_function().apply(a.contiguous(), l.contiguous(), _seed(), int(threshold), float(scale))

@@ -1,7 +1,7 @@
 """Same-result fast paths for CPU: swapped module classes that compute what the originals do, faster.
 
 :func:`skinny_output_head` (decoding's output projection), :func:`fuse_activations` (mT5's
-``gelu_new`` as one kernel) and :func:`fast_dropout` (training dropout masks from :func:`keep_mask`); the attention
+``gelu_new`` as one kernel), :func:`fuse_feed_forward` (the gated feed-forward's core as one compiled kernel) and :func:`fast_dropout` (training dropout masks from :func:`keep_mask`); the attention
 function with the same masks is :mod:`peftsum.modeling.attention`.
 :func:`peftsum.modeling.load.load_model` applies the first two; the trainer applies the third after
 PEFT wraps the model. Each is measured in ``benchmarks/README.md``.
@@ -85,6 +85,68 @@ def fuse_activations(model) -> int:
                 setattr(module, name, GELUTanh())
                 replaced += 1
     return replaced
+
+
+@functools.cache
+def _fused_feed_forward_class(base):
+    import torch
+
+    class FusedGatedFeedForward(base):
+        """T5 v1.1 / mT5's gated feed-forward whose CPU training forward runs ``dropout(gelu(wi_0 x) * wi_1 x)``
+        as one compiled kernel each way (:func:`peftsum.modeling.cpu_kernel.gated_gelu_dropout`).
+
+        The projections stay the module's own (``nn.Linear`` or a PEFT layer on them). Under autocast the
+        product is no longer cast to ``wo``'s fp32 weight dtype first (autocast casts it straight back
+        to bf16: the round trip changes no bit). Evaluation, other activations than ``GELUTanh``, GPUs and
+        a missing kernel take the module's own forward.
+        """
+
+        def forward(self, hidden_states):
+            from transformers.activations import GELUTanh
+
+            from peftsum.modeling import cpu_kernel
+
+            drop = self.dropout
+            if (not self.training or hidden_states.device.type != "cpu" or type(self.act) is not GELUTanh
+                    or not 0.0 <= drop.p < MAX_P or drop.inplace):
+                return super().forward(hidden_states)
+            gate, linear = self.wi_0(hidden_states), self.wi_1(hidden_states)
+            if cpu_kernel.gated_gelu_applies(gate, linear):
+                hidden = cpu_kernel.gated_gelu_dropout(gate, linear, *threshold_and_scale(drop.p))
+            else:
+                hidden = drop(self.act(gate) * linear)
+            weight = self.wo.weight
+            if (isinstance(weight, torch.Tensor) and hidden.dtype != weight.dtype and weight.dtype != torch.int8
+                    and not torch.is_autocast_enabled(hidden.device.type)):
+                hidden = hidden.to(weight.dtype)
+            return self.wo(hidden)
+
+    FusedGatedFeedForward.__name__ = FusedGatedFeedForward.__qualname__ = f"Fused{base.__name__}"
+    return FusedGatedFeedForward
+
+
+def fuse_feed_forward(model) -> int:
+    """Run the gated feed-forward of T5 v1.1 / mT5 models (``wi_0``, ``wi_1``, ``wo``) with one kernel for its core.
+
+    In a bf16 training step of mT5-small on CPU the activation, the gating product and the dropout
+    between ``wi_*`` and ``wo`` are three passes forward and as many backward over ``batch x tokens x
+    d_ff`` elements, plus a cast to fp32 and back under autocast (``benchmarks/README.md``). The module
+    classes change to a subclass (weights, state dict and config untouched).
+
+    Args:
+        model: any ``torch.nn.Module`` (PEFT-wrapped or not).
+
+    Returns:
+        How many feed-forward modules changed class.
+    """
+    changed = 0
+    for module in model.modules():
+        cls = type(module)
+        if (cls.__name__.endswith("DenseGatedActDense") and not cls.__name__.startswith("Fused")
+                and all(hasattr(module, n) for n in ("wi_0", "wi_1", "wo", "act", "dropout"))):
+            module.__class__ = _fused_feed_forward_class(cls)
+            changed += 1
+    return changed
 
 
 MASK_BITS = 16

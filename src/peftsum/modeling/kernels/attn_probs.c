@@ -241,3 +241,73 @@ void peftsum_xent_cols_grad_##SUFFIX(T *L, int64_t n, int64_t v0, int64_t v1, co
 
 DEFINE_XENT(bf16, uint16_t, bf16_to_f32, f32_to_bf16)
 DEFINE_XENT(f32, float, f32_id, f32_id)
+
+/* The gated feed-forward of T5 v1.1 / mT5 between its projections, in one pass each way:
+ *     y = dropout(gelu_tanh(a) * l)                 a = wi_0(x), l = wi_1(x), the dropout of peftsum_dropout
+ * with the rounding of PyTorch's three kernels kept (bf16: gelu's output, the product and the dropped value
+ * each rounded to bf16, as gelu, mul and dropout each write one). Backward, given dy:
+ *     dh = dropout(dy);  dl = dh * gelu(a);  da = dh * l * gelu'(a)
+ * (PyTorch's GeluBackward with approximate="tanh": the same formula; each rounded as its kernel would be).
+ * tanh(u) = sign(u) (1 - e) / (1 + e) with e = exp(-2|u|). Elements [4*w0, min(4*w1, n)). */
+#define GELU_BETA 0.7978845608028654f /* sqrt(2 / pi) */
+#define GELU_KAPPA 0.044715f
+#define GATED_CHUNK 512
+static inline float tanh_f(float u) {
+    float e = exp_nonpositive(-2.0f * (u < 0.0f ? -u : u));
+    float t = (1.0f - e) / (1.0f + e);
+    return u < 0.0f ? -t : t;
+}
+
+#define DEFINE_GATED(SUFFIX, T, LOAD, STORE)                                                                \
+static inline void gated_fwd_##SUFFIX(const T *a, const T *l, T *y, int64_t i, float keep) {                  \
+    float x = LOAD(a[i]);                                                                                   \
+    float g = LOAD(STORE(0.5f * x * (1.0f + tanh_f(GELU_BETA * (x + GELU_KAPPA * x * x * x)))));            \
+    float h = LOAD(STORE(g * LOAD(l[i])));                                                                  \
+    y[i] = STORE(h * keep);                                                                                 \
+}                                                                                                           \
+static inline void gated_bwd_##SUFFIX(const T *a, const T *l, const T *dy, T *da, T *dl, int64_t i,           \
+                                      float keep) {                                                         \
+    float dh = LOAD(STORE(LOAD(dy[i]) * keep));                                                             \
+    float x = LOAD(a[i]), x2 = x * x;                                                                       \
+    float th = tanh_f(GELU_BETA * (x + GELU_KAPPA * x2 * x));                                               \
+    float g = LOAD(STORE(0.5f * x * (1.0f + th)));                                                          \
+    dl[i] = STORE(dh * g);                                                                                  \
+    float dg = LOAD(STORE(dh * LOAD(l[i])));                                                                \
+    float deriv = 0.5f * (1.0f + th) + 0.5f * x * (1.0f - th * th) * GELU_BETA * (1.0f + 3.0f * GELU_KAPPA * x2); \
+    da[i] = STORE(dg * deriv);                                                                              \
+}                                                                                                           \
+/* the keep factors of elements [i0, i1) (a multiple of 4 from i0), then the math over them: a loop the     \
+ * compiler vectorizes */                                                                                  \
+static inline void keep_factors_##SUFFIX(uint64_t seed, int32_t threshold, float scale, int64_t i0, int64_t i1, \
+                                         float *restrict keep) {                                            \
+    union { uint64_t w[GATED_CHUNK / 4]; int16_t h[GATED_CHUNK]; } words; /* little-endian: element j of a  \
+                                                                          word is its bits 16j..16j+15 */   \
+    int64_t nw = (i1 - i0 + 3) / 4;                                                                         \
+    for (int64_t w = 0; w < nw; ++w) words.w[w] = splitmix64(seed, (uint64_t)(i0 / 4 + w));                \
+    for (int64_t k = 0; k < i1 - i0; ++k) keep[k] = words.h[k] >= threshold ? scale : 0.0f;                 \
+}                                                                                                           \
+void peftsum_gated_gelu_fwd_##SUFFIX(const T *restrict a, const T *restrict l, T *restrict y, uint64_t seed,  \
+                                     int32_t threshold, float scale, int64_t n, int64_t w0, int64_t w1) {    \
+    float keep[GATED_CHUNK];                                                                                \
+    int64_t end = 4 * w1 < n ? 4 * w1 : n;                                                                  \
+    for (int64_t c = 4 * w0; c < end; c += GATED_CHUNK) {                                                   \
+        int64_t c1 = c + GATED_CHUNK < end ? c + GATED_CHUNK : end;                                         \
+        keep_factors_##SUFFIX(seed, threshold, scale, c, c1, keep);                                         \
+        for (int64_t i = c; i < c1; ++i) gated_fwd_##SUFFIX(a, l, y, i, keep[i - c]);                       \
+    }                                                                                                       \
+}                                                                                                           \
+                                                                                                            \
+void peftsum_gated_gelu_bwd_##SUFFIX(const T *restrict a, const T *restrict l, const T *restrict dy,          \
+                                     T *restrict da, T *restrict dl, uint64_t seed, int32_t threshold,       \
+                                     float scale, int64_t n, int64_t w0, int64_t w1) {                       \
+    float keep[GATED_CHUNK];                                                                                \
+    int64_t end = 4 * w1 < n ? 4 * w1 : n;                                                                  \
+    for (int64_t c = 4 * w0; c < end; c += GATED_CHUNK) {                                                   \
+        int64_t c1 = c + GATED_CHUNK < end ? c + GATED_CHUNK : end;                                         \
+        keep_factors_##SUFFIX(seed, threshold, scale, c, c1, keep);                                         \
+        for (int64_t i = c; i < c1; ++i) gated_bwd_##SUFFIX(a, l, dy, da, dl, i, keep[i - c]);              \
+    }                                                                                                       \
+}
+
+DEFINE_GATED(bf16, uint16_t, bf16_to_f32, f32_to_bf16)
+DEFINE_GATED(f32, float, f32_id, f32_id)
