@@ -230,7 +230,7 @@ def test_model_loss_and_gradients_with_and_without_the_kernel(tiny_model_dir, ti
     data = batch(tiny_tokenizer)
     calls = []
     real = cpu_kernel.attention_probs
-    monkeypatch.setattr(cpu_kernel, "attention_probs", lambda *a: calls.append(1) or real(*a))
+    monkeypatch.setattr(cpu_kernel, "attention_probs", lambda *a, **k: calls.append(1) or real(*a, **k))
     torch.manual_seed(0)
     fast_loss, fast = loss_and_grads(model, data, bf16)
     layers = model.config.num_layers + 2 * model.config.num_decoder_layers
@@ -445,3 +445,30 @@ def test_fused_feed_forward_gives_the_modules_loss_and_gradients(tiny_model_dir,
     num = sum((fast[n] - g).pow(2).sum() for n, g in plain.items()).sqrt()
     den = sum(g.pow(2).sum() for g in plain.values()).sqrt()
     assert (num / den).item() < (1e-5 if not bf16 else 1e-2)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_bits_drawn_in_the_kernel_and_a_key_mask_give_the_full_masks_result(dtype):
+    """attention_probs without bits draws keep_bits' bits after the same seed; a (batch, kv_len) key mask on top of a
+    broadcast bias gives what the full (batch, heads, q, kv) mask of their sum gives, and the bias the same
+    gradient (summed over the batch)."""
+    scores, bias, _, threshold = inputs(dtype, batch=3, k_len=37, mask_batch=1)
+    key_mask = torch.zeros(3, 37)
+    key_mask[1, 30:] = MIN  # row 1 padded
+    grad = torch.randn(scores.shape, generator=torch.Generator().manual_seed(1)).to(dtype)
+
+    def run(split: bool):
+        s, b = scores.clone().requires_grad_(), bias.clone().requires_grad_()
+        torch.manual_seed(7)
+        if split:
+            out = cpu_kernel.attention_probs(s, b, None, threshold, key_mask=key_mask)
+        else:
+            bits, _, _ = keep_bits(scores.shape, 0.1)
+            out = cpu_kernel.attention_probs(s, b + key_mask[:, None, None, :], bits, threshold)
+        out.backward(grad)
+        return out.detach(), s.grad, b.grad
+
+    for got, want in zip(run(True), run(False)):
+        torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-7)
+    with pytest.raises(ValueError, match="key mask of shape"):
+        cpu_kernel.attention_probs(scores, bias, None, threshold, key_mask=key_mask[:, :5])

@@ -57,6 +57,41 @@ def _bias_mask(position_bias, attention_mask, is_causal: bool, query, key, reuse
     return mask
 
 
+def _kernel_masks(position_bias, attention_mask, is_causal: bool, query, key, reuse: bool):
+    """``(bias, key_mask)`` for the kernel where the mask is the position bias plus key padding, else None.
+
+    The encoder's mask is T5's position bias ``(1, heads, q_len, kv_len)`` plus a padding mask that
+    is the same for every query row; built into one ``(batch, heads, q_len, kv_len)`` fp32 tensor
+    (``_bias_mask``) it is read in full by every layer's forward and its gradient written in full by
+    every layer's backward (25 MB each for the benchmark batch) and summed over the batch once more.
+    Handed to the kernel as the bias itself (broadcast over the batch; its gradient summed over the
+    batch inside the kernel) and an additive ``(batch, kv_len)`` key mask (0 where attended, fp32's
+    lowest number where padded: what ``create_position_bias_mask`` puts there, to rounding that the
+    softmax cannot see), the same probabilities and gradients come out. Kept on the bias tensor for
+    the stack's other layers, as ``_bias_mask`` is. None for causal masks and masks that differ by query row.
+    """
+    import torch
+
+    if is_causal or position_bias.shape[0] != 1:
+        return None
+    cached = getattr(position_bias, _CACHE_ATTR + "_split", None) if reuse else None
+    if cached is not None and cached[0] is attention_mask:
+        return position_bias, cached[1]
+    batch, k_len = query.shape[0], key.shape[2]
+    if attention_mask is None:
+        key_mask = None
+    elif (attention_mask.dtype == torch.bool and attention_mask.dim() == 4 and attention_mask.shape[1] == 1
+          and attention_mask.shape[0] == batch and attention_mask.shape[3] == k_len
+          and bool((attention_mask == attention_mask[:, :, :1]).all())):
+        key_mask = torch.zeros(batch, k_len, dtype=torch.float32, device=query.device).masked_fill_(
+            ~attention_mask[:, 0, 0], torch.finfo(torch.float32).min)
+    else:
+        return None
+    if reuse:  # (the key mask only: the bias must not hold itself)
+        setattr(position_bias, _CACHE_ATTR + "_split", (attention_mask, key_mask))
+    return position_bias, key_mask
+
+
 def attention_forward(module, query, key, value, attention_mask, dropout: float = 0.0, scaling: float | None = None,
                       is_causal: bool | None = None, position_bias=None, **kwargs):
     """transformers' attention-function signature; the T5 training path on CPU, SDPA (mask once per stack) elsewhere.
@@ -77,7 +112,7 @@ def attention_forward(module, query, key, value, attention_mask, dropout: float 
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     from peftsum.modeling import cpu_kernel
-    from peftsum.modeling.fast_paths import MAX_P, keep_bits
+    from peftsum.modeling.fast_paths import MAX_P, keep_bits, threshold_and_scale
 
     plain = (position_bias is None or getattr(module, "num_key_value_groups", 1) != 1
              or kwargs.get("output_attentions"))
@@ -103,11 +138,16 @@ def attention_forward(module, query, key, value, attention_mask, dropout: float 
     scale = query.shape[-1] ** -0.5 if scaling is None else scaling
     if scale != 1.0:
         scores = scores * scale
-    mask = _bias_mask(position_bias, attention_mask, causal, query, key, reuse=reuse)
-    bits, threshold, keep_scale = keep_bits(scores.shape, dropout, device=scores.device)
-    if cpu_kernel.applies(scores, mask):  # the same in one pass each way (peftsum.modeling.cpu_kernel)
-        dropped = cpu_kernel.attention_probs(scores, mask, bits, threshold)
+    threshold, keep_scale = threshold_and_scale(dropout)
+    split = (_kernel_masks(position_bias, attention_mask, causal, query, key, reuse)
+             if cpu_kernel.applies(scores, position_bias) else None)
+    if split is not None:  # the bias and a (batch, kv_len) key mask, the dropout bits drawn inside the kernel
+        dropped = cpu_kernel.attention_probs(scores, split[0], None, threshold, key_mask=split[1])
+    elif cpu_kernel.applies(scores, mask := _bias_mask(position_bias, attention_mask, causal, query, key,
+                                                        reuse=reuse)):  # one pass each way (cpu_kernel)
+        dropped = cpu_kernel.attention_probs(scores, mask, None, threshold)
     else:
+        bits, threshold, keep_scale = keep_bits(scores.shape, dropout, device=scores.device)
         # softmax in fp32 over the (bf16 under autocast) scores, probabilities back in the scores' dtype: what
         # transformers' eager T5 attention did under autocast (softmax(scores.float()).type_as(scores))
         probs = torch.softmax(scores.float() + mask, dim=-1).to(scores.dtype)

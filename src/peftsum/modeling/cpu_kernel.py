@@ -39,7 +39,7 @@ ENV = "PEFTSUM_CPU_KERNEL"
 """Set to 0 to keep the PyTorch path (the kernel is neither built nor used)."""
 
 SOURCE = "attn_probs.c"
-FLAGS = ("-O3", "-march=native", "-mprefer-vector-width=512", "-ffp-contract=fast", "-std=gnu99", "-shared", "-fPIC")
+FLAGS = ("-O3", "-march=native", "-mprefer-vector-width=512", "-ffp-contract=fast", "-fno-strict-aliasing", "-std=gnu99", "-shared", "-fPIC")
 PARALLEL_MIN_ELEMENTS = 1 << 18
 """Below this many score elements one thread does the work (a thread hand-off costs ~50 us)."""
 
@@ -110,8 +110,8 @@ def _declare(lib):
 
     i64, i32, ptr = ctypes.c_int64, ctypes.c_int32, ctypes.c_void_p
     for suffix in ("bf16", "f32"):
-        getattr(lib, f"peftsum_attn_probs_fwd_{suffix}").argtypes = [ptr, ptr, ptr, i32, ptr, ptr, i64, i64, i64,
-                                                                    i64, i64, i64]
+        getattr(lib, f"peftsum_attn_probs_fwd_{suffix}").argtypes = [ptr, ptr, ptr, ptr, ctypes.c_uint64, i32, ptr,
+                                                                    ptr, i64, i64, i64, i64, i64, i64]
         getattr(lib, f"peftsum_attn_probs_bwd_{suffix}").argtypes = [ptr, ptr, ptr, ptr, ptr, i64, i64, i64, i32,
                                                                     i64, i64]
         getattr(lib, f"peftsum_attn_probs_fwd_{suffix}").restype = None
@@ -204,6 +204,16 @@ def _self_check(lib) -> str:
         for name, got, ref in (("scores", grad_scores.float(), s.grad), ("mask", grad_mask, m.grad)):
             if ((got - ref).norm() / ref.norm()).item() > tol:
                 return f"{dtype} gradient of the {name} differs by {((got - ref).norm() / ref.norm()).item():.3g}"
+        # bits drawn inside the kernel = the stream's words; a key mask = the same added to the full mask
+        words = torch.empty((scores.numel() + 3) // 4, dtype=torch.int64)
+        lib.peftsum_random_words(12345, words.data_ptr(), 0, words.numel())
+        stream = words.view(torch.int16)[:scores.numel()].view(scores.shape)
+        key_mask = torch.zeros(scores.shape[0], scores.shape[3])
+        key_mask[0, 3:9] = torch.finfo(torch.float32).min
+        full_probs, full = _forward(lib, scores, mask + key_mask[:, None, None, :], stream, -26214)
+        seeded_probs, seeded = _forward(lib, scores, mask, None, -26214, key_mask, 12345)
+        if not torch.equal(full, seeded) or not torch.equal(full_probs, seeded_probs):
+            return f"{dtype} in-kernel dropout bits or key mask differ"
     return ""
 
 
@@ -245,7 +255,7 @@ def _suffix(dtype) -> str:
     return "bf16" if dtype == torch.bfloat16 else "f32"
 
 
-def _forward(lib, scores, mask, bits, threshold: int):
+def _forward(lib, scores, mask, bits, threshold: int, key_mask=None, seed: int = 0):
     import torch
 
     batch, heads, q_len, k_len = scores.shape
@@ -253,7 +263,8 @@ def _forward(lib, scores, mask, bits, threshold: int):
     probs, dropped = torch.empty_like(scores), torch.empty_like(scores)
     fn = getattr(lib, f"peftsum_attn_probs_fwd_{_suffix(scores.dtype)}")
     mask_stride = 0 if mask.shape[0] == 1 else rows * k_len
-    _run(lambda r0, r1: fn(scores.data_ptr(), mask.data_ptr(), bits.data_ptr(), threshold, probs.data_ptr(),
+    _run(lambda r0, r1: fn(scores.data_ptr(), mask.data_ptr(), key_mask.data_ptr() if key_mask is not None else None,
+                           bits.data_ptr() if bits is not None else None, seed & U64, threshold, probs.data_ptr(),
                            dropped.data_ptr(), batch, rows, k_len, mask_stride, r0, r1),
          _split(rows, scores.numel()))
     return probs, dropped
@@ -284,8 +295,8 @@ def _function():
         """``softmax(scores + mask)`` with the dropout mask of ``bits >= threshold`` applied (not scaled)."""
 
         @staticmethod
-        def forward(ctx, scores, mask, bits, threshold):
-            probs, dropped = _forward(_library(), scores, mask, bits, threshold)
+        def forward(ctx, scores, mask, bits, threshold, key_mask, seed):
+            probs, dropped = _forward(_library(), scores, mask, bits, threshold, key_mask, seed)
             ctx.save_for_backward(probs, dropped)
             ctx.mask_shape = tuple(mask.shape)
             return dropped
@@ -296,7 +307,7 @@ def _function():
             probs, dropped = ctx.saved_tensors
             grad_scores, grad_mask = _backward(_library(), grad, probs, dropped, ctx.mask_shape,
                                                ctx.needs_input_grad[1])
-            return grad_scores, grad_mask, None, None
+            return grad_scores, grad_mask, None, None, None, None
 
     return AttentionProbs
 
@@ -409,15 +420,20 @@ def applies(scores, mask) -> bool:
             and tuple(mask.shape[1:]) == tuple(scores.shape[1:]) and _library() is not None)
 
 
-def attention_probs(scores, mask, bits, threshold: int):
-    """Attention probabilities with dropout applied, unscaled: ``softmax(scores + mask) * (bits >= threshold)``.
+def attention_probs(scores, mask, bits, threshold: int, key_mask=None):
+    """Attention probabilities with dropout applied, unscaled: ``softmax(scores + mask [+ key_mask]) * keep``.
 
     Args:
         scores: ``(batch, heads, q_len, kv_len)`` attention scores (bf16 or fp32, contiguous, CPU).
-        mask: additive mask (position bias and padding/causal mask) of shape
-            ``(batch or 1, heads, q_len, kv_len)``, read in fp32 (as ``scores.float() + mask`` would
-            promote it); gets a gradient when it requires one.
-        bits, threshold: :func:`peftsum.modeling.fast_paths.keep_bits`' draw (``int16``, scores' shape).
+        mask: additive mask (position bias and padding/causal mask, or the bias alone with ``key_mask``)
+            of shape ``(batch or 1, heads, q_len, kv_len)``, read in fp32 (as ``scores.float() + mask``
+            would promote it); gets a gradient when it requires one (summed over the batch when broadcast).
+        bits: :func:`peftsum.modeling.fast_paths.keep_bits`' draw (``int16``, scores' shape), or None to
+            draw the same bits inside the kernel (one seed from torch's generator, as ``keep_bits`` draws
+            it: the same mask after the same ``torch.manual_seed``, no ``int16`` tensor written and read).
+        threshold: the keep threshold (kept: bits >= it).
+        key_mask: an optional additive key-padding mask ``(batch, kv_len)`` (0 or a large negative
+            number; no gradient), added to every query row.
 
     Returns:
         The dropped probabilities in the scores' dtype (the softmax in fp32, rounded once); the caller
@@ -425,6 +441,7 @@ def attention_probs(scores, mask, bits, threshold: int):
 
     Raises:
         RuntimeError: the kernel is not available (check :func:`applies` first).
+        ValueError: shapes or dtypes the kernel does not take.
     """
     import torch
 
@@ -434,10 +451,16 @@ def attention_probs(scores, mask, bits, threshold: int):
         raise ValueError(f"attention_probs takes CPU bf16/fp32 scores (batch, heads, q_len, kv_len) and a mask of shape "
                          f"(1 or batch, heads, q_len, kv_len); got scores {tuple(scores.shape)} {scores.dtype}, "
                          f"mask {tuple(mask.shape)} {mask.dtype}")
-    if bits.dtype != torch.int16 or tuple(bits.shape) != tuple(scores.shape):
+    if bits is not None and (bits.dtype != torch.int16 or tuple(bits.shape) != tuple(scores.shape)):
         raise ValueError(f"attention_probs takes int16 bits of the scores' shape {tuple(scores.shape)}; "
                          f"got {tuple(bits.shape)} {bits.dtype}")
-    return _function().apply(scores.contiguous(), mask.float().contiguous(), bits.contiguous(), int(threshold))
+    if key_mask is not None and tuple(key_mask.shape) != (scores.shape[0], scores.shape[3]):
+        raise ValueError(f"attention_probs takes a key mask of shape (batch, kv_len) = "
+                         f"{(scores.shape[0], scores.shape[3])}; got {tuple(key_mask.shape)}")
+    seed = 0 if bits is not None else _seed()
+    return _function().apply(scores.contiguous(), mask.float().contiguous(),
+                             bits.contiguous() if bits is not None else None, int(threshold),
+                             key_mask.float().contiguous() if key_mask is not None else None, seed)
 
 
 def cross_entropy_applies(logits_t) -> bool:

@@ -1,8 +1,10 @@
 /* peftsum: T5 attention probabilities with dropout in one pass each way (CPU).
  *
  * Forward, per row of scores S (query position of one head and batch element):
- *     P = softmax(S + M)            S bf16 or fp32, M the fp32 additive mask (position bias + padding/causal)
- *     D = P where kept, else 0      kept: the 16 random bits of the element >= threshold
+ *     P = softmax(S + M [+ KM])     S bf16 or fp32, M the fp32 additive mask (position bias + padding/causal,
+ *                                   or the bias alone with KM the batch's additive key-padding mask)
+ *     D = P where kept, else 0      kept: the element's 16 random bits >= threshold; the bits given, or
+ *                                   drawn here: element i's are bits 16(i%4).. of SplitMix64 word i/4
  * Backward, given dD (the gradient of D):
  *     g  = dD where D != 0 (kept; where P is 0 its gradient is 0 either way)
  *     dS = P * (g - sum(P * g))     (softmax backward)
@@ -58,36 +60,56 @@ static inline float exp_nonpositive(float x) {
     return p * scale * underflow;
 }
 
+/* Word i of the SplitMix64 stream seeded by `seed` (Steele, Lea & Flood, "Fast splittable pseudorandom
+ * number generators", OOPSLA 2014; constants of Vigna's splitmix64.c): it depends on (seed, i) only,
+ * so any split among threads gives the same words. */
+static inline uint64_t splitmix64(uint64_t seed, uint64_t i) {
+    uint64_t z = seed + (i + 1) * 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
 #define DEFINE_KERNELS(SUFFIX, T, LOAD, STORE, NAN_BITS)                                                     \
-void peftsum_attn_probs_fwd_##SUFFIX(const T *S, const float *M, const int16_t *bits, int32_t threshold,      \
-                                     T *P, T *D, int64_t batch, int64_t rows, int64_t K,                      \
-                                     int64_t mask_batch_stride, int64_t row0, int64_t row1) {                 \
+void peftsum_attn_probs_fwd_##SUFFIX(const T *S, const float *M, const float *KM, const int16_t *bits,     \
+                                     uint64_t seed, int32_t threshold, T *P, T *D, int64_t batch,             \
+                                     int64_t rows, int64_t K, int64_t mask_batch_stride, int64_t row0,        \
+                                     int64_t row1) {                                                          \
     float *x = (float *)malloc(sizeof(float) * (size_t)K);                                                    \
-    if (!x) return;                                                                                           \
+    /* without bits: the row's words of the SplitMix64 stream, viewed as int16 (little-endian) */            \
+    uint64_t *words = bits ? NULL : (uint64_t *)malloc(sizeof(uint64_t) * (size_t)(K / 4 + 2));              \
+    if (!x || (!bits && !words)) { free(x); free(words); return; }                                            \
     for (int64_t r = row0; r < row1; ++r) {                                                         \
         for (int64_t b = 0; b < batch; ++b) {                                                                 \
             int64_t off = (b * rows + r) * K, k = 0;                                                          \
             const T *s = S + off;                                                                             \
             const float *m = M + b * mask_batch_stride + r * K;                                               \
+            const float *km = KM ? KM + b * K : NULL;                                                         \
             float maxv[LANES], badv[LANES], sumv[LANES];                                                      \
             for (int l = 0; l < LANES; ++l) { maxv[l] = -3.402823466e38f; badv[l] = 0.0f; sumv[l] = 0.0f; }   \
             for (; k + LANES <= K; k += LANES)                                                                \
                 for (int l = 0; l < LANES; ++l) {                                                             \
-                    float v = LOAD(s[k + l]) + m[k + l];                                                      \
+                    float v = LOAD(s[k + l]) + m[k + l] + (km ? km[k + l] : 0.0f);                            \
                     x[k + l] = v;                                                                             \
                     maxv[l] = v > maxv[l] ? v : maxv[l];                                                      \
                     badv[l] += (v != v || v > 3.402823466e38f) ? 1.0f : 0.0f; /* NaN or +inf */               \
                 }                                                                                             \
             float mx = -3.402823466e38f, bad = 0.0f, sum = 0.0f;                                              \
             for (; k < K; ++k) {                                                                              \
-                float v = LOAD(s[k]) + m[k];                                                                  \
+                float v = LOAD(s[k]) + m[k] + (km ? km[k] : 0.0f);                                            \
                 x[k] = v;                                                                                     \
                 mx = v > mx ? v : mx;                                                                         \
                 bad += (v != v || v > 3.402823466e38f) ? 1.0f : 0.0f;                                         \
             }                                                                                                 \
             for (int l = 0; l < LANES; ++l) { mx = maxv[l] > mx ? maxv[l] : mx; bad += badv[l]; }            \
             T *p = P + off, *d = D + off;                                                                     \
-            const int16_t *kb = bits + off;                                                                   \
+            const int16_t *kb;                                                                                \
+            if (bits) kb = bits + off;                                                                        \
+            else {                                                                                            \
+                int64_t w0 = off / 4, nw = (off + K + 3) / 4 - w0;                                            \
+                for (int64_t w = 0; w < nw; ++w) words[w] = splitmix64(seed, (uint64_t)(w0 + w));             \
+                kb = (const int16_t *)(const void *)words + (off - 4 * w0);                                   \
+            }                                                                                                 \
             if (bad != 0.0f) { /* as PyTorch's softmax: a NaN or +inf input makes the row NaN (-inf gives 0; \
                                   a row of only -inf gives 0 / 0 = NaN below, as in PyTorch) */             \
                 for (k = 0; k < K; ++k) { p[k] = NAN_BITS; d[k] = NAN_BITS; }                                 \
@@ -110,6 +132,7 @@ void peftsum_attn_probs_fwd_##SUFFIX(const T *S, const float *M, const int16_t *
         }                                                                                                     \
     }                                                                                                         \
     free(x);                                                                                                  \
+    free(words);                                                                                              \
 }                                                                                                             \
                                                                                                               \
 void peftsum_attn_probs_bwd_##SUFFIX(const T *dD, const T *P, const T *D, T *dS, float *dM,                 \
@@ -149,16 +172,6 @@ DEFINE_KERNELS(f32, float, f32_id, f32_id, __builtin_nanf(""))
 /* for the build's self-check: exp_nonpositive on n values */
 void peftsum_exp_nonpositive(const float *x, float *y, int64_t n) {
     for (int64_t i = 0; i < n; ++i) y[i] = exp_nonpositive(x[i]);
-}
-
-/* Word i of the SplitMix64 stream seeded by `seed` (Steele, Lea & Flood, "Fast splittable pseudorandom
- * number generators", OOPSLA 2014; constants of Vigna's splitmix64.c): it depends on (seed, i) only,
- * so any split among threads gives the same words. */
-static inline uint64_t splitmix64(uint64_t seed, uint64_t i) {
-    uint64_t z = seed + (i + 1) * 0x9E3779B97F4A7C15ull;
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
 }
 
 /* Words [start, end) of the stream: dropout masks (peftsum.modeling.fast_paths.keep_bits), ~7x
