@@ -472,3 +472,38 @@ def test_bits_drawn_in_the_kernel_and_a_key_mask_give_the_full_masks_result(dtyp
         torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-7)
     with pytest.raises(ValueError, match="key mask of shape"):
         cpu_kernel.attention_probs(scores, bias, None, threshold, key_mask=key_mask[:, :5])
+
+
+def test_lora_input_dropout_gives_fast_dropouts_bf16_training_bit_for_bit(tiny_model_dir, tiny_tokenizer):
+    """A LoRA model (lora_dropout 0.1) under bf16 autocast: LoRA's input dropouts that return bf16 directly give the
+    same loss and adapter gradients, bit for bit, as FastDropout followed by autocast's cast."""
+    from peft import LoraConfig, get_peft_model
+    from test_fast_training import batch
+
+    from peftsum.modeling.fast_paths import _fast_dropout_class, _lora_input_dropout_class, fast_dropout
+    from peftsum.modeling.load import load_model
+
+    model, _ = load_model(str(tiny_model_dir))
+    model = get_peft_model(model, LoraConfig(task_type="SEQ_2_SEQ_LM", r=4, lora_alpha=8, lora_dropout=0.1,
+                                             target_modules=["q", "v"]))
+    fast_dropout(model)
+    lora_drops = [m for n, m in model.named_modules() if ".lora_dropout." in n]
+    assert lora_drops and all(type(m) is _lora_input_dropout_class() for m in lora_drops)
+    model.train()
+    data = batch(tiny_tokenizer)
+
+    def run():
+        model.zero_grad(set_to_none=True)
+        torch.manual_seed(0)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = model(**data).loss
+        loss.backward()
+        return loss.item(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    fast_loss, fast = run()
+    for m in lora_drops:
+        m.__class__ = _fast_dropout_class()
+    plain_loss, plain = run()
+    assert fast_loss == plain_loss and fast.keys() == plain.keys()
+    for name, g in plain.items():
+        assert torch.equal(fast[name], g), name

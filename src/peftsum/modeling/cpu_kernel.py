@@ -118,10 +118,11 @@ def _declare(lib):
         getattr(lib, f"peftsum_attn_probs_bwd_{suffix}").restype = None
     lib.peftsum_random_words.argtypes = [ctypes.c_uint64, ptr, i64, i64]
     lib.peftsum_random_words.restype = None
-    for suffix in ("bf16", "f32"):
+    for suffix in ("bf16", "f32", "f32_bf16", "bf16_f32"):
         getattr(lib, f"peftsum_dropout_{suffix}").argtypes = [ptr, ptr, ctypes.c_uint64, i32, ctypes.c_float, i64,
                                                              i64, i64]
         getattr(lib, f"peftsum_dropout_{suffix}").restype = None
+    for suffix in ("bf16", "f32"):
         getattr(lib, f"peftsum_xent_cols_stats_{suffix}").argtypes = [ptr, i64, i64, i64, ptr, ptr, ptr]
         getattr(lib, f"peftsum_xent_cols_stats_{suffix}").restype = None
         getattr(lib, f"peftsum_xent_cols_grad_{suffix}").argtypes = [ptr, i64, i64, i64, ptr, ctypes.c_float,
@@ -347,12 +348,13 @@ def random_words(n: int):
     return out
 
 
-def _dropout_run(x, seed: int, threshold: int, scale: float):
+def _dropout_run(x, seed: int, threshold: int, scale: float, out_dtype=None):
     import torch
 
-    out = torch.empty_like(x)
+    out = torch.empty_like(x, dtype=out_dtype or x.dtype)
     words = -(-x.numel() // 4)
-    fn = getattr(_library(), f"peftsum_dropout_{_suffix(x.dtype)}")
+    suffix = _suffix(x.dtype) if out.dtype == x.dtype else f"{_suffix(x.dtype)}_{_suffix(out.dtype)}"
+    fn = getattr(_library(), f"peftsum_dropout_{suffix}")
     _run(lambda w0, w1: fn(x.data_ptr(), out.data_ptr(), seed & U64, threshold, scale, x.numel(), w0, w1),
          _split(words, x.numel()))
     return out
@@ -366,15 +368,16 @@ def _dropout_function():
         """Inverted dropout in one pass each way; the mask is drawn again from its seed in backward."""
 
         @staticmethod
-        def forward(ctx, x, seed, threshold, scale):
+        def forward(ctx, x, seed, threshold, scale, out_dtype=None):
             ctx.args = (seed, threshold, scale)
-            return _dropout_run(x.contiguous(), seed, threshold, scale)
+            ctx.in_dtype = x.dtype
+            return _dropout_run(x.contiguous(), seed, threshold, scale, out_dtype)
 
         @staticmethod
         def backward(ctx, grad):
-            # dropout is linear and its own adjoint: the gradient is the same dropout of the gradient, applied
-            # through this Function so that it is differentiable again (higher-order gradients)
-            return Dropout.apply(grad, *ctx.args), None, None, None
+            # dropout is linear and its own adjoint: the gradient is the same dropout of the gradient (cast back to
+            # the input's dtype), applied through this Function so that it is differentiable again
+            return Dropout.apply(grad, *ctx.args, ctx.in_dtype), None, None, None, None
 
     return Dropout
 
@@ -386,22 +389,26 @@ def dropout_applies(x) -> bool:
     return x.device.type == "cpu" and x.dtype in (torch.bfloat16, torch.float32) and _library() is not None
 
 
-def dropout(x, threshold: int, scale: float):
+def dropout(x, threshold: int, scale: float, out_dtype=None):
     """Training-mode dropout of ``x`` in one pass (and one pass backward), no mask stored.
 
     Args:
         x: a CPU tensor in bf16 or fp32 (check :func:`dropout_applies`).
         threshold, scale: :func:`peftsum.modeling.fast_paths.keep_bits`' keep threshold and survivors' factor.
+        out_dtype: bf16 or fp32 for the result (default: ``x``'s): the dropped values rounded to it in the
+            same pass, as a cast after the dropout would (the gradient comes back in ``x``'s dtype).
 
     Returns:
-        ``x * keep * scale`` (same shape and dtype, differentiable), with ``keep`` the mask
-        ``keep_bits`` draws after the same seed: the result equals ``apply_dropout``'s through
-        ``keep_bits`` bit for bit (``tests/test_cpu_kernel.py``).
+        ``x * keep * scale`` (same shape, differentiable), with ``keep`` the mask ``keep_bits`` draws
+        after the same seed: the result equals ``apply_dropout``'s through ``keep_bits`` (then ``.to(out_dtype)``)
+        bit for bit (``tests/test_cpu_kernel.py``).
     """
-    if not dropout_applies(x):
-        raise ValueError(f"cpu_kernel.dropout takes a CPU bf16/fp32 tensor (and the kernel built: {status()}); "
-                         f"got {x.dtype} on {x.device}")
-    return _dropout_function().apply(x, _seed(), int(threshold), float(scale))
+    import torch
+
+    if not dropout_applies(x) or out_dtype not in (None, torch.bfloat16, torch.float32):
+        raise ValueError(f"cpu_kernel.dropout takes a CPU bf16/fp32 tensor and a bf16/fp32 out_dtype (and the kernel "
+                         f"built: {status()}); got {x.dtype} on {x.device}, out_dtype {out_dtype}")
+    return _dropout_function().apply(x, _seed(), int(threshold), float(scale), out_dtype)
 
 
 def applies(scores, mask) -> bool:

@@ -261,12 +261,38 @@ def _fast_dropout_class():
     return FastDropout
 
 
+@functools.cache
+def _lora_input_dropout_class():
+    import torch
+
+    class LoraInputDropout(_fast_dropout_class()):
+        """A LoRA adapter's ``lora_dropout`` that, under CPU bf16 autocast, returns its fp32 input dropped *and* in bf16.
+
+        Its output only feeds ``lora_A`` (vanilla LoRA: ``lora_B(lora_A(dropout(x)))``), whose autocast
+        matmul casts it to bf16 first: one kernel pass instead of a dropout pass over fp32 and a cast
+        pass, and the same for the gradient (``cpu_kernel.dropout`` with ``out_dtype``; the same values
+        and gradients bit for bit, ``tests/test_cpu_kernel.py``). Elsewhere a :class:`FastDropout`.
+        """
+
+        def forward(self, x):
+            from peftsum.modeling import cpu_kernel
+
+            if (self.training and 0.0 < self.p < MAX_P and not self.inplace and x.dtype == torch.float32
+                    and x.device.type == "cpu" and torch.is_autocast_enabled("cpu")
+                    and torch.get_autocast_dtype("cpu") == torch.bfloat16 and cpu_kernel.dropout_applies(x)):
+                return cpu_kernel.dropout(x, *threshold_and_scale(self.p), out_dtype=torch.bfloat16)
+            return super().forward(x)
+
+    return LoraInputDropout
+
+
 def fast_dropout(model) -> int:
     """Make every plain ``nn.Dropout`` of ``model`` a :class:`FastDropout` (see there); call after PEFT wraps it.
 
     Dropout was 21% of a LoRA training step of mT5-small on 2 CPU cores (132 ``bernoulli_`` calls:
     the model's dropouts and LoRA's ``lora_dropout`` on q and v). Attention-probability dropout
-    inside the attention kernel is not a module and is left alone.
+    inside the attention kernel is not a module and is left alone. Vanilla LoRA adapters' input
+    dropouts become :class:`LoraInputDropout` (the cast to bf16 for ``lora_A`` in the same pass).
 
     Args:
         model: any ``torch.nn.Module`` (PEFT-wrapped or not).
@@ -276,10 +302,16 @@ def fast_dropout(model) -> int:
     """
     import torch
 
-    cls = _fast_dropout_class()
+    cls, lora_cls = _fast_dropout_class(), _lora_input_dropout_class()
     changed = 0
     for module in model.modules():
         if type(module) is torch.nn.Dropout:
             module.__class__ = cls
             changed += 1
+    for module in model.modules():  # vanilla LoRA adapters (not DoRA or other variants): their input dropout
+        lora_dropout, variants = getattr(module, "lora_dropout", None), getattr(module, "lora_variant", None)
+        if isinstance(lora_dropout, torch.nn.ModuleDict) and isinstance(variants, dict):
+            for name, drop in lora_dropout.items():
+                if name not in variants and type(drop) is cls:
+                    drop.__class__ = lora_cls
     return changed

@@ -184,8 +184,8 @@ void peftsum_random_words(uint64_t seed, uint64_t *out, int64_t start, int64_t e
  * 16*(i%4)+15 of word i/4, read as int16, are >= threshold: the mask keep_bits draws from the same
  * seed (words viewed as little-endian int16). Elements [4*w0, min(4*w1, n)). The backward is the same
  * call on the output's gradient (the mask is drawn again from the seed, never stored). */
-#define DEFINE_DROPOUT(SUFFIX, T, LOAD, STORE)                                                              \
-void peftsum_dropout_##SUFFIX(const T *x, T *y, uint64_t seed, int32_t threshold, float scale, int64_t n,    \
+#define DEFINE_DROPOUT(SUFFIX, TI, TO, LOAD, STORE)                                                              \
+void peftsum_dropout_##SUFFIX(const TI *x, TO *y, uint64_t seed, int32_t threshold, float scale, int64_t n,    \
                               int64_t w0, int64_t w1) {                                                    \
     int64_t full = n / 4 < w1 ? n / 4 : w1;                                                                \
     for (int64_t w = w0; w < full; ++w) {                                                                  \
@@ -205,8 +205,11 @@ void peftsum_dropout_##SUFFIX(const T *x, T *y, uint64_t seed, int32_t threshold
     }                                                                                                      \
 }
 
-DEFINE_DROPOUT(bf16, uint16_t, bf16_to_f32, f32_to_bf16)
-DEFINE_DROPOUT(f32, float, f32_id, f32_id)
+DEFINE_DROPOUT(bf16, uint16_t, uint16_t, bf16_to_f32, f32_to_bf16)
+/* with a cast: fp32 in, bf16 out (the input of an autocast matmul), and back (its backward) */
+DEFINE_DROPOUT(f32_bf16, float, uint16_t, f32_id, f32_to_bf16)
+DEFINE_DROPOUT(bf16_f32, uint16_t, float, bf16_to_f32, f32_id)
+DEFINE_DROPOUT(f32, float, float, f32_id, f32_id)
 
 /* Cross-entropy of a vocabulary-by-tokens block of logits L (V rows, n columns: column j holds token j's
  * logits; the layout of W @ H^T, whose matmuls run ~2x faster on CPU than H @ W^T's, benchmarks/README.md).
