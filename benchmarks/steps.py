@@ -80,9 +80,9 @@ def train(args) -> None:
                                                  target_modules=["q", "v"]))
     if not args.plain_dropout:
         fast_dropout(model)
-    if args.plain_ff:  # transformers' feed-forward forward (GELUTanh, product, dropout, cast to wo's dtype)
-        for m in model.modules():
-            if type(m).__name__.startswith("Fused") and type(m).__name__.endswith("DenseGatedActDense"):
+    for flag, suffix in ((args.plain_ff, "DenseGatedActDense"), (args.plain_norm, "LayerNorm")):
+        for m in model.modules():  # transformers' own module (peftsum's subclass undone)
+            if flag and type(m).__name__.startswith("Fused") and type(m).__name__.endswith(suffix):
                 m.__class__ = type(m).__bases__[0]
     if not args.plain_attention:
         use_fast_attention(model)
@@ -177,6 +177,8 @@ def main(argv=None) -> int:
     t.add_argument("--plain-dropout", action="store_true", help="keep nn.Dropout (bernoulli_)")
     t.add_argument("--plain-ff", action="store_true",
                    help="transformers' gated feed-forward instead of peftsum's fused kernel (fuse_feed_forward)")
+    t.add_argument("--plain-norm", action="store_true",
+                   help="transformers' T5 layer norm instead of peftsum's fused kernel (fuse_layer_norms)")
     t.add_argument("--plain-attention", action="store_true",
                    help="transformers' SDPA attention (math path with bernoulli_ dropout) instead of peftsum's")
     t.add_argument("--plain-head", action="store_true",

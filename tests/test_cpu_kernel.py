@@ -507,3 +507,59 @@ def test_lora_input_dropout_gives_fast_dropouts_bf16_training_bit_for_bit(tiny_m
     assert fast_loss == plain_loss and fast.keys() == plain.keys()
     for name, g in plain.items():
         assert torch.equal(fast[name], g), name
+
+
+@pytest.mark.parametrize("out_dtype", [torch.float32, torch.bfloat16])
+def test_rms_norm_matches_t5_layer_norm(out_dtype, monkeypatch):
+    """cpu_kernel.rms_norm gives transformers' T5LayerNorm (then the cast to out_dtype) and its gradients to float
+    rounding, with the rows on one thread or split among several; 3 x 5 x 37 rows of width 50 (not a multiple of
+    the kernel's 16 lanes)."""
+    from transformers.models.t5.modeling_t5 import T5LayerNorm
+
+    g = torch.Generator().manual_seed(0)
+    norm = T5LayerNorm(50)
+    norm.weight.data = torch.randn(50, generator=g) * 0.3 + 1
+    x0 = torch.randn(3, 5, 37, 50, generator=g) * 3
+    gy = torch.randn(3, 5, 37, 50, generator=g).to(out_dtype)
+    x = x0.clone().requires_grad_()
+    norm(x).to(out_dtype).backward(gy)
+    want = (norm(x0).to(out_dtype), x.grad.clone(), norm.weight.grad.clone())
+    for threads in (1, 3):
+        monkeypatch.setattr(torch, "get_num_threads", lambda: threads)
+        monkeypatch.setattr(cpu_kernel, "PARALLEL_MIN_ELEMENTS", 1)
+        norm.weight.grad = None
+        x = x0.clone().requires_grad_()
+        y = cpu_kernel.rms_norm(x, norm.weight, norm.variance_epsilon, out_dtype)
+        y.backward(gy)
+        assert y.dtype == out_dtype
+        torch.testing.assert_close(y.float(), want[0].float(), rtol=1e-5 if out_dtype == torch.float32 else 8e-3,
+                                   atol=1e-6)
+        torch.testing.assert_close(x.grad, want[1], rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(norm.weight.grad, want[2], rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="rms_norm takes fp32 CPU x"):
+        cpu_kernel.rms_norm(x0.bfloat16(), norm.weight, 1e-6)
+
+
+@pytest.mark.parametrize("bf16", [False, True])
+def test_fused_layer_norms_give_the_modules_loss_and_gradients(tiny_model_dir, tiny_tokenizer, bf16):
+    """The tiny mT5 in training: loss and gradients with peftsum's fused layer norms (bf16 output under autocast)
+    equal transformers' layer norms, to float rounding in fp32 and within bf16 rounding under autocast."""
+    from test_fast_training import batch, loss_and_grads
+
+    from peftsum.modeling.load import load_model
+
+    model, _ = load_model(str(tiny_model_dir))
+    fused = [m for m in model.modules() if type(m).__name__.startswith("Fused") and type(m).__name__.endswith("Norm")]
+    assert len(fused) == 2 * model.config.num_layers + 3 * model.config.num_decoder_layers + 2
+    model.train()
+    data = batch(tiny_tokenizer)
+    torch.manual_seed(0)
+    fast_loss, fast = loss_and_grads(model, data, bf16)
+    for m in fused:
+        m.__class__ = type(m).__bases__[0]
+    torch.manual_seed(0)
+    plain_loss, plain = loss_and_grads(model, data, bf16)
+    assert fast_loss == pytest.approx(plain_loss, rel=1e-5 if not bf16 else 5e-3)
+    num = sum((fast[n] - g).pow(2).sum() for n, g in plain.items()).sqrt()
+    den = sum(g.pow(2).sum() for g in plain.values()).sqrt()
+    assert (num / den).item() < (1e-4 if not bf16 else 2e-2)

@@ -39,7 +39,7 @@ ENV = "PEFTSUM_CPU_KERNEL"
 """Set to 0 to keep the PyTorch path (the kernel is neither built nor used)."""
 
 SOURCE = "attn_probs.c"
-FLAGS = ("-O3", "-march=native", "-mprefer-vector-width=512", "-ffp-contract=fast", "-fno-strict-aliasing", "-std=gnu99", "-shared", "-fPIC")
+FLAGS = ("-O3", "-march=native", "-mprefer-vector-width=512", "-ffp-contract=fast", "-fno-strict-aliasing", "-fno-math-errno", "-std=gnu99", "-shared", "-fPIC")
 PARALLEL_MIN_ELEMENTS = 1 << 18
 """Below this many score elements one thread does the work (a thread hand-off costs ~50 us)."""
 
@@ -134,6 +134,10 @@ def _declare(lib):
         getattr(lib, f"peftsum_gated_gelu_bwd_{suffix}").argtypes = [ptr, ptr, ptr, ptr, ptr, ctypes.c_uint64, i32,
                                                                     ctypes.c_float, i64, i64, i64]
         getattr(lib, f"peftsum_gated_gelu_bwd_{suffix}").restype = None
+        getattr(lib, f"peftsum_rms_norm_fwd_{suffix}").argtypes = [ptr, ptr, ptr, ptr, i64, ctypes.c_float, i64, i64]
+        getattr(lib, f"peftsum_rms_norm_fwd_{suffix}").restype = None
+        getattr(lib, f"peftsum_rms_norm_bwd_{suffix}").argtypes = [ptr, ptr, ptr, ptr, ptr, ptr, i64, i64, i64]
+        getattr(lib, f"peftsum_rms_norm_bwd_{suffix}").restype = None
     return lib
 
 
@@ -596,3 +600,80 @@ def gated_gelu_dropout(a, l, threshold: int, scale: float):
         raise ValueError(f"gated_gelu_dropout takes two CPU bf16/fp32 tensors of one shape and dtype (and the kernel "
                          f"built: {status()}); got {tuple(a.shape)} {a.dtype} and {tuple(l.shape)} {l.dtype}")
     return _gated_function().apply(a.contiguous(), l.contiguous(), _seed(), int(threshold), float(scale))
+
+
+@functools.cache
+def _rms_norm_function():
+    import torch
+    from torch.autograd.function import once_differentiable
+
+    class RMSNorm(torch.autograd.Function):
+        """T5's layer norm of fp32 rows in one pass each way; see :func:`rms_norm`."""
+
+        @staticmethod
+        def forward(ctx, x, weight, eps, out_dtype):
+            d = x.shape[-1]
+            rows = x.numel() // d if d else 0
+            y = torch.empty(x.shape, dtype=out_dtype)
+            rstd = torch.empty(rows, dtype=torch.float32)
+            fn = getattr(_library(), f"peftsum_rms_norm_fwd_{_suffix(out_dtype)}")
+            _run(lambda r0, r1: fn(x.data_ptr(), weight.data_ptr(), y.data_ptr(), rstd.data_ptr(), d, eps, r0, r1),
+                 _split(rows, x.numel()))
+            ctx.save_for_backward(x, weight, rstd)
+            return y
+
+        @staticmethod
+        @once_differentiable
+        def backward(ctx, grad):
+            x, weight, rstd = ctx.saved_tensors
+            d = x.shape[-1]
+            rows = rstd.numel()
+            grad = grad.contiguous()
+            dx = torch.empty_like(x)
+            ranges = _split(rows, x.numel())
+            parts = torch.empty(max(1, len(ranges)), d, dtype=torch.float32)
+            if not ranges:
+                parts.zero_()
+            index = {r: i for i, r in enumerate(ranges)}
+            fn = getattr(_library(), f"peftsum_rms_norm_bwd_{_suffix(grad.dtype)}")
+            _run(lambda r0, r1: fn(grad.data_ptr(), x.data_ptr(), weight.data_ptr(), rstd.data_ptr(), dx.data_ptr(),
+                                   parts[index[(r0, r1)]].data_ptr(), d, r0, r1), ranges)
+            return dx, parts.sum(dim=0) if ctx.needs_input_grad[1] else None, None, None
+
+    return RMSNorm
+
+
+def rms_norm_applies(x, weight) -> bool:
+    """Whether :func:`rms_norm` takes ``x`` and ``weight``: fp32 CPU tensors, ``weight`` of ``x``'s last size; kernel built."""
+    import torch
+
+    return (x.device.type == "cpu" and weight.device.type == "cpu" and x.dtype == torch.float32
+            and weight.dtype == torch.float32 and weight.dim() == 1 and x.dim() >= 1
+            and x.shape[-1] == weight.shape[0] and _library() is not None)
+
+
+def rms_norm(x, weight, eps: float, out_dtype=None):
+    """T5's layer norm ``weight * (x * rsqrt(mean(x**2, -1) + eps))`` in one pass, and one pass backward.
+
+    transformers' ``T5LayerNorm`` computes it with seven elementwise kernels (a square, a mean, an add, a
+    reciprocal square root, two products; under autocast then one cast per consuming matmul: three for
+    q, k, v) and about as many again in backward, each a pass over the ``tokens x d_model`` rows.
+
+    Args:
+        x: fp32 CPU tensor ``(..., d)`` (the residual stream); weight: fp32 ``(d,)`` (:func:`rms_norm_applies`).
+        eps: the variance epsilon (T5: 1e-6).
+        out_dtype: fp32 (default) or bf16: the result rounded once to it, what autocast's matmuls cast it to
+            (the norm's output feeds only matmuls in T5), so they read it without a cast of their own.
+
+    Returns:
+        The normalised rows in ``out_dtype``, differentiable with respect to ``x`` and ``weight``
+        (the gradient with respect to ``x`` in fp32; ``weight``'s summed over the rows in fp32).
+    """
+    import torch
+
+    out_dtype = out_dtype or torch.float32
+    if not rms_norm_applies(x, weight) or out_dtype not in (torch.float32, torch.bfloat16):
+        raise ValueError(f"rms_norm takes fp32 CPU x (..., d) and weight (d,) and a bf16/fp32 out_dtype (and the kernel "
+                         f"built: {status()}); got x {tuple(x.shape)} {x.dtype}, weight {tuple(weight.shape)} "
+                         f"{weight.dtype}, out_dtype {out_dtype}")
+    return _rms_norm_function().apply(x.contiguous(), weight.contiguous(), float(eps), out_dtype)

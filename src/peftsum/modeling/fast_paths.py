@@ -1,7 +1,8 @@
 """Same-result fast paths for CPU: swapped module classes that compute what the originals do, faster.
 
 :func:`skinny_output_head` (decoding's output projection), :func:`fuse_activations` (mT5's
-``gelu_new`` as one kernel), :func:`fuse_feed_forward` (the gated feed-forward's core as one compiled kernel) and :func:`fast_dropout` (training dropout masks from :func:`keep_mask`); the attention
+``gelu_new`` as one kernel), :func:`fuse_feed_forward` (the gated feed-forward's core as one compiled kernel), :func:`fuse_layer_norms`
+(T5's layer norm likewise) and :func:`fast_dropout` (training dropout masks from :func:`keep_mask`); the attention
 function with the same masks is :mod:`peftsum.modeling.attention`.
 :func:`peftsum.modeling.load.load_model` applies the first two; the trainer applies the third after
 PEFT wraps the model. Each is measured in ``benchmarks/README.md``.
@@ -145,6 +146,53 @@ def fuse_feed_forward(model) -> int:
         if (cls.__name__.endswith("DenseGatedActDense") and not cls.__name__.startswith("Fused")
                 and all(hasattr(module, n) for n in ("wi_0", "wi_1", "wo", "act", "dropout"))):
             module.__class__ = _fused_feed_forward_class(cls)
+            changed += 1
+    return changed
+
+
+@functools.cache
+def _fused_layer_norm_class(base):
+    import torch
+
+    class FusedT5LayerNorm(base):
+        """T5's layer norm whose CPU training forward is one compiled kernel each way
+        (:func:`peftsum.modeling.cpu_kernel.rms_norm`); under bf16 autocast its output is bf16.
+
+        Every consumer of a T5 layer norm's output is a matmul (q, k, v; the feed-forward's ``wi``; the
+        head), which autocast would feed the same values rounded to bf16, each casting on its own: so the
+        norm rounds once instead (their gradients then add up in bf16, as activation gradients of bf16
+        matmuls do). Evaluation, fp16/bf16 weights, GPUs and a missing kernel take the module's own forward.
+        """
+
+        def forward(self, hidden_states):
+            from peftsum.modeling import cpu_kernel
+
+            if not self.training or not cpu_kernel.rms_norm_applies(hidden_states, self.weight):
+                return super().forward(hidden_states)
+            out = (torch.bfloat16 if torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu")
+                   == torch.bfloat16 else torch.float32)
+            return cpu_kernel.rms_norm(hidden_states, self.weight, self.variance_epsilon, out)
+
+    FusedT5LayerNorm.__name__ = FusedT5LayerNorm.__qualname__ = f"Fused{base.__name__}"
+    return FusedT5LayerNorm
+
+
+def fuse_layer_norms(model) -> int:
+    """Run T5-family layer norms (``T5LayerNorm``, ``MT5LayerNorm``, ...) as one compiled kernel in training on CPU.
+
+    42 per training step of mT5-small, each seven elementwise passes forward over ``tokens x 512``
+    fp32 values (plus one cast per consuming matmul under autocast) and more backward
+    (``benchmarks/README.md``). Classes change to a subclass; weights, state dict and config are untouched.
+
+    Returns:
+        How many layer norms changed class.
+    """
+    changed = 0
+    for module in model.modules():
+        cls = type(module)
+        if (cls.__name__.endswith("T5LayerNorm") and not cls.__name__.startswith("Fused")
+                and hasattr(module, "variance_epsilon") and getattr(module, "bias", None) is None):
+            module.__class__ = _fused_layer_norm_class(cls)
             changed += 1
     return changed
 

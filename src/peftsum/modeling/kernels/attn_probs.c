@@ -22,6 +22,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <math.h>
 
 #define LANES 16
 
@@ -184,24 +185,26 @@ void peftsum_random_words(uint64_t seed, uint64_t *out, int64_t start, int64_t e
  * 16*(i%4)+15 of word i/4, read as int16, are >= threshold: the mask keep_bits draws from the same
  * seed (words viewed as little-endian int16). Elements [4*w0, min(4*w1, n)). The backward is the same
  * call on the output's gradient (the mask is drawn again from the seed, never stored). */
-#define DEFINE_DROPOUT(SUFFIX, TI, TO, LOAD, STORE)                                                              \
-void peftsum_dropout_##SUFFIX(const TI *x, TO *y, uint64_t seed, int32_t threshold, float scale, int64_t n,    \
-                              int64_t w0, int64_t w1) {                                                    \
-    int64_t full = n / 4 < w1 ? n / 4 : w1;                                                                \
-    for (int64_t w = w0; w < full; ++w) {                                                                  \
-        uint64_t z = splitmix64(seed, (uint64_t)w);                                                        \
-        for (int j = 0; j < 4; ++j) {                                                                      \
-            int64_t i = 4 * w + j;                                                                         \
-            float keep = (int16_t)(uint16_t)(z >> (16 * j)) >= threshold ? scale : 0.0f;                   \
-            y[i] = STORE(LOAD(x[i]) * keep);                                                               \
-        }                                                                                                  \
-    }                                                                                                      \
-    if (full < w1 && 4 * full < n) { /* the last, partial word */                                          \
-        uint64_t z = splitmix64(seed, (uint64_t)full);                                                     \
-        for (int64_t i = 4 * full; i < n; ++i) {                                                           \
-            float keep = (int16_t)(uint16_t)(z >> (16 * (i - 4 * full))) >= threshold ? scale : 0.0f;      \
-            y[i] = STORE(LOAD(x[i]) * keep);                                                               \
-        }                                                                                                  \
+#define DROPOUT_CHUNK 1024
+/* the keep factors (scale or 0) of elements [i0, i1), i0 a multiple of 4: the words' 16-bit slices as int16
+ * (little-endian: element j of a word is its bits 16j..16j+15), in a loop the compiler vectorizes */
+static inline void keep_factors(uint64_t seed, int32_t threshold, float scale, int64_t i0, int64_t i1,
+                                float *restrict keep) {
+    union { uint64_t w[DROPOUT_CHUNK / 4]; int16_t h[DROPOUT_CHUNK]; } words;
+    int64_t nw = (i1 - i0 + 3) / 4;
+    for (int64_t w = 0; w < nw; ++w) words.w[w] = splitmix64(seed, (uint64_t)(i0 / 4 + w));
+    for (int64_t k = 0; k < i1 - i0; ++k) keep[k] = words.h[k] >= threshold ? scale : 0.0f;
+}
+
+#define DEFINE_DROPOUT(SUFFIX, TI, TO, LOAD, STORE)                                                         \
+void peftsum_dropout_##SUFFIX(const TI *restrict x, TO *restrict y, uint64_t seed, int32_t threshold,         \
+                              float scale, int64_t n, int64_t w0, int64_t w1) {                            \
+    float keep[DROPOUT_CHUNK];                                                                             \
+    int64_t end = 4 * w1 < n ? 4 * w1 : n;                                                                 \
+    for (int64_t c = 4 * w0; c < end; c += DROPOUT_CHUNK) {                                                \
+        int64_t c1 = c + DROPOUT_CHUNK < end ? c + DROPOUT_CHUNK : end;                                    \
+        keep_factors(seed, threshold, scale, c, c1, keep);                                                 \
+        for (int64_t i = c; i < c1; ++i) y[i] = STORE(LOAD(x[i]) * keep[i - c]);                           \
     }                                                                                                      \
 }
 
@@ -267,7 +270,6 @@ DEFINE_XENT(f32, float, f32_id, f32_id)
  * tanh(u) = sign(u) (1 - e) / (1 + e) with e = exp(-2|u|). Elements [4*w0, min(4*w1, n)). */
 #define GELU_BETA 0.7978845608028654f /* sqrt(2 / pi) */
 #define GELU_KAPPA 0.044715f
-#define GATED_CHUNK 512
 static inline float tanh_f(float u) {
     float e = exp_nonpositive(-2.0f * (u < 0.0f ? -u : u));
     float t = (1.0f - e) / (1.0f + e);
@@ -292,23 +294,13 @@ static inline void gated_bwd_##SUFFIX(const T *a, const T *l, const T *dy, T *da
     float deriv = 0.5f * (1.0f + th) + 0.5f * x * (1.0f - th * th) * GELU_BETA * (1.0f + 3.0f * GELU_KAPPA * x2); \
     da[i] = STORE(dg * deriv);                                                                              \
 }                                                                                                           \
-/* the keep factors of elements [i0, i1) (a multiple of 4 from i0), then the math over them: a loop the     \
- * compiler vectorizes */                                                                                  \
-static inline void keep_factors_##SUFFIX(uint64_t seed, int32_t threshold, float scale, int64_t i0, int64_t i1, \
-                                         float *restrict keep) {                                            \
-    union { uint64_t w[GATED_CHUNK / 4]; int16_t h[GATED_CHUNK]; } words; /* little-endian: element j of a  \
-                                                                          word is its bits 16j..16j+15 */   \
-    int64_t nw = (i1 - i0 + 3) / 4;                                                                         \
-    for (int64_t w = 0; w < nw; ++w) words.w[w] = splitmix64(seed, (uint64_t)(i0 / 4 + w));                \
-    for (int64_t k = 0; k < i1 - i0; ++k) keep[k] = words.h[k] >= threshold ? scale : 0.0f;                 \
-}                                                                                                           \
 void peftsum_gated_gelu_fwd_##SUFFIX(const T *restrict a, const T *restrict l, T *restrict y, uint64_t seed,  \
                                      int32_t threshold, float scale, int64_t n, int64_t w0, int64_t w1) {    \
-    float keep[GATED_CHUNK];                                                                                \
+    float keep[DROPOUT_CHUNK];                                                                                \
     int64_t end = 4 * w1 < n ? 4 * w1 : n;                                                                  \
-    for (int64_t c = 4 * w0; c < end; c += GATED_CHUNK) {                                                   \
-        int64_t c1 = c + GATED_CHUNK < end ? c + GATED_CHUNK : end;                                         \
-        keep_factors_##SUFFIX(seed, threshold, scale, c, c1, keep);                                         \
+    for (int64_t c = 4 * w0; c < end; c += DROPOUT_CHUNK) {                                                   \
+        int64_t c1 = c + DROPOUT_CHUNK < end ? c + DROPOUT_CHUNK : end;                                         \
+        keep_factors(seed, threshold, scale, c, c1, keep);                                         \
         for (int64_t i = c; i < c1; ++i) gated_fwd_##SUFFIX(a, l, y, i, keep[i - c]);                       \
     }                                                                                                       \
 }                                                                                                           \
@@ -316,14 +308,65 @@ void peftsum_gated_gelu_fwd_##SUFFIX(const T *restrict a, const T *restrict l, T
 void peftsum_gated_gelu_bwd_##SUFFIX(const T *restrict a, const T *restrict l, const T *restrict dy,          \
                                      T *restrict da, T *restrict dl, uint64_t seed, int32_t threshold,       \
                                      float scale, int64_t n, int64_t w0, int64_t w1) {                       \
-    float keep[GATED_CHUNK];                                                                                \
+    float keep[DROPOUT_CHUNK];                                                                                \
     int64_t end = 4 * w1 < n ? 4 * w1 : n;                                                                  \
-    for (int64_t c = 4 * w0; c < end; c += GATED_CHUNK) {                                                   \
-        int64_t c1 = c + GATED_CHUNK < end ? c + GATED_CHUNK : end;                                         \
-        keep_factors_##SUFFIX(seed, threshold, scale, c, c1, keep);                                         \
+    for (int64_t c = 4 * w0; c < end; c += DROPOUT_CHUNK) {                                                   \
+        int64_t c1 = c + DROPOUT_CHUNK < end ? c + DROPOUT_CHUNK : end;                                         \
+        keep_factors(seed, threshold, scale, c, c1, keep);                                         \
         for (int64_t i = c; i < c1; ++i) gated_bwd_##SUFFIX(a, l, dy, da, dl, i, keep[i - c]);              \
     }                                                                                                       \
 }
 
 DEFINE_GATED(bf16, uint16_t, bf16_to_f32, f32_to_bf16)
 DEFINE_GATED(f32, float, f32_id, f32_id)
+
+/* T5's layer norm (RMS norm without mean or bias, Zhang & Sennrich 2019), rows [r0, r1) of width d:
+ *     y = w * (x * rstd),  rstd = 1 / sqrt(mean(x^2) + eps)          (fp32 math, y rounded to its type once)
+ * as transformers' T5LayerNorm computes it in fp32 (each product rounded to fp32, as its two multiplications
+ * are), then the cast autocast's matmuls would apply to it. Backward, with t = x * rstd:
+ *     dx = rstd * (w dy) - x * rstd^3 * sum(w dy x) / d,   dw += dy * t (this call's rows, into dw_part). */
+#define DEFINE_RMS(SUFFIX, TO, STORE, LOADO)                                                                \
+void peftsum_rms_norm_fwd_##SUFFIX(const float *restrict x, const float *restrict w, TO *restrict y,          \
+                                   float *restrict rstd, int64_t d, float eps, int64_t r0, int64_t r1) {      \
+    for (int64_t r = r0; r < r1; ++r) {                                                                     \
+        const float *xr = x + r * d;                                                                        \
+        float part[LANES], ss = 0.0f;                                                                       \
+        for (int l = 0; l < LANES; ++l) part[l] = 0.0f;                                                     \
+        int64_t k = 0;                                                                                      \
+        for (; k + LANES <= d; k += LANES)                                                                  \
+            for (int l = 0; l < LANES; ++l) part[l] += xr[k + l] * xr[k + l];                               \
+        for (; k < d; ++k) ss += xr[k] * xr[k];                                                             \
+        for (int l = 0; l < LANES; ++l) ss += part[l];                                                      \
+        float rs = 1.0f / sqrtf(ss / (float)d + eps);                                                       \
+        rstd[r] = rs;                                                                                       \
+        TO *yr = y + r * d;                                                                                 \
+        for (k = 0; k < d; ++k) { float t = xr[k] * rs; yr[k] = STORE(w[k] * t); }                          \
+    }                                                                                                       \
+}                                                                                                           \
+                                                                                                            \
+void peftsum_rms_norm_bwd_##SUFFIX(const TO *restrict dy, const float *restrict x, const float *restrict w,   \
+                                   const float *restrict rstd, float *restrict dx, float *restrict dw_part,   \
+                                   int64_t d, int64_t r0, int64_t r1) {                                     \
+    for (int64_t k = 0; k < d; ++k) dw_part[k] = 0.0f;                                                      \
+    for (int64_t r = r0; r < r1; ++r) {                                                                     \
+        const float *xr = x + r * d;                                                                        \
+        const TO *gr = dy + r * d;                                                                          \
+        float rs = rstd[r], part[LANES], dot = 0.0f;                                                        \
+        for (int l = 0; l < LANES; ++l) part[l] = 0.0f;                                                     \
+        int64_t k = 0;                                                                                      \
+        for (; k + LANES <= d; k += LANES)                                                                  \
+            for (int l = 0; l < LANES; ++l) part[l] += LOADO(gr[k + l]) * w[k + l] * xr[k + l];             \
+        for (; k < d; ++k) dot += LOADO(gr[k]) * w[k] * xr[k];                                              \
+        for (int l = 0; l < LANES; ++l) dot += part[l];                                                     \
+        float c = rs * rs * rs * dot / (float)d;                                                            \
+        float *dxr = dx + r * d;                                                                            \
+        for (k = 0; k < d; ++k) {                                                                           \
+            float g = LOADO(gr[k]);                                                                         \
+            dxr[k] = rs * (g * w[k]) - xr[k] * c;                                                           \
+            dw_part[k] += g * (xr[k] * rs);                                                                 \
+        }                                                                                                   \
+    }                                                                                                       \
+}
+
+DEFINE_RMS(bf16, uint16_t, f32_to_bf16, bf16_to_f32)
+DEFINE_RMS(f32, float, f32_id, f32_id)
