@@ -206,7 +206,11 @@ def test_fast_training_gives_the_reference_losses(no_dropout_dir, tmp_path, meth
     fast, init = _peftsum_losses(no_dropout_dir, tmp_path / "fast", method, 3, batch)
     plain = _reference_losses(no_dropout_dir, tmp_path / "plain", method, 3, batch, init)
     assert len(fast) == len(plain) == 3
-    assert fast == pytest.approx(plain, rel=1e-4)
+    # fp32: to float rounding. Where bf16 is on (PEFTSUM_BF16=1 in the test command's second pass) peftsum's side runs
+    # in bf16 against the fp32 reference: measured 1.0-1.05e-4 apart, bf16's precision being 2**-8 per element
+    from peftsum.runtime import resolve_bf16
+
+    assert fast == pytest.approx(plain, rel=1e-3 if resolve_bf16(None) else 1e-4)
     assert fast[2] < fast[0]  # training moved
 
 
@@ -353,4 +357,5 @@ def test_training_models_get_fast_dropout(tiny_model_dir, tmp_path):
     drops = [(n, type(m).__name__) for n, m in setup.trainer.model.named_modules()
              if isinstance(m, torch.nn.Dropout)]
     assert any("lora_dropout" in n for n, _ in drops) and any("lora" not in n for n, _ in drops)
-    assert {t for _, t in drops} == {"FastDropout"}
+    assert {t for n, t in drops if "lora_dropout" not in n} == {"FastDropout"}
+    assert {t for n, t in drops if "lora_dropout" in n} == {"LoraInputDropout"}  # a FastDropout (subclass)

@@ -158,19 +158,23 @@ def _fused_layer_norm_class(base):
         """T5's layer norm whose CPU training forward is one compiled kernel each way
         (:func:`peftsum.modeling.cpu_kernel.rms_norm`); under bf16 autocast its output is bf16.
 
-        Every consumer of a T5 layer norm's output is a matmul (q, k, v; the feed-forward's ``wi``; the
-        head), which autocast would feed the same values rounded to bf16, each casting on its own: so the
-        norm rounds once instead (their gradients then add up in bf16, as activation gradients of bf16
-        matmuls do). Evaluation, fp16/bf16 weights, GPUs and a missing kernel take the module's own forward.
+        A sub-layer's norm feeds only matmuls (q, k, v; the feed-forward's ``wi``), which autocast would
+        feed the same values rounded to bf16, each casting on its own: so the norm rounds once instead
+        (their gradients then add up in bf16, as activation gradients of bf16 matmuls do). A stack's
+        ``final_layer_norm`` is followed by a dropout before its matmuls (a second rounding in bf16), so it
+        keeps fp32 (``peftsum_bf16_output`` False). Evaluation, fp16/bf16 weights, GPUs and a missing
+        kernel take the module's own forward.
         """
+
+        peftsum_bf16_output = True
 
         def forward(self, hidden_states):
             from peftsum.modeling import cpu_kernel
 
             if not self.training or not cpu_kernel.rms_norm_applies(hidden_states, self.weight):
                 return super().forward(hidden_states)
-            out = (torch.bfloat16 if torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu")
-                   == torch.bfloat16 else torch.float32)
+            out = (torch.bfloat16 if self.peftsum_bf16_output and torch.is_autocast_enabled("cpu")
+                   and torch.get_autocast_dtype("cpu") == torch.bfloat16 else torch.float32)
             return cpu_kernel.rms_norm(hidden_states, self.weight, self.variance_epsilon, out)
 
     FusedT5LayerNorm.__name__ = FusedT5LayerNorm.__qualname__ = f"Fused{base.__name__}"
@@ -188,11 +192,13 @@ def fuse_layer_norms(model) -> int:
         How many layer norms changed class.
     """
     changed = 0
-    for module in model.modules():
+    for name, module in model.named_modules():
         cls = type(module)
         if (cls.__name__.endswith("T5LayerNorm") and not cls.__name__.startswith("Fused")
                 and hasattr(module, "variance_epsilon") and getattr(module, "bias", None) is None):
             module.__class__ = _fused_layer_norm_class(cls)
+            if name.split(".")[-1] == "final_layer_norm":  # dropout, then matmuls: keep its output fp32
+                module.peftsum_bf16_output = False
             changed += 1
     return changed
 
