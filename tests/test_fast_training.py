@@ -191,7 +191,7 @@ def test_bf16_weights_for_decoding(tiny_model_dir, tiny_tokenizer):
         assert torch.equal(a, b.to(torch.bfloat16)), name
 
 
-def _lora_losses(model_dir, tmp_path, name, frozen_bf16: bool, monkeypatch):
+def _lora_losses(model_dir, tmp_path, name, frozen_bf16: bool, monkeypatch, lora_dropout: float = 0.0):
     """Losses of 3 LoRA steps under bf16 autocast, with the frozen base stored in bf16 or not, and
     (dtype of a frozen q weight during training, the model after training)."""
     from transformers import TrainerCallback
@@ -200,7 +200,8 @@ def _lora_losses(model_dir, tmp_path, name, frozen_bf16: bool, monkeypatch):
 
     monkeypatch.setattr(T, "_frozen_base_in_bf16", lambda cfg, method: frozen_bf16 and bool(cfg.bf16))
     setup = build_trainer(TrainConfig(model=str(model_dir), method="lora", output_dir=str(tmp_path / name),
-                                      max_steps=3, train_samples=6, val_samples=2, batch_size=2, lora_dropout=0.0,
+                                      max_steps=3, train_samples=6, val_samples=2, batch_size=2,
+                                      lora_dropout=lora_dropout,
                                       eval_steps=0, save_steps=10**6, bf16=True), log=quiet)
     seen = {}
 
@@ -210,6 +211,7 @@ def _lora_losses(model_dir, tmp_path, name, frozen_bf16: bool, monkeypatch):
             seen["q"] = base.encoder.block[0].layer[0].SelfAttention.q.base_layer.weight.dtype
             seen["head"] = base.lm_head.weight.dtype
             seen["embedding"] = base.shared.weight.dtype
+            seen["input cast"] = base.encoder.block[0].layer[0].SelfAttention.q.cast_input_dtype_enabled
 
     setup.trainer.add_callback(Peek())
     setup.trainer.train()
@@ -222,12 +224,18 @@ def test_frozen_base_in_bf16_gives_autocasts_losses_and_is_restored(no_dropout_d
     the loaded fp32 value again."""
     plain, seen_plain, _ = _lora_losses(no_dropout_dir, tmp_path, "plain", False, monkeypatch)
     fast, seen_fast, model = _lora_losses(no_dropout_dir, tmp_path, "fast", True, monkeypatch)
-    assert seen_plain == {"q": torch.float32, "head": torch.float32, "embedding": torch.float32}
+    assert seen_plain == {"q": torch.float32, "head": torch.float32, "embedding": torch.float32, "input cast": True}
     assert seen_fast["q"] == torch.bfloat16 and seen_fast["embedding"] == torch.float32
+    assert not seen_fast["input cast"]  # PEFT's upcast of the LoRA input off while training (frozen_bf16.py)
+    assert all(m.cast_input_dtype_enabled for m in model.modules() if hasattr(m, "lora_A"))  # and back on
     # the tiny mT5 ties its head to the input embedding: a tied head stays fp32 (it is also the embedding)
     base = model.get_base_model()
     assert seen_fast["head"] == (torch.float32 if base.lm_head.weight is base.shared.weight else torch.bfloat16)
     assert fast == plain and len(fast) == 3
+    # with LoRA's input dropout (peftsum's kernel, bf16 input without PEFT's upcast): the same losses too
+    drop_plain, _, _ = _lora_losses(no_dropout_dir, tmp_path, "plain-dropout", False, monkeypatch, 0.1)
+    drop_fast, _, _ = _lora_losses(no_dropout_dir, tmp_path, "fast-dropout", True, monkeypatch, 0.1)
+    assert drop_fast == drop_plain and drop_fast != fast
     loaded, _ = load_model(str(no_dropout_dir))
     after = dict(base.named_parameters())
     for name, p in loaded.named_parameters():

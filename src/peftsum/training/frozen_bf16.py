@@ -36,6 +36,8 @@ class FrozenBf16:
 
     model_name: str
     params: list = field(default_factory=list)
+    no_input_cast: list = field(default_factory=list)
+    """LoRA layers whose input PEFT no longer upcasts to the adapters' fp32 (see :func:`store_frozen_in_bf16`)."""
 
     def restore(self) -> None:
         """Give every converted weight its exact fp32 value again (loads the base model once, ~1 s for mT5-small).
@@ -44,6 +46,9 @@ class FrozenBf16:
         trained adapter, all that is saved, does not depend on them). A training run that raises
         never reaches ``on_train_end``: its model keeps the bf16 base.
         """
+        for layer in self.no_input_cast:
+            layer.cast_input_dtype_enabled = True
+        self.no_input_cast = []
         if not self.params:
             return
         from peftsum.modeling.load import load_model
@@ -95,6 +100,16 @@ def store_frozen_in_bf16(model, names: dict[int, list[str]], model_name: str) ->
         seen.add(id(weight))
         weight.data = weight.data.to(torch.bfloat16)
         done.params.append((weight, names[id(weight)][0]))
+    for module in model.modules():
+        # vanilla LoRA layers: PEFT casts their (bf16, from peftsum's fused layer norm) input up to the adapters'
+        # fp32 before the dropout, and autocast casts the dropped values back to bf16 for lora_A: a round trip per
+        # call that changes no value (the dropout computes in fp32 and rounds once either way). PEFT's own switch
+        # (cast_input_dtype_enabled, peft.helpers.disable_input_dtype_casting) turns it off while training runs.
+        lora_a, variants = getattr(module, "lora_A", None), getattr(module, "lora_variant", None)
+        if (isinstance(lora_a, torch.nn.ModuleDict) and isinstance(variants, dict) and not variants
+                and getattr(module, "cast_input_dtype_enabled", True)):
+            module.cast_input_dtype_enabled = False
+            done.no_input_cast.append(module)
     return done
 
 
