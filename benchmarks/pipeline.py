@@ -79,7 +79,18 @@ def worker_train(spec: dict) -> None:
         os._exit(1)
 
 
+def _process_settings(spec: dict, training: bool) -> None:
+    """A peftsum worker starts as the ``peftsum`` command does: ``peftsum train`` sets OpenMP's spin count before
+    torch loads (``peftsum.runtime.tune_openmp_spin``), ``peftsum evaluate`` does not; the reference's workers
+    keep the environment as it was."""
+    if spec.get("pipeline") == "peftsum" and training:
+        from peftsum.runtime import tune_openmp_spin
+
+        tune_openmp_spin()
+
+
 def _train(spec: dict, ch) -> None:
+    _process_settings(spec, training=True)
     if spec.get("levers", {}).get("malloc") == "system":  # peftsum without its allocator tuning
         os.environ["PEFTSUM_SYSTEM_MALLOC"] = "1"
     if spec.get("levers", {}).get("mallopt"):  # peftsum's allocator setting, e.g. on the reference's side
@@ -178,6 +189,7 @@ def _eval(spec: dict, ch) -> None:
     peftsum: ``load_model`` + ``generate_summaries`` + ``score_texts`` (its defaults, greedy to
     127 new tokens); reference: ``AutoModelForSeq2SeqLM`` + ``Seq2SeqTrainer.predict`` + ``rouge_score``.
     """
+    _process_settings(spec, training=False)
     import torch
 
     import _reference as R
@@ -263,9 +275,12 @@ class Worker:
         spec = dict(spec, fd=w)
         self.log_path = log_path
         self.log = log_path.open("w")
+        env = dict(os.environ)
+        if getattr(sys.modules.get("peftsum.runtime"), "_STATE", {}).get("spin"):  # set by this process's peftsum
+            env.pop("GOMP_SPINCOUNT", None)  # import, not the user: each worker starts as its pipeline would
         self.proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--worker", kind, json.dumps(spec)],
                                      stdin=subprocess.PIPE, stdout=self.log, stderr=subprocess.STDOUT, pass_fds=(w,),
-                                     text=True, cwd=str(C.ROOT))
+                                     text=True, cwd=str(C.ROOT), env=env)
         os.close(w)
         self.msgs = os.fdopen(r, "r")
 

@@ -8,6 +8,7 @@ Usage (from the repository root; each line ~1-2 minutes on 2 cores):
     .venv/bin/python benchmarks/steps.py train --method lora --plain-ff      # transformers' gated feed-forward
     .venv/bin/python benchmarks/steps.py train --method lora --plain-head    # head, then cross_entropy (fp32 logits)
     PEFTSUM_SYSTEM_MALLOC=1 .venv/bin/python benchmarks/steps.py train ...   # glibc's default allocator
+    GOMP_SPINCOUNT=300000 .venv/bin/python benchmarks/steps.py train ...     # libgomp's default spin count
     .venv/bin/python benchmarks/steps.py train --method full --profile 25   # top 25 operators, self CPU time
     .venv/bin/python benchmarks/steps.py generate --rows 32 --new-tokens 40
     .venv/bin/python benchmarks/steps.py generate --rows 12 --new-tokens 127 --precision fp32 --profile 15
@@ -199,6 +200,10 @@ def main(argv=None) -> int:
     t.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
                    help="bf16 autocast as the trainer's default does (default: auto, native bf16 only)")
     args = p.parse_args(argv)
+    if args.what == "train":  # as `peftsum train` does, before torch loads (peftsum.runtime.tune_openmp_spin)
+        from peftsum.runtime import tune_openmp_spin
+
+        tune_openmp_spin()
     global ARGS
     ARGS = args
     {"train": train, "generate": generate}[args.what](args)

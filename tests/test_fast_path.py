@@ -297,6 +297,31 @@ def test_the_allocator_is_tuned_once_per_process(tmp_path):
     assert off.split()[:2] == ["False", "False"]
 
 
+@pytest.mark.parametrize("command,expected", [("train", "10000"), ("experiment", "10000"), ("evaluate", "None")])
+def test_training_commands_shorten_openmp_spinning_before_torch_loads(command, expected):
+    """`peftsum train` / `experiment` set GOMP_SPINCOUNT before torch (and libgomp) load; `evaluate` (decoding is
+    faster with libgomp's default) does not; a user's own value, and a process that imported torch first, are left
+    alone. Fresh interpreters: libgomp reads the setting once per process."""
+    import os
+    import subprocess
+
+    code = ("import os, sys; sys.argv = ['peftsum', sys.argv[1], '--help']\n"
+            "from peftsum import cli\n"
+            "try:\n    cli.main()\nexcept SystemExit:\n    pass\n"
+            "print('SPIN', os.environ.get('GOMP_SPINCOUNT'), 'torch' in sys.modules)")
+    env = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
+    out = subprocess.run([sys.executable, "-c", code, command], capture_output=True, text=True, env=env,
+                         check=True).stdout
+    assert out.split("SPIN")[-1].split()[0] == expected
+    mine = subprocess.run([sys.executable, "-c", code, command], capture_output=True, text=True, check=True,
+                          env=dict(env, GOMP_SPINCOUNT="5")).stdout
+    assert mine.split("SPIN")[-1].split()[0] == "5"
+    late = ("import torch, os\nfrom peftsum.runtime import tune_openmp_spin\n"
+            "print(tune_openmp_spin(), os.environ.get('GOMP_SPINCOUNT'))")
+    assert subprocess.run([sys.executable, "-c", late], capture_output=True, text=True, env=env,
+                          check=True).stdout.split() == ["False", "None"]
+
+
 def test_bf16_auto_follows_the_hardware(tiny_model_dir, tmp_path, monkeypatch):
     """``bf16`` unset = auto: on with native bf16 (GPU, AMX/AVX512-BF16 CPU flags), off elsewhere;
     an explicit value and ``--fp16`` win; the resolved config records a plain bool."""

@@ -528,6 +528,10 @@ def score_cmd(
 
 def main() -> None:
     """Console-script entry point (``peftsum``)."""
+    from peftsum.runtime import TRAINING_COMMANDS, tune_openmp_spin
+
+    if any(arg in TRAINING_COMMANDS for arg in sys.argv[1:2]):  # before torch loads (libgomp reads it once)
+        tune_openmp_spin()
     # deprecation notices from inside transformers/peft tell users nothing they can act on
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", message=".*embeddings are no longer tied.*")
