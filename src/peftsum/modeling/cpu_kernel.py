@@ -1,4 +1,12 @@
-"""T5 attention probabilities with dropout as one compiled CPU kernel (``kernels/attn_probs.c``).
+"""peftsum's compiled CPU kernels (``kernels/attn_probs.c``): T5 attention probabilities with dropout, and more.
+
+One C library, built and self-checked at first use, holds: the attention-probability softmax +
+dropout (:func:`attention_probs`, below), dropout in one pass each way with an optional cast
+(:func:`dropout`), SplitMix64 random words (:func:`random_words`), the output head's cross-entropy
+over vocab x tokens logits (:func:`cross_entropy_columns`), the gated feed-forward's core
+(:func:`gated_gelu_dropout`) and T5's layer norm (:func:`rms_norm`). Each has an ``*_applies`` check;
+where it says no (no compiler, other devices or dtypes, ``PEFTSUM_CPU_KERNEL=0``) the callers use
+PyTorch's ops. Their effects are measured in ``benchmarks/README.md`` (sessions 8 and 9).
 
 Profiling a bf16 training step of mT5-small on CPU (``benchmarks/steps.py train --profile``) puts
 the attention-probability path first among the non-matmul work: per encoder layer the scores
