@@ -196,16 +196,21 @@ static inline void keep_factors(uint64_t seed, int32_t threshold, float scale, i
     for (int64_t k = 0; k < i1 - i0; ++k) keep[k] = words.h[k] >= threshold ? scale : 0.0f;
 }
 
-#define DEFINE_DROPOUT(SUFFIX, TI, TO, LOAD, STORE)                                                         \
-void peftsum_dropout_##SUFFIX(const TI *restrict x, TO *restrict y, uint64_t seed, int32_t threshold,         \
-                              float scale, int64_t n, int64_t w0, int64_t w1) {                            \
+/* BODY for each element i of [4*w0, min(4*w1, n)), with its keep factor in keep[i - c], chunk by chunk (the
+ * caller's seed, threshold, scale, n, w0 and w1) */
+#define KEEP_LOOP(BODY)                                                                                    \
     float keep[DROPOUT_CHUNK];                                                                             \
     int64_t end = 4 * w1 < n ? 4 * w1 : n;                                                                 \
     for (int64_t c = 4 * w0; c < end; c += DROPOUT_CHUNK) {                                                \
         int64_t c1 = c + DROPOUT_CHUNK < end ? c + DROPOUT_CHUNK : end;                                    \
         keep_factors(seed, threshold, scale, c, c1, keep);                                                 \
-        for (int64_t i = c; i < c1; ++i) y[i] = STORE(LOAD(x[i]) * keep[i - c]);                           \
-    }                                                                                                      \
+        for (int64_t i = c; i < c1; ++i) { BODY; }                                                         \
+    }
+
+#define DEFINE_DROPOUT(SUFFIX, TI, TO, LOAD, STORE)                                                         \
+void peftsum_dropout_##SUFFIX(const TI *restrict x, TO *restrict y, uint64_t seed, int32_t threshold,         \
+                              float scale, int64_t n, int64_t w0, int64_t w1) {                            \
+    KEEP_LOOP(y[i] = STORE(LOAD(x[i]) * keep[i - c]))                                                      \
 }
 
 DEFINE_DROPOUT(bf16, uint16_t, uint16_t, bf16_to_f32, f32_to_bf16)
@@ -296,25 +301,13 @@ static inline void gated_bwd_##SUFFIX(const T *a, const T *l, const T *dy, T *da
 }                                                                                                           \
 void peftsum_gated_gelu_fwd_##SUFFIX(const T *restrict a, const T *restrict l, T *restrict y, uint64_t seed,  \
                                      int32_t threshold, float scale, int64_t n, int64_t w0, int64_t w1) {    \
-    float keep[DROPOUT_CHUNK];                                                                                \
-    int64_t end = 4 * w1 < n ? 4 * w1 : n;                                                                  \
-    for (int64_t c = 4 * w0; c < end; c += DROPOUT_CHUNK) {                                                   \
-        int64_t c1 = c + DROPOUT_CHUNK < end ? c + DROPOUT_CHUNK : end;                                         \
-        keep_factors(seed, threshold, scale, c, c1, keep);                                         \
-        for (int64_t i = c; i < c1; ++i) gated_fwd_##SUFFIX(a, l, y, i, keep[i - c]);                       \
-    }                                                                                                       \
+    KEEP_LOOP(gated_fwd_##SUFFIX(a, l, y, i, keep[i - c]))                                                   \
 }                                                                                                           \
                                                                                                             \
 void peftsum_gated_gelu_bwd_##SUFFIX(const T *restrict a, const T *restrict l, const T *restrict dy,          \
                                      T *restrict da, T *restrict dl, uint64_t seed, int32_t threshold,       \
                                      float scale, int64_t n, int64_t w0, int64_t w1) {                       \
-    float keep[DROPOUT_CHUNK];                                                                                \
-    int64_t end = 4 * w1 < n ? 4 * w1 : n;                                                                  \
-    for (int64_t c = 4 * w0; c < end; c += DROPOUT_CHUNK) {                                                   \
-        int64_t c1 = c + DROPOUT_CHUNK < end ? c + DROPOUT_CHUNK : end;                                         \
-        keep_factors(seed, threshold, scale, c, c1, keep);                                         \
-        for (int64_t i = c; i < c1; ++i) gated_bwd_##SUFFIX(a, l, dy, da, dl, i, keep[i - c]);              \
-    }                                                                                                       \
+    KEEP_LOOP(gated_bwd_##SUFFIX(a, l, dy, da, dl, i, keep[i - c]))                                          \
 }
 
 DEFINE_GATED(bf16, uint16_t, bf16_to_f32, f32_to_bf16)
