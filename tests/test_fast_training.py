@@ -403,3 +403,43 @@ def test_clipping_gives_accelerates_update(case, fold):
         else:
             assert torch.allclose(a, b, rtol=0, atol=1e-6)
     assert (float(norm) > 1.0) == (case == "clipped")
+
+
+def test_clipping_drops_a_folded_scale_whose_step_never_ran():
+    """A coefficient folded into fused AdamW but never applied (an exception or a skipped step between clip and step)
+    is not applied later on top of the next clip's (found in review: 20x too small updates)."""
+    from peftsum.training.clipping import clip_gradients
+
+    def run(stale: bool):
+        p = torch.nn.Parameter(torch.zeros(4))
+        opt = torch.optim.AdamW([p], lr=0.1, fused=True)
+        if stale:
+            p.grad = torch.full((4,), 10.0)
+            clip_gradients([p], 1.0, opt)  # folded; no step follows
+        p.grad = torch.tensor([3.0, -4.0, 0.5, 0.0])
+        clip_gradients([p], 1.0, opt)
+        opt.step()
+        return p.detach().clone(), opt.state[p]["exp_avg"].clone()
+
+    for got, want in zip(run(True), run(False)):
+        assert torch.equal(got, want)
+
+
+def test_fused_head_first_used_under_inference_mode_then_trains():
+    """The fused head's persistent buffers (the frozen head's logits, the trainable head's bf16 cast) are normal
+    tensors even when first made under inference_mode (found in review: later training raised); no scored token
+    gives a NaN loss as cross_entropy does, not an exception."""
+    from peftsum.training.head_loss import head_cross_entropy
+
+    g = torch.Generator().manual_seed(0)
+    for weight in (torch.randn(1000, 16, generator=g), torch.randn(1000, 16, generator=g).requires_grad_()):
+        target = torch.randint(1000, (5,), generator=g)
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+            head_cross_entropy(torch.randn(5, 16, generator=g), weight, target)
+        hidden = torch.randn(5, 16, generator=g, requires_grad=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = head_cross_entropy(hidden, weight, target)
+        loss.backward()
+        assert hidden.grad is not None and torch.isfinite(hidden.grad).all()
+    empty = head_cross_entropy(torch.randn(0, 16, requires_grad=True), torch.randn(1000, 16), torch.zeros(0, dtype=torch.long))
+    assert empty.isnan()

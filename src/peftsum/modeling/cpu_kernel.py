@@ -40,6 +40,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+import platform
 import sys
 from pathlib import Path
 
@@ -47,7 +48,11 @@ ENV = "PEFTSUM_CPU_KERNEL"
 """Set to 0 to keep the PyTorch path (the kernel is neither built nor used)."""
 
 SOURCE = "attn_probs.c"
-FLAGS = ("-O3", "-march=native", "-mprefer-vector-width=512", "-ffp-contract=fast", "-fno-strict-aliasing", "-fno-math-errno", "-std=gnu99", "-shared", "-fPIC")
+FLAGS = ("-O3", "-march=native", "-ffp-contract=fast", "-fno-strict-aliasing", "-fno-math-errno", "-std=gnu99",
+         "-shared", "-fPIC") + (("-mprefer-vector-width=512",) if platform.machine().lower() in ("x86_64", "amd64")
+                                else ())
+"""Compiler flags: FMA contraction, no errno for sqrt, and on x86-64 512-bit vectors where the CPU has them
+(GCC's x86 option; other architectures build without it)."""
 PARALLEL_MIN_ELEMENTS = 1 << 18
 """Below this many score elements one thread does the work (a thread hand-off costs ~50 us)."""
 
@@ -122,8 +127,8 @@ def _declare(lib):
                                                                     ptr, i64, i64, i64, i64, i64, i64]
         getattr(lib, f"peftsum_attn_probs_bwd_{suffix}").argtypes = [ptr, ptr, ptr, ptr, ptr, i64, i64, i64, i32,
                                                                     i64, i64]
-        getattr(lib, f"peftsum_attn_probs_fwd_{suffix}").restype = None
-        getattr(lib, f"peftsum_attn_probs_bwd_{suffix}").restype = None
+        getattr(lib, f"peftsum_attn_probs_fwd_{suffix}").restype = ctypes.c_int
+        getattr(lib, f"peftsum_attn_probs_bwd_{suffix}").restype = ctypes.c_int
     lib.peftsum_random_words.argtypes = [ctypes.c_uint64, ptr, i64, i64]
     lib.peftsum_random_words.restype = None
     for suffix in ("bf16", "f32", "f32_bf16", "bf16_f32"):
@@ -132,7 +137,7 @@ def _declare(lib):
         getattr(lib, f"peftsum_dropout_{suffix}").restype = None
     for suffix in ("bf16", "f32"):
         getattr(lib, f"peftsum_xent_cols_stats_{suffix}").argtypes = [ptr, i64, i64, i64, ptr, ptr, ptr]
-        getattr(lib, f"peftsum_xent_cols_stats_{suffix}").restype = None
+        getattr(lib, f"peftsum_xent_cols_stats_{suffix}").restype = ctypes.c_int
         getattr(lib, f"peftsum_xent_cols_grad_{suffix}").argtypes = [ptr, i64, i64, i64, ptr, ctypes.c_float,
                                                                     ctypes.c_float]
         getattr(lib, f"peftsum_xent_cols_grad_{suffix}").restype = None
@@ -194,7 +199,7 @@ def _self_check(lib) -> str:
     """
     import torch
 
-    words = torch.empty(3, dtype=torch.int64)
+    words = torch.empty(3, dtype=torch.int64, device="cpu")
     lib.peftsum_random_words(0, words.data_ptr(), 0, 3)
     if [w & U64 for w in words.tolist()] != SPLITMIX64_SEED0:
         return "random words differ from SplitMix64's"
@@ -218,10 +223,10 @@ def _self_check(lib) -> str:
             if ((got - ref).norm() / ref.norm()).item() > tol:
                 return f"{dtype} gradient of the {name} differs by {((got - ref).norm() / ref.norm()).item():.3g}"
         # bits drawn inside the kernel = the stream's words; a key mask = the same added to the full mask
-        words = torch.empty((scores.numel() + 3) // 4, dtype=torch.int64)
+        words = torch.empty((scores.numel() + 3) // 4, dtype=torch.int64, device="cpu")
         lib.peftsum_random_words(12345, words.data_ptr(), 0, words.numel())
         stream = words.view(torch.int16)[:scores.numel()].view(scores.shape)
-        key_mask = torch.zeros(scores.shape[0], scores.shape[3])
+        key_mask = torch.zeros(scores.shape[0], scores.shape[3], device="cpu")
         key_mask[0, 3:9] = torch.finfo(torch.float32).min
         full_probs, full = _forward(lib, scores, mask + key_mask[:, None, None, :], stream, -26214)
         seeded_probs, seeded = _forward(lib, scores, mask, None, -26214, key_mask, 12345)
@@ -251,15 +256,18 @@ def _pool(threads: int, pid: int):
 
 
 def _run(fn, ranges) -> None:
-    """``fn(start, end)`` for each range: the first on this thread, the others on the pool's."""
+    """``fn(start, end)`` for each range: the first on this thread, the others on the pool's.
+
+    Raises:
+        MemoryError: a kernel could not allocate its scratch row (its C function returned non-zero).
+    """
     if len(ranges) <= 1:
-        for r in ranges:
-            fn(*r)
-        return
-    futures = [_pool(len(ranges) - 1, os.getpid()).submit(fn, *r) for r in ranges[1:]]
-    fn(*ranges[0])
-    for f in futures:
-        f.result()
+        codes = [fn(*r) for r in ranges]
+    else:
+        futures = [_pool(len(ranges) - 1, os.getpid()).submit(fn, *r) for r in ranges[1:]]
+        codes = [fn(*ranges[0])] + [f.result() for f in futures]
+    if any(codes):
+        raise MemoryError("peftsum's CPU kernel could not allocate its scratch buffer (the machine is out of memory)")
 
 
 def _suffix(dtype) -> str:
@@ -290,7 +298,7 @@ def _backward(lib, grad, probs, dropped, mask_shape, mask_grad: bool):
     rows = heads * q_len
     grad = grad.to(probs.dtype).contiguous()
     grad_scores = torch.empty_like(probs)
-    grad_mask = torch.empty(mask_shape, dtype=torch.float32) if mask_grad else None
+    grad_mask = torch.empty(mask_shape, dtype=torch.float32, device="cpu") if mask_grad else None
     fn = getattr(lib, f"peftsum_attn_probs_bwd_{_suffix(probs.dtype)}")
     _run(lambda r0, r1: fn(grad.data_ptr(), probs.data_ptr(), dropped.data_ptr(), grad_scores.data_ptr(),
                            grad_mask.data_ptr() if grad_mask is not None else None, batch, rows, k_len,
@@ -355,7 +363,7 @@ def random_words(n: int):
     if lib is None:
         return None
     seed = _seed()
-    out = torch.empty(n, dtype=torch.int64)
+    out = torch.empty(n, dtype=torch.int64, device="cpu")
     _run(lambda r0, r1: lib.peftsum_random_words(seed & U64, out.data_ptr(), r0, r1), _split(n, n * 4))
     return out
 
@@ -524,15 +532,18 @@ def _cross_entropy_columns(logits_t, target, smoothing: float):
     import torch
 
     vocab, n = logits_t.shape
+    if n == 0:  # no scored token: an empty loss (its mean is NaN, as cross_entropy's over no element)
+        return torch.empty(0, dtype=torch.float32, device="cpu"), (
+            torch.empty(0, dtype=torch.float32, device="cpu") if smoothing > 0 else None)
     lib, suffix = _library(), _suffix(logits_t.dtype)
-    cols = torch.arange(n)
+    cols = torch.arange(n, device="cpu")
     target = target.to(torch.int64)
     picked = logits_t[target, cols].float()
     ranges = _split(vocab, logits_t.numel())
-    stats = torch.empty(len(ranges), 2, n, dtype=torch.float64)  # [0]: sum of exp(logit - maximum), [1]: of logits
+    stats = torch.empty(len(ranges), 2, n, dtype=torch.float64, device="cpu")  # [0]: sum of exp(logit - maximum), [1]: of logits
     stat_fn = getattr(lib, f"peftsum_xent_cols_stats_{suffix}")
     index = {r: i for i, r in enumerate(ranges)}
-    maxima = torch.empty(len(ranges), n, dtype=torch.float32)
+    maxima = torch.empty(len(ranges), n, dtype=torch.float32, device="cpu")
     _run(lambda v0, v1: stat_fn(logits_t.data_ptr(), n, v0, v1, maxima[index[(v0, v1)]].data_ptr(),
                                 stats[index[(v0, v1)], 0].data_ptr(), stats[index[(v0, v1)], 1].data_ptr()), ranges)
     top = maxima.double().amax(dim=0)
@@ -622,8 +633,8 @@ def _rms_norm_function():
         def forward(ctx, x, weight, eps, out_dtype):
             d = x.shape[-1]
             rows = x.numel() // d if d else 0
-            y = torch.empty(x.shape, dtype=out_dtype)
-            rstd = torch.empty(rows, dtype=torch.float32)
+            y = torch.empty(x.shape, dtype=out_dtype, device="cpu")
+            rstd = torch.empty(rows, dtype=torch.float32, device="cpu")
             fn = getattr(_library(), f"peftsum_rms_norm_fwd_{_suffix(out_dtype)}")
             _run(lambda r0, r1: fn(x.data_ptr(), weight.data_ptr(), y.data_ptr(), rstd.data_ptr(), d, eps, r0, r1),
                  _split(rows, x.numel()))
@@ -639,7 +650,7 @@ def _rms_norm_function():
             grad = grad.contiguous()
             dx = torch.empty_like(x)
             ranges = _split(rows, x.numel())
-            parts = torch.empty(max(1, len(ranges)), d, dtype=torch.float32)
+            parts = torch.empty(max(1, len(ranges)), d, dtype=torch.float32, device="cpu")
             if not ranges:
                 parts.zero_()
             index = {r: i for i, r in enumerate(ranges)}

@@ -50,13 +50,20 @@ def folds_into(optimizer) -> bool:
             and getattr(inner, "grad_scale", None) is None)
 
 
+def _drop_stale(optimizer) -> None:
+    """Remove a ``grad_scale`` this module set whose step never ran (an exception or a skipped step in between)."""
+    inner = getattr(optimizer, "optimizer", optimizer)
+    if getattr(inner, "grad_scale", None) is not None and inner.grad_scale is getattr(inner, "_peftsum_scale", None):
+        inner.grad_scale = None
+
+
 def _fold(optimizer, scale) -> None:
     """Hand ``scale`` to the fused optimizer's next step as ``grad_scale``; removed again after that step."""
     inner = getattr(optimizer, "optimizer", optimizer)
-    inner.grad_scale = scale
+    inner.grad_scale = inner._peftsum_scale = scale
     if not getattr(inner, "_peftsum_clip_hook", False):
         def drop(opt, args, kwargs):
-            opt.grad_scale = None
+            opt.grad_scale = opt._peftsum_scale = None
 
         inner.register_step_post_hook(drop)
         inner._peftsum_clip_hook = True
@@ -85,6 +92,8 @@ def clip_gradients(parameters, max_norm: float, optimizer=None):
     import torch
     from torch.nn.utils import clip_grads_with_norm_
 
+    if optimizer is not None:
+        _drop_stale(optimizer)
     params = [p for p in parameters if p.grad is not None]
     total = total_norm(p.grad for p in params)
     if not params or max_norm == float("inf") or bool(max_norm / (total + EPS) >= 1.0):

@@ -48,7 +48,8 @@ def _cast_buffer(weight, dtype):
     key = id(weight)
     ref, buf = _CAST_BUFFERS.get(key, (None, None))
     if ref is None or ref() is not weight or buf.dtype != dtype or buf.shape != weight.shape:
-        buf = torch.empty(weight.shape, dtype=dtype)
+        with torch.inference_mode(False):  # a normal tensor even when first made under inference_mode
+            buf = torch.empty(weight.shape, dtype=dtype)
         _CAST_BUFFERS[key] = (weakref.ref(weight, lambda _, key=key: _CAST_BUFFERS.pop(key, None)), buf)
     return buf
 
@@ -65,11 +66,13 @@ def _logits_buffer(vocab: int, n: int, dtype) -> torch.Tensor:
     afresh it rarely fits the hole the previous one left among the step's smaller allocations: glibc
     mapped new pages, ~31,600 page faults and +0.15 s on every other LoRA step of the benchmark
     (``benchmarks/README.md``). A trainable head's logits are saved for backward and keep their own tensor.
+    The buffer keeps the size of the largest block seen (vocab x the most target tokens of a batch).
     """
     key = (vocab, dtype)
     buf = _LOGITS.get(key)
     if buf is None or buf.numel() < vocab * n:
-        _LOGITS[key] = buf = torch.empty(vocab * max(n, 256), dtype=dtype)
+        with torch.inference_mode(False):  # (written in place later, also outside inference_mode)
+            _LOGITS[key] = buf = torch.empty(vocab * max(n, 256), dtype=dtype)
     return buf[:vocab * n].view(vocab, n)
 
 

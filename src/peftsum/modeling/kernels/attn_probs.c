@@ -72,14 +72,14 @@ static inline uint64_t splitmix64(uint64_t seed, uint64_t i) {
 }
 
 #define DEFINE_KERNELS(SUFFIX, T, LOAD, STORE, NAN_BITS)                                                     \
-void peftsum_attn_probs_fwd_##SUFFIX(const T *S, const float *M, const float *KM, const int16_t *bits,     \
+int peftsum_attn_probs_fwd_##SUFFIX(const T *S, const float *M, const float *KM, const int16_t *bits,     \
                                      uint64_t seed, int32_t threshold, T *P, T *D, int64_t batch,             \
                                      int64_t rows, int64_t K, int64_t mask_batch_stride, int64_t row0,        \
                                      int64_t row1) {                                                          \
     float *x = (float *)malloc(sizeof(float) * (size_t)K);                                                    \
     /* without bits: the row's words of the SplitMix64 stream, viewed as int16 (little-endian) */            \
     uint64_t *words = bits ? NULL : (uint64_t *)malloc(sizeof(uint64_t) * (size_t)(K / 4 + 2));              \
-    if (!x || (!bits && !words)) { free(x); free(words); return; }                                            \
+    if (!x || (!bits && !words)) { free(x); free(words); return 1; }                                          \
     for (int64_t r = row0; r < row1; ++r) {                                                         \
         for (int64_t b = 0; b < batch; ++b) {                                                                 \
             int64_t off = (b * rows + r) * K, k = 0;                                                          \
@@ -134,13 +134,14 @@ void peftsum_attn_probs_fwd_##SUFFIX(const T *S, const float *M, const float *KM
     }                                                                                                         \
     free(x);                                                                                                  \
     free(words);                                                                                              \
+    return 0;                                                                                                 \
 }                                                                                                             \
                                                                                                               \
-void peftsum_attn_probs_bwd_##SUFFIX(const T *dD, const T *P, const T *D, T *dS, float *dM,                 \
+int peftsum_attn_probs_bwd_##SUFFIX(const T *dD, const T *P, const T *D, T *dS, float *dM,                 \
                                      int64_t batch, int64_t rows, int64_t K, int32_t mask_batched,            \
                                      int64_t row0, int64_t row1) {                                            \
     float *g = (float *)malloc(sizeof(float) * (size_t)K);                                                    \
-    if (!g) return;                                                                                           \
+    if (!g) return 1;                                                                                         \
     for (int64_t r = row0; r < row1; ++r) {                                                         \
         float *acc = (dM && !mask_batched) ? dM + r * K : NULL;                                               \
         if (acc) for (int64_t k = 0; k < K; ++k) acc[k] = 0.0f;                                               \
@@ -165,6 +166,7 @@ void peftsum_attn_probs_bwd_##SUFFIX(const T *dD, const T *P, const T *D, T *dS,
         }                                                                                                     \
     }                                                                                                         \
     free(g);                                                                                                  \
+    return 0;                                                                                                 \
 }
 
 DEFINE_KERNELS(bf16, uint16_t, bf16_to_f32, f32_to_bf16, 0x7FC0)
@@ -232,10 +234,10 @@ DEFINE_DROPOUT(f32, float, float, f32_id, f32_id)
  * (1 - eps) / n) from the logits it gathered before. */
 #define XENT_BLOCK 32
 #define DEFINE_XENT(SUFFIX, T, LOAD, STORE)                                                                 \
-void peftsum_xent_cols_stats_##SUFFIX(const T *L, int64_t n, int64_t v0, int64_t v1, float *mx, double *sm,  \
+int peftsum_xent_cols_stats_##SUFFIX(const T *L, int64_t n, int64_t v0, int64_t v1, float *mx, double *sm,  \
                                       double *tot) {                                                       \
     float *bm = (float *)malloc(sizeof(float) * 3 * (size_t)n);                                            \
-    if (!bm) return;                                                                                       \
+    if (!bm) return 1;                                                                                     \
     float *bs = bm + n, *bt = bm + 2 * n;                                                                  \
     for (int64_t j = 0; j < n; ++j) { mx[j] = -3.402823466e38f; sm[j] = 0.0; tot[j] = 0.0; }               \
     for (int64_t b0 = v0; b0 < v1; b0 += XENT_BLOCK) {                                                     \
@@ -253,6 +255,7 @@ void peftsum_xent_cols_stats_##SUFFIX(const T *L, int64_t n, int64_t v0, int64_t
         for (int64_t j = 0; j < n; ++j) sm[j] += bs[j];                                                    \
     }                                                                                                      \
     free(bm);                                                                                              \
+    return 0;                                                                                              \
 }                                                                                                          \
                                                                                                            \
 void peftsum_xent_cols_grad_##SUFFIX(T *L, int64_t n, int64_t v0, int64_t v1, const float *lse, float inv_n, \
