@@ -69,6 +69,11 @@ def kernel_dir() -> Path:
     return peftsum_home() / "kernels"
 
 
+def available() -> bool:
+    """Whether the kernel library is built, checked and in use (builds it first if that was not tried yet)."""
+    return _library() is not None
+
+
 def status() -> str:
     """Why the kernel is or is not in use, one line (builds it first if that was not tried yet)."""
     _library()
@@ -491,7 +496,8 @@ def attention_probs(scores, mask, bits, threshold: int, key_mask=None):
 
 
 def cross_entropy_applies(logits_t) -> bool:
-    """Whether :func:`cross_entropy_columns` takes ``logits_t``: contiguous CPU bf16/fp32 ``vocab x n``, kernel built."""
+    """Whether :func:`cross_entropy_columns` takes ``logits_t``: contiguous CPU bf16/fp32 ``vocab x n``, kernel
+    built."""
     import torch
 
     return (logits_t.device.type == "cpu" and logits_t.dtype in (torch.bfloat16, torch.float32)
@@ -540,7 +546,8 @@ def _cross_entropy_columns(logits_t, target, smoothing: float):
     target = target.to(torch.int64)
     picked = logits_t[target, cols].float()
     ranges = _split(vocab, logits_t.numel())
-    stats = torch.empty(len(ranges), 2, n, dtype=torch.float64, device="cpu")  # [0]: sum of exp(logit - maximum), [1]: of logits
+    # per range: [0] the sum of exp(logit - the range's maximum), [1] the sum of the logits
+    stats = torch.empty(len(ranges), 2, n, dtype=torch.float64, device="cpu")
     stat_fn = getattr(lib, f"peftsum_xent_cols_stats_{suffix}")
     index = {r: i for i, r in enumerate(ranges)}
     maxima = torch.empty(len(ranges), n, dtype=torch.float32, device="cpu")
@@ -594,7 +601,8 @@ def _gated_function():
 
 
 def gated_gelu_applies(a, l) -> bool:
-    """Whether :func:`gated_gelu_dropout` takes ``a`` and ``l``: CPU, same shape and dtype (bf16 or fp32), kernel built."""
+    """Whether :func:`gated_gelu_dropout` takes ``a`` and ``l``: CPU, same shape and dtype (bf16 or fp32), kernel
+    built."""
     import torch
 
     return (a.device.type == "cpu" and l.device.type == "cpu" and a.dtype == l.dtype

@@ -1,11 +1,12 @@
 """Same-result fast paths for CPU: swapped module classes that compute what the originals do, faster.
 
 :func:`skinny_output_head` (decoding's output projection), :func:`fuse_activations` (mT5's
-``gelu_new`` as one kernel), :func:`fuse_feed_forward` (the gated feed-forward's core as one compiled kernel), :func:`fuse_layer_norms`
-(T5's layer norm likewise) and :func:`fast_dropout` (training dropout masks from :func:`keep_mask`); the attention
-function with the same masks is :mod:`peftsum.modeling.attention`.
-:func:`peftsum.modeling.load.load_model` applies the first two; the trainer applies the third after
-PEFT wraps the model. Each is measured in ``benchmarks/README.md``.
+``gelu_new`` as one kernel), :func:`fuse_feed_forward` (the gated feed-forward's core as one compiled
+kernel), :func:`fuse_layer_norms` (T5's layer norm likewise) and :func:`fast_dropout` (training dropout
+masks from :func:`keep_mask`); the attention function with the same masks is
+:mod:`peftsum.modeling.attention`. :func:`peftsum.modeling.load.load_model` applies all but the last;
+the trainer applies :func:`fast_dropout` after PEFT wraps the model. Each is measured in
+``benchmarks/README.md``.
 """
 
 from __future__ import annotations
@@ -86,6 +87,13 @@ def fuse_activations(model) -> int:
                 setattr(module, name, GELUTanh())
                 replaced += 1
     return replaced
+
+
+def _cpu_bf16_autocast() -> bool:
+    """Whether CPU autocast is on with bf16 (where the fused layer norm and LoRA's input dropout hand bf16 on)."""
+    import torch
+
+    return torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
 
 
 @functools.cache
@@ -173,8 +181,7 @@ def _fused_layer_norm_class(base):
 
             if not self.training or not cpu_kernel.rms_norm_applies(hidden_states, self.weight):
                 return super().forward(hidden_states)
-            out = (torch.bfloat16 if self.peftsum_bf16_output and torch.is_autocast_enabled("cpu")
-                   and torch.get_autocast_dtype("cpu") == torch.bfloat16 else torch.float32)
+            out = torch.bfloat16 if self.peftsum_bf16_output and _cpu_bf16_autocast() else torch.float32
             return cpu_kernel.rms_norm(hidden_states, self.weight, self.variance_epsilon, out)
 
     FusedT5LayerNorm.__name__ = FusedT5LayerNorm.__qualname__ = f"Fused{base.__name__}"
@@ -332,8 +339,7 @@ def _lora_input_dropout_class():
             from peftsum.modeling import cpu_kernel
 
             if (self.training and 0.0 < self.p < MAX_P and not self.inplace and x.dtype == torch.float32
-                    and x.device.type == "cpu" and torch.is_autocast_enabled("cpu")
-                    and torch.get_autocast_dtype("cpu") == torch.bfloat16 and cpu_kernel.dropout_applies(x)):
+                    and _cpu_bf16_autocast() and cpu_kernel.dropout_applies(x)):
                 return cpu_kernel.dropout(x, *threshold_and_scale(self.p), out_dtype=torch.bfloat16)
             return super().forward(x)
 

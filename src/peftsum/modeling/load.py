@@ -13,10 +13,9 @@ from peftsum.errors import PeftsumError
 from peftsum.modeling.fast_paths import (SKINNY_ROWS, fast_dropout, fuse_activations, fuse_feed_forward,
                                          fuse_layer_norms, skinny_output_head)
 
-__all__ = ["SKINNY_ROWS", "check_model_source", "checkpoint_keys", "fast_dropout", "fuse_activations", "fuse_feed_forward",
-           "fuse_layer_norms",
-           "is_adapter_dir", "is_t5_family", "lm_head_tie_state", "load_for_inference", "load_model",
-           "load_tokenizer", "skinny_output_head"]
+__all__ = ["SKINNY_ROWS", "check_model_source", "checkpoint_keys", "fast_dropout", "fuse_activations",
+           "fuse_feed_forward", "fuse_layer_norms", "is_adapter_dir", "is_t5_family", "lm_head_tie_state",
+           "load_for_inference", "load_model", "load_tokenizer", "skinny_output_head"]
 
 
 def _quiet_transformers():
@@ -209,7 +208,8 @@ def load_model(name_or_path: str, dtype=None):
         dtype: ``torch`` dtype to load in (default: float32, the safe choice for mT5).
 
     Also applies the process-level CPU setting of :func:`peftsum.runtime.tune_cpu_allocator` and
-    the same-result fast paths :func:`fuse_activations`, :func:`fuse_feed_forward`, :func:`fuse_layer_norms`, :func:`skinny_output_head` and
+    the same-result fast paths :func:`fuse_activations`, :func:`fuse_feed_forward`, :func:`fuse_layer_norms`,
+    :func:`skinny_output_head` and
     :func:`peftsum.modeling.attention.use_fast_attention` (T5's bias mask built once per stack).
 
     Returns:

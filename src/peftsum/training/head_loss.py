@@ -123,8 +123,10 @@ class _HeadCrossEntropy(torch.autograd.Function):
 
 
 def _columns_apply(h, w) -> bool:
-    """Whether the vocab x n layout and peftsum's cross-entropy kernel take this head (CPU, kernel built)."""
-    return h.device.type == "cpu" and w.device.type == "cpu" and cpu_kernel.cross_entropy_applies(h[:1, :1])
+    """Whether the vocab x n layout and peftsum's cross-entropy kernel take this head: CPU tensors in the
+    kernel's dtypes (``cpu_kernel.cross_entropy_applies`` of the logits ``w @ h.T`` will make), kernel built."""
+    return (h.device.type == "cpu" and w.device.type == "cpu" and h.dtype in (torch.bfloat16, torch.float32)
+            and cpu_kernel.available())
 
 
 def _cross_entropy_rows(logits, target, smoothing: float):
