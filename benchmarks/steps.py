@@ -7,6 +7,7 @@ Usage (from the repository root; each line ~1-2 minutes on 2 cores):
     .venv/bin/python benchmarks/steps.py train --method lora --plain-dropout # nn.Dropout (bernoulli_)
     .venv/bin/python benchmarks/steps.py train --method lora --plain-ff      # transformers' gated feed-forward
     .venv/bin/python benchmarks/steps.py train --method lora --plain-head    # head, then cross_entropy (fp32 logits)
+    .venv/bin/python benchmarks/steps.py train --method full --dense-embedding  # AdamW over all embedding rows
     PEFTSUM_SYSTEM_MALLOC=1 .venv/bin/python benchmarks/steps.py train ...   # glibc's default allocator
     GOMP_SPINCOUNT=300000 .venv/bin/python benchmarks/steps.py train ...     # libgomp's default spin count
     .venv/bin/python benchmarks/steps.py train --method full --profile 25   # top 25 operators, self CPU time
@@ -99,6 +100,10 @@ def train(args) -> None:
     batch = make_collator(tok, model)(feats)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-5, fused=True)
+    if args.method == "full" and not args.dense_embedding:  # as the trainer (training.sparse_rows)
+        from peftsum.training.sparse_rows import RowSparseEmbedding
+
+        RowSparseEmbedding(model.get_input_embeddings(), opt)
     model.train()
 
     bf16 = resolve_bf16(None) if args.bf16 is None else args.bf16
@@ -196,6 +201,8 @@ def main(argv=None) -> int:
                         help="with --profile: one row per operator and input shapes (record_shapes)")
     t.add_argument("--fp32-frozen", action="store_true",
                    help="LoRA: keep the frozen base fp32 (autocast casts it every step) instead of bf16")
+    t.add_argument("--dense-embedding", action="store_true",
+                   help="full: the embedding's dense gradient and AdamW over all its rows (not the touched rows)")
     t.add_argument("--compile", choices=("module",), default=None, help="torch.compile the model (inductor)")
     t.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
                    help="bf16 autocast as the trainer's default does (default: auto, native bf16 only)")

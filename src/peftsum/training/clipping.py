@@ -83,6 +83,8 @@ def clip_gradients(parameters, max_norm: float, optimizer=None):
 
     Args:
         parameters: the model's parameters (those without ``.grad`` are ignored), gradients on CPU.
+            The gradient rows an embedding's touched-rows AdamW keeps for ``optimizer``
+            (:mod:`peftsum.training.sparse_rows`) count too, and are scaled the same way.
         max_norm: the largest total L2 norm (``TrainingArguments.max_grad_norm``).
         optimizer: the optimizer whose next step applies the gradients (the Trainer's), or None.
 
@@ -92,16 +94,21 @@ def clip_gradients(parameters, max_norm: float, optimizer=None):
     import torch
     from torch.nn.utils import clip_grads_with_norm_
 
+    from peftsum.training.sparse_rows import pending_gradients
+
     if optimizer is not None:
         _drop_stale(optimizer)
+    rows = pending_gradients(optimizer) if optimizer is not None else []  # an embedding's touched rows
     params = [p for p in parameters if p.grad is not None]
-    total = total_norm(p.grad for p in params)
-    if not params or max_norm == float("inf") or bool(max_norm / (total + EPS) >= 1.0):
+    total = total_norm([p.grad for p in params] + rows)
+    if not (params or rows) or max_norm == float("inf") or bool(max_norm / (total + EPS) >= 1.0):
         return total
     if optimizer is not None and bool(torch.isfinite(total)) and folds_into(optimizer):
         _fold(optimizer, ((total + EPS) / max_norm).to(torch.float32))
     else:
         clip_grads_with_norm_(params, max_norm, total)
+        for g in rows:  # the same coefficient as torch's (max_norm / (norm + eps), at most 1)
+            g.mul_(torch.clamp(max_norm / (total + EPS), max=1.0))
     return total
 
 

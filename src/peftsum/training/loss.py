@@ -143,7 +143,11 @@ def one_lookup(base, kwargs: dict) -> bool:
             or type(emb) is not torch.nn.Embedding
             or any(getattr(getattr(stack, "embed_tokens", None), "weight", None) is not emb.weight for stack in (enc, dec))):
         return False
-    both = emb(torch.cat([ids.reshape(-1), dec_ids.reshape(-1)]))
+    from peftsum.training.sparse_rows import ATTR
+
+    rows = getattr(emb, ATTR, None)  # full fine-tuning's touched-rows AdamW (training.sparse_rows): rows kept there
+    all_ids = torch.cat([ids.reshape(-1), dec_ids.reshape(-1)])
+    both = rows.lookup(all_ids) if rows is not None and torch.is_grad_enabled() else emb(all_ids)
     n = ids.numel()
     kwargs["inputs_embeds"] = both[:n].view(*ids.shape, -1)
     kwargs["decoder_inputs_embeds"] = both[n:].view(*dec_ids.shape, -1)

@@ -42,6 +42,8 @@ class PeftsumTrainer(Seq2SeqTrainer):
         # set by build_trainer from the method registry
         self.packed_head = False
         self.loss_is_scaled_for_ga = True
+        # full fine-tuning: AdamW over the input embedding's touched rows only (create_optimizer; exact)
+        self.row_sparse_embedding = True
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         """Token-weighted loss over the whole accumulated batch, with label smoothing.
@@ -139,6 +141,19 @@ class PeftsumTrainer(Seq2SeqTrainer):
         self.session_tokens += tokens
         self.session_examples += examples
         return loss
+
+    def create_optimizer(self, model=None):
+        """The Trainer's optimizer; full fine-tuning's input embedding then gets the touched-rows AdamW where it
+        applies (:mod:`peftsum.training.sparse_rows`: the same update, ~0.13 s less per mT5-small step on CPU)."""
+        optimizer = super().create_optimizer(model) if model is not None else super().create_optimizer()
+        if self.row_sparse_embedding:
+            from peftsum.training import sparse_rows
+
+            target = self.model if model is None else model
+            if sparse_rows.applies(target, optimizer, self.accelerator) is None:
+                base = target.get_base_model() if hasattr(target, "get_base_model") else target
+                sparse_rows.RowSparseEmbedding(base.get_input_embeddings(), getattr(optimizer, "optimizer", optimizer))
+        return optimizer
 
     def _clip_grad_norm(self, model):
         """The Trainer's clipping with an exact norm in one read and no scaling pass of its own (CPU gradients:
