@@ -29,6 +29,9 @@ wrong for T5-family models:
   previous checkpoint usable; ``--resume`` picks the newest *complete* one;
 * ROUGE (greedy decoding, a capped validation subset) in every evaluation, so the best
   checkpoint is kept by ROUGE-L;
+* speed on CPU without changing the numbers: clipping with an exact norm folded into fused AdamW
+  (:mod:`peftsum.training.clipping`) and, in full fine-tuning, AdamW over the input embedding's
+  touched rows only (:mod:`peftsum.training.sparse_rows`: the dense update at weight decay 0);
 * multilingual mixing with exponent smoothing (``peftsum.data.features.mix_languages``);
 * the run record: ``metrics.json``, ``training_log.jsonl``, ``peftsum_config.json``, a model card.
 
