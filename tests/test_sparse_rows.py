@@ -24,12 +24,12 @@ from peftsum.training.sparse_rows import ATTR, RowSparseEmbedding, applies
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def batches(tokenizer):
-    """Two batches of two real rows each (English + Russian, Hindi + Arabic), padded, labels masked."""
+def batches(tokenizer, groups=(("english", "russian"), ("hindi", "arabic"))):
+    """Batches of two real rows each (English + Russian, Hindi + Arabic), padded, labels masked."""
     from peftsum.data.xlsum import load_split
 
     out = []
-    for langs in (("english", "russian"), ("hindi", "arabic")):
+    for langs in groups:
         rows = [load_split(lang, "train", "sample").rows[0] for lang in langs]
         enc = tokenizer([r["text"] for r in rows], max_length=96, truncation=True, padding=True, return_tensors="pt")
         labels = tokenizer(text_target=[r["summary"] for r in rows], max_length=24, truncation=True, padding=True,
@@ -134,4 +134,62 @@ def test_trainer_sets_it_up_for_full_fine_tuning_only(tiny_model_dir, tmp_path):
         trainer = setup.trainer
         trainer.create_optimizer()
         base = trainer.model.get_base_model() if hasattr(trainer.model, "get_base_model") else trainer.model
-        assert (getattr(base.get_input_embeddings(), ATTR, None) is not None) == expected, (method, wd)
+        rows = getattr(base.get_input_embeddings(), ATTR, None)
+        assert (rows is not None) == expected, (method, wd)
+        if rows is not None:  # rows a failed earlier train() left behind are dropped when training starts again
+            weight = base.get_input_embeddings().weight
+            rows.add(torch.tensor([5]), torch.full((1, weight.shape[1]), float("nan")))
+            trainer.train()
+            assert not weight.isnan().any()
+
+
+def test_dense_steps_in_between_keep_it_exact(tiny_model_dir, tiny_tokenizer, monkeypatch):
+    """A step whose gradient is dense (the module's own forward) or that crosses DENSE_SHARE takes torch's dense
+    update; the touched set is rebuilt or kept so that later touched-rows steps stay exact; so is a state loaded
+    into the same optimizer after some steps (a second resume)."""
+    import peftsum.training.sparse_rows as sr
+
+    (dense, opt_d), (sparse, opt_s) = pair(tiny_model_dir)
+    start = dense.get_input_embeddings().weight.detach().clone()
+    data = batches(tiny_tokenizer)
+    step(dense, opt_d, [data[0]], 0.05, seed=1)
+    step(sparse, opt_s, [data[0]], 0.05, seed=1)
+    for model, opt in ((dense, opt_d), (sparse, opt_s)):  # the model's own lookups: a dense embedding gradient
+        model.train()
+        torch.manual_seed(2)
+        model(**data[1]).loss.backward()
+        clip_gradients([p for p in model.parameters() if p.requires_grad], 0.05, opt)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    step(dense, opt_d, [data[0]], 0.05, seed=3)
+    step(sparse, opt_s, [data[0]], 0.05, seed=3)
+    assert_same(dense, sparse, opt_d, opt_s, start)
+    step(dense, opt_d, batches(tiny_tokenizer, (("japanese", "turkish"),)), 0.05, seed=4)  # rows sparse never saw
+    opt_s.load_state_dict(copy.deepcopy(opt_d.state_dict()))  # the same optimizer object takes that state
+    sparse.load_state_dict(dense.state_dict())
+    step(dense, opt_d, [data[0]], 0.05, seed=5)
+    step(sparse, opt_s, [data[0]], 0.05, seed=5)
+    assert_same(dense, sparse, opt_d, opt_s, start)
+    monkeypatch.setattr(sr, "DENSE_SHARE", 0.0)  # a dense step: torch's own update
+    step(dense, opt_d, [data[1]], 0.05, seed=6)
+    step(sparse, opt_s, [data[1]], 0.05, seed=6)
+    monkeypatch.setattr(sr, "DENSE_SHARE", 0.35)
+    step(dense, opt_d, [data[0]], 0.05, seed=7)
+    step(sparse, opt_s, [data[0]], 0.05, seed=7)
+    assert_same(dense, sparse, opt_d, opt_s, start)
+
+
+def test_a_second_optimizer_takes_over(tiny_model_dir, tiny_tokenizer):
+    (dense, opt_d), (sparse, first) = pair(tiny_model_dir)
+    data = batches(tiny_tokenizer)
+    step(sparse, first, [data[0]], 0.05, seed=1)
+    second = torch.optim.AdamW(sparse.parameters(), lr=1e-2, weight_decay=0.0, fused=True)
+    rows = RowSparseEmbedding(sparse.get_input_embeddings(), second)
+    assert getattr(sparse.get_input_embeddings(), ATTR) is rows and not getattr(first, ATTR)
+    before = sparse.get_input_embeddings().weight.detach().clone()
+    step(sparse, second, [data[1]], 0.05, seed=2)
+    assert (sparse.get_input_embeddings().weight != before).any(dim=1).sum() > 0  # trained by the second one
+    assert not rows.pending
+    after = sparse.get_input_embeddings().weight.detach().clone()
+    first.step()  # the first optimizer's hook is gone: it does not move the embedding
+    assert torch.equal(sparse.get_input_embeddings().weight, after)

@@ -19,7 +19,10 @@ layout (``step``, ``exp_avg``, ``exp_avg_sq`` of the full table), so checkpoints
 and resuming with or without this works.
 
 The touched set only grows: on a long run it approaches the vocabulary the data uses (tokens of one
-language are a share of mT5's 250,112), and the saving shrinks with it.
+language are a share of mT5's 250,112), and the saving shrinks with it; past :data:`DENSE_SHARE` of the
+rows a step adds the rows into a dense gradient and lets torch's step update the table, as it would have
+without this. A dense gradient made elsewhere (a forward through the module itself) is treated the same
+way, and the touched set is rebuilt from the moments after it and after ``load_state_dict``.
 
 Applies (:func:`applies`) to one process on CPU with torch's fused Adam or AdamW at weight decay 0,
 no amsgrad or maximize, an embedding not tied to the output head, and peftsum's own clipping.
@@ -31,6 +34,12 @@ import torch
 
 ATTR = "_peftsum_row_sparse"
 """Attribute of the embedding module (and list attribute of the optimizer) holding the :class:`RowSparseEmbedding`."""
+
+DENSE_SHARE = 0.35
+"""Share of the table's rows touched beyond which a step takes torch's dense update instead (the gradient
+rows added into a dense ``weight.grad``). From traffic counts, not a measurement: the touched-rows update moves
+~84 bytes per element of a touched fp32 row (gather and scatter of weight and both moments, the kernel's
+reads and writes), the dense step ~32 bytes per element of the whole table (zero-fill, the kernel)."""
 
 
 class _Lookup(torch.autograd.Function):
@@ -67,9 +76,23 @@ class RowSparseEmbedding:
         self.pending: list[tuple[torch.Tensor, torch.Tensor]] = []
         self.coalesced: tuple[torch.Tensor, torch.Tensor] | None = None
         self.touched: torch.Tensor | None = None  # bool (vocab,), rows whose moments may be non-zero
+        previous = getattr(embedding, ATTR, None)
+        if previous is not None:  # a new optimizer for this model (another Trainer): the old one stops taking rows
+            previous.detach()
         setattr(embedding, ATTR, self)
         optimizer.__dict__.setdefault(ATTR, []).append(self)
-        optimizer.register_step_pre_hook(lambda opt, args, kwargs: self.step())
+        self._hooks = [optimizer.register_step_pre_hook(lambda opt, args, kwargs: self.step()),
+                       # a loaded state (a resume) may give any row moments: the touched set is rebuilt from them
+                       optimizer.register_load_state_dict_post_hook(lambda opt: setattr(self, "touched", None))]
+
+    def detach(self) -> None:
+        """Stop: the hooks removed, the pending rows dropped, the optimizer's list and the embedding let go of it."""
+        self.clear()
+        for hook in self._hooks:
+            hook.remove()
+        mine = self.optimizer.__dict__.get(ATTR, [])
+        if self in mine:
+            mine.remove(self)
 
     def _group(self):
         """The weight's param group, looked up at each step (schedulers write ``lr`` into the current dicts, and
@@ -118,19 +141,27 @@ class RowSparseEmbedding:
         """The optimizer's pre-step hook: this step's AdamW on the touched rows, then the gradient cleared.
 
         A dense ``weight.grad`` (some forward used the module itself) takes the pending rows instead and
-        torch's step updates the table as usual.
+        torch's step updates the table as usual; so does one made here when more than :data:`DENSE_SHARE`
+        of the rows have been touched.
         """
         grad = self.gradient()
+        weight = self.weight
+        if weight.grad is not None:  # some forward used the module itself: torch's dense step updates the table
+            self.touched = None  # (its moments may then be non-zero on any row: rebuilt from them next time)
+            if grad is not None:
+                weight.grad.index_add_(0, grad[0], grad[1].to(weight.grad.dtype))
+            self.clear()
+            return
         if grad is None:
             return
         rows, grads = grad
-        weight = self.weight
-        if weight.grad is not None:
-            weight.grad.index_add_(0, rows, grads.to(weight.grad.dtype))
-            self.clear()
-            return
         state = self._state()
         self.touched[rows] = True
+        if int(self.touched.sum()) > DENSE_SHARE * weight.shape[0]:  # cheaper as torch's dense step (the touched
+            weight.grad = torch.zeros_like(weight)  # set stays right after it)
+            weight.grad.index_add_(0, rows, grads.to(weight.dtype))
+            self.clear()
+            return
         touched = self.touched.nonzero().squeeze(1)
         dense = torch.zeros(touched.numel(), weight.shape[1], dtype=weight.dtype, device=weight.device)
         dense[torch.searchsorted(touched, rows)] = grads.to(weight.dtype)
@@ -196,8 +227,9 @@ def applies(model, optimizer, accelerator) -> str | None:
     if type(inner) not in (torch.optim.Adam, torch.optim.AdamW) or not inner.defaults.get("fused"):
         return "not torch's fused Adam/AdamW"
     group = next((g for g in inner.param_groups if any(p is emb.weight for p in g["params"])), None)
-    if group is None or group["weight_decay"] != 0 or group["amsgrad"] or group["maximize"]:
-        return "weight decay, amsgrad or maximize on the embedding"
-    if getattr(emb, ATTR, None) is not None:
+    if group is None or group["weight_decay"] != 0 or group["amsgrad"] or group["maximize"] or not group["fused"]:
+        return "weight decay, amsgrad, maximize or no fused kernel on the embedding"
+    previous = getattr(emb, ATTR, None)
+    if previous is not None and previous.optimizer is inner:
         return "already set up"
     return None
