@@ -145,12 +145,9 @@ class PeftsumTrainer(Seq2SeqTrainer):
     def train(self, *args, **kwargs):
         """The Trainer's ``train``; gradient rows an earlier, failed call left with the embedding's touched-rows
         AdamW are dropped first (as the Trainer's ``model.zero_grad()`` drops dense gradients)."""
-        from peftsum.training.sparse_rows import ATTR
+        from peftsum.training.sparse_rows import drop_pending
 
-        base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
-        rows = getattr(base.get_input_embeddings(), ATTR, None) if hasattr(base, "get_input_embeddings") else None
-        if rows is not None:
-            rows.clear()
+        drop_pending(self.model)
         return super().train(*args, **kwargs)
 
     def create_optimizer(self, model=None):
@@ -158,12 +155,9 @@ class PeftsumTrainer(Seq2SeqTrainer):
         applies (:mod:`peftsum.training.sparse_rows`: the same update, ~0.13 s less per mT5-small step on CPU)."""
         optimizer = super().create_optimizer(model) if model is not None else super().create_optimizer()
         if self.row_sparse_embedding:
-            from peftsum.training import sparse_rows
+            from peftsum.training.sparse_rows import attach
 
-            target = self.model if model is None else model
-            if sparse_rows.applies(target, optimizer, self.accelerator) is None:
-                base = target.get_base_model() if hasattr(target, "get_base_model") else target
-                sparse_rows.RowSparseEmbedding(base.get_input_embeddings(), getattr(optimizer, "optimizer", optimizer))
+            attach(self.model if model is None else model, optimizer, self.accelerator)
         return optimizer
 
     def _clip_grad_norm(self, model):

@@ -199,6 +199,31 @@ def pending_gradients(optimizer) -> list:
     return out
 
 
+def _base(model):
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def _input_embedding(model):
+    base = _base(model)
+    return base.get_input_embeddings() if hasattr(base, "get_input_embeddings") else None
+
+
+def attach(model, optimizer, accelerator):
+    """Give ``model``'s input embedding the touched-rows AdamW where :func:`applies` says it can (the Trainer's
+    ``create_optimizer`` calls it); returns the :class:`RowSparseEmbedding`, or None (the dense path stays)."""
+    if applies(model, optimizer, accelerator) is not None:
+        return None
+    return RowSparseEmbedding(_input_embedding(model), getattr(optimizer, "optimizer", optimizer))
+
+
+def drop_pending(model) -> None:
+    """Drop the gradient rows ``model``'s touched-rows AdamW holds, if it has one (what ``zero_grad`` is to dense
+    gradients; the Trainer's ``train`` calls it, so rows a failed earlier call left are not applied)."""
+    rows = getattr(_input_embedding(model), ATTR, None)
+    if rows is not None:
+        rows.clear()
+
+
 def applies(model, optimizer, accelerator) -> str | None:
     """Why :class:`RowSparseEmbedding` cannot take this run's input embedding, or None when it can.
 
@@ -210,8 +235,7 @@ def applies(model, optimizer, accelerator) -> str | None:
     """
     from accelerate.utils import DistributedType
 
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    emb = base.get_input_embeddings() if hasattr(base, "get_input_embeddings") else None
+    base, emb = _base(model), _input_embedding(model)
     inner = getattr(optimizer, "optimizer", optimizer)
     if type(emb) is not torch.nn.Embedding or not emb.weight.requires_grad:
         return "no trainable nn.Embedding"
