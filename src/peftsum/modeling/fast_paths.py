@@ -346,6 +346,18 @@ def _lora_input_dropout_class():
     return LoraInputDropout
 
 
+def lora_layer_variants(module):
+    """The ``lora_variant`` dict (adapter name -> DoRA or other variant) of a PEFT LoRA layer, or None for any
+    other module. Adapters not in it are vanilla LoRA (``lora_B(lora_A(dropout(x))) * scaling``)."""
+    import torch
+
+    variants = getattr(module, "lora_variant", None)
+    if (not isinstance(variants, dict) or not isinstance(getattr(module, "lora_A", None), torch.nn.ModuleDict)
+            or not isinstance(getattr(module, "lora_dropout", None), torch.nn.ModuleDict)):
+        return None
+    return variants
+
+
 def fast_dropout(model) -> int:
     """Make every plain ``nn.Dropout`` of ``model`` a :class:`FastDropout` (see there); call after PEFT wraps it.
 
@@ -369,9 +381,9 @@ def fast_dropout(model) -> int:
             module.__class__ = cls
             changed += 1
     for module in model.modules():  # vanilla LoRA adapters (not DoRA or other variants): their input dropout
-        lora_dropout, variants = getattr(module, "lora_dropout", None), getattr(module, "lora_variant", None)
-        if isinstance(lora_dropout, torch.nn.ModuleDict) and isinstance(variants, dict):
-            for name, drop in lora_dropout.items():
+        variants = lora_layer_variants(module)
+        if variants is not None:
+            for name, drop in module.lora_dropout.items():
                 if name not in variants and type(drop) is cls:
                     drop.__class__ = lora_cls
     return changed

@@ -90,6 +90,8 @@ def store_frozen_in_bf16(model, names: dict[int, list[str]], model_name: str) ->
     """
     import torch
 
+    from peftsum.modeling.fast_paths import lora_layer_variants
+
     done = FrozenBf16(model_name)
     seen: set[int] = set()
     for module in model.modules():
@@ -105,9 +107,8 @@ def store_frozen_in_bf16(model, names: dict[int, list[str]], model_name: str) ->
         # fp32 before the dropout, and autocast casts the dropped values back to bf16 for lora_A: a round trip per
         # call that changes no value (the dropout computes in fp32 and rounds once either way). PEFT's own switch
         # (cast_input_dtype_enabled, peft.helpers.disable_input_dtype_casting) turns it off while training runs.
-        lora_a, variants = getattr(module, "lora_A", None), getattr(module, "lora_variant", None)
-        if (isinstance(lora_a, torch.nn.ModuleDict) and isinstance(variants, dict) and not variants
-                and getattr(module, "cast_input_dtype_enabled", True)):
+        variants = lora_layer_variants(module)
+        if variants is not None and not variants and getattr(module, "cast_input_dtype_enabled", True):
             module.cast_input_dtype_enabled = False
             done.no_input_cast.append(module)
     return done
