@@ -275,6 +275,12 @@ def _run(fn, ranges) -> None:
         raise MemoryError("peftsum's CPU kernel could not allocate its scratch buffer (the machine is out of memory)")
 
 
+def _run_parts(fn, ranges) -> None:
+    """:func:`_run` of ``fn(i, start, end)``, ``i`` the range's index (the row of a per-range partial-result buffer)."""
+    index = {r: i for i, r in enumerate(ranges)}
+    _run(lambda r0, r1: fn(index[(r0, r1)], r0, r1), ranges)
+
+
 def _suffix(dtype) -> str:
     import torch
 
@@ -549,10 +555,9 @@ def _cross_entropy_columns(logits_t, target, smoothing: float):
     # per range: [0] the sum of exp(logit - the range's maximum), [1] the sum of the logits
     stats = torch.empty(len(ranges), 2, n, dtype=torch.float64, device="cpu")
     stat_fn = getattr(lib, f"peftsum_xent_cols_stats_{suffix}")
-    index = {r: i for i, r in enumerate(ranges)}
     maxima = torch.empty(len(ranges), n, dtype=torch.float32, device="cpu")
-    _run(lambda v0, v1: stat_fn(logits_t.data_ptr(), n, v0, v1, maxima[index[(v0, v1)]].data_ptr(),
-                                stats[index[(v0, v1)], 0].data_ptr(), stats[index[(v0, v1)], 1].data_ptr()), ranges)
+    _run_parts(lambda i, v0, v1: stat_fn(logits_t.data_ptr(), n, v0, v1, maxima[i].data_ptr(), stats[i, 0].data_ptr(),
+                                         stats[i, 1].data_ptr()), ranges)
     top = maxima.double().amax(dim=0)
     lse64 = top + (stats[:, 0] * torch.exp(maxima.double() - top)).sum(dim=0).log()
     lse = lse64.float()
@@ -661,10 +666,9 @@ def _rms_norm_function():
             parts = torch.empty(max(1, len(ranges)), d, dtype=torch.float32, device="cpu")
             if not ranges:
                 parts.zero_()
-            index = {r: i for i, r in enumerate(ranges)}
             fn = getattr(_library(), f"peftsum_rms_norm_bwd_{_suffix(grad.dtype)}")
-            _run(lambda r0, r1: fn(grad.data_ptr(), x.data_ptr(), weight.data_ptr(), rstd.data_ptr(), dx.data_ptr(),
-                                   parts[index[(r0, r1)]].data_ptr(), d, r0, r1), ranges)
+            _run_parts(lambda i, r0, r1: fn(grad.data_ptr(), x.data_ptr(), weight.data_ptr(), rstd.data_ptr(),
+                                            dx.data_ptr(), parts[i].data_ptr(), d, r0, r1), ranges)
             return dx, parts.sum(dim=0) if ctx.needs_input_grad[1] else None, None, None
 
     return RMSNorm
