@@ -130,6 +130,22 @@ def test_lm_head_tie_state_is_checked_against_the_checkpoint(tiny_model_dir):
         lm_head_tie_state(tied, str(tiny_model_dir))
 
 
+def test_models_load_without_hub_kernels(tiny_model_dir):
+    """transformers >= 5.2x kernelizes a model by default where the `kernels` package is installed (a dependency of
+    transformers 5.25) and kernelizes again for the model's device at each train()/eval() switch. On the H200 of
+    2026-12-04 that fetched kernels-community/activation from the hub at the first ``model.eval()`` after training:
+    every GPU training run failed offline. peftsum loads with ``use_kernels=False``; here the switch runs with the
+    device transformers would kernelize for set to CUDA (on this CPU machine a kernelizing model raises "Torch not
+    compiled with CUDA enabled")."""
+    from peftsum.modeling.load import load_model
+
+    model, _ = load_model(str(tiny_model_dir))
+    assert getattr(model, "use_kernels", False) is False
+    model._kernels_device = "cuda"  # what transformers' kernelize() reads first for the device
+    model.train()
+    model.eval()
+
+
 def test_untied_head_without_a_stored_head_is_refused(tiny_model_dir, tmp_path):
     from safetensors.torch import save_file
     from transformers import AutoModelForSeq2SeqLM
@@ -224,6 +240,7 @@ def test_label_smoothing_is_the_smoothed_cross_entropy(no_dropout_dir, tmp_path)
     trainer = setup.trainer
     batch = trainer.data_collator([trainer.train_dataset[i] for i in range(len(trainer.train_dataset))])
     model = trainer.model.eval()
+    batch = {k: v.to(model.device) for k, v in batch.items()}  # the Trainer put the model on the GPU where there is one
     with torch.no_grad():
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                        decoder_input_ids=batch["decoder_input_ids"]).logits

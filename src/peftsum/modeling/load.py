@@ -228,7 +228,12 @@ def load_model(name_or_path: str, dtype=None):
     tune_cpu_allocator()  # every process that loads a model trains or decodes with it
     _quiet_transformers()
     try:
-        model = AutoModelForSeq2SeqLM.from_pretrained(name_or_path, dtype=dtype or torch.float32)
+        # use_kernels=False: transformers >= 5.2x kernelizes by default where the `kernels` package is installed,
+        # and re-kernelizes at every train()/eval() switch for the model's current device. On a GPU that fetches
+        # layers (kernels-community/activation) from the hub at the first model.eval(): offline it raises, online
+        # it runs code peftsum's tests never saw in place of its own fused modules. The GPU run of 2026-12-04
+        # (benchmarks/README.md, "GPU") failed there after training.
+        model = AutoModelForSeq2SeqLM.from_pretrained(name_or_path, dtype=dtype or torch.float32, use_kernels=False)
     except Exception as exc:
         raise PeftsumError(_load_hint(name_or_path, exc)) from None
     fuse_activations(model)
