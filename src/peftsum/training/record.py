@@ -93,6 +93,8 @@ def library_versions() -> dict[str, str]:
     """
     import importlib.metadata as md
 
+    import torch
+
     out = {"python": platform.python_version()}
     for name in ("peftsum", "torch", "transformers", "peft", "datasets", "accelerate", "sentencepiece",
                  "rouge-score"):
@@ -100,6 +102,8 @@ def library_versions() -> dict[str, str]:
             out[name] = md.version(name)
         except md.PackageNotFoundError:
             out[name] = "not installed"
+    # torch's own string keeps the build (2.11.0+cu130, 2.13.0+cpu), which some wheels' metadata drops
+    out["torch"] = torch.__version__
     return out
 
 
