@@ -44,19 +44,22 @@ def timed(fn, n: int) -> list[float]:
     profiler and the top operators by self CPU time are printed afterwards."""
     import torch
 
-    prof = (torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], record_shapes=ARGS.shapes)
-            if ARGS.profile else None)
+    cuda = ARGS.device.startswith("cuda")
+    acts = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if cuda else [])
+    prof = torch.profiler.profile(activities=acts, record_shapes=ARGS.shapes) if ARGS.profile else None
     times = []
     if prof:
         prof.__enter__()
     for _ in range(n):
+        C.sync()
         t0 = time.perf_counter()
         fn()
+        C.sync()  # a CUDA step is timed to its kernels' end, not to the last launch
         times.append(time.perf_counter() - t0)
     if prof:
         prof.__exit__(None, None, None)
         table = prof.key_averages(group_by_input_shape=ARGS.shapes)
-        print(table.table(sort_by="self_cpu_time_total", row_limit=ARGS.profile, max_shapes_column_width=90))
+        print(table.table(sort_by="self_cuda_time_total" if cuda else "self_cpu_time_total", row_limit=ARGS.profile, max_shapes_column_width=90))
     return times
 
 
@@ -73,6 +76,7 @@ def train(args) -> None:
 
     model_dir = str(C.build_model_dir(C.default_model_dir()))
     model, _ = load_model(model_dir)
+    model.to(args.device)
     tok = load_tokenizer(model_dir)
     names = base_names(model)
     if args.method == "lora":
@@ -97,7 +101,7 @@ def train(args) -> None:
     rows = C.sample_rows("train", 4, seed=0)
     feats = [{k: v for k, v in f.items() if k in ("input_ids", "attention_mask", "labels")}
              for f in tokenize_rows(rows, tok, max_source_length=C.SOURCE_LEN, max_target_length=C.TARGET_LEN)]
-    batch = make_collator(tok, model)(feats)
+    batch = {k: v.to(args.device) for k, v in make_collator(tok, model)(feats).items()}
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-5, fused=True)
     if args.method == "full" and not args.dense_embedding:  # as the trainer (training.sparse_rows)
@@ -106,20 +110,22 @@ def train(args) -> None:
         RowSparseEmbedding(model.get_input_embeddings(), opt)
     model.train()
 
-    bf16 = resolve_bf16(None) if args.bf16 is None else args.bf16
+    bf16 = resolve_bf16(None, cuda=args.device.startswith("cuda")) if args.bf16 is None else args.bf16
     frozen = args.method == "lora" and bf16 and not args.fp32_frozen  # as the trainer (training.frozen_bf16)
     if frozen:
         store_frozen_in_bf16(model, names, model_dir)
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16)
+    autocast = torch.autocast(torch.device(args.device).type, dtype=torch.bfloat16, enabled=bf16)
 
     phases: dict[str, list[float]] = {}
 
     def mark(name: str, t0: float) -> float:
+        C.sync()
         t1 = time.perf_counter()
         phases.setdefault(name, []).append(t1 - t0)
         return t1
 
     def step():
+        C.sync()
         t = time.perf_counter()
         with autocast:
             if args.plain_loss:
@@ -155,12 +161,12 @@ def generate(args) -> None:
 
     model_dir = str(C.build_model_dir(C.default_model_dir()))
     precision = args.precision or ("bf16-weights" if inference_bf16(None, None) else "fp32")
-    model, tok = load_for_inference(model_dir, "cpu", bf16=precision == "bf16-weights")
+    model, tok = load_for_inference(model_dir, args.device, bf16=precision == "bf16-weights")
     bf16 = precision != "fp32"  # bf16-autocast: fp32 weights under autocast (peftsum before issue #11)
     def generate_summaries(*a, **k):
         if precision != "bf16-autocast":
             return decode.generate_summaries(*a, **k)
-        with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast over fp32 weights, no weight conversion
+        with torch.autocast(torch.device(args.device).type, dtype=torch.bfloat16):  # autocast over fp32 weights, no weight conversion
             return decode.generate_summaries(*a, **{**k, "bf16": False})
     texts = [r["text"] for r in C.sample_rows("validation", args.rows, seed=0)]
     greedy = GenerationSettings(num_beams=1, length_penalty=1.0, no_repeat_ngram_size=0, max_new_tokens=args.new_tokens)
@@ -195,6 +201,8 @@ def main(argv=None) -> int:
     g.add_argument("--precision", choices=("fp32", "bf16-autocast", "bf16-weights"), default=None,
                    help="decoding precision (default: peftsum's: bf16 weights where bf16 is native, else fp32)")
     for sp in (t, g):
+        sp.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (CUDA steps are timed with synchronize; "
+                        "--profile then sorts by self CUDA time)")
         sp.add_argument("--profile", type=int, default=0, metavar="N",
                         help="run the timed calls under torch.profiler and print the top N operators by self CPU time")
         sp.add_argument("--shapes", action="store_true",
