@@ -55,6 +55,25 @@ def test_precision_switch_order_flag_then_env_then_hardware(monkeypatch):
     assert "PEFTSUM_BF16='maybe'" in str(err.value) and "\n" not in str(err.value)
 
 
+def test_decoding_precision_follows_the_device_it_decodes_on(monkeypatch):
+    """``--device cpu`` on a GPU machine whose CPU lacks native bf16: auto decodes that model in fp32 (the GPU's
+    bf16 support is no reason to emulate bf16 on its CPU, ~90x slower); on the GPU itself, bf16. Found reading
+    the GPU path (2026-12-04): the choice asked torch about CUDA whatever the device. The GPU and the CPU flags
+    are simulated here (monkeypatch), so the test holds on every machine."""
+    import peftsum.runtime as rt
+    from peftsum.generation.evaluate import _decoding
+
+    monkeypatch.delenv(PRECISION_ENV, raising=False)
+    monkeypatch.delenv("PEFTSUM_DEVICE", raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    monkeypatch.setattr(rt, "cpu_flags", lambda: {"avx2", "fma"})  # an AVX2-only host CPU
+    assert _decoding({}, None, "cpu")[:2] == (False, "cpu")
+    assert _decoding({}, None, "cuda:1")[:2] == (True, "cuda:1")
+    assert _decoding({"bf16": True}, None, "cpu")[:2] == (True, "cpu")  # a run decodes in its own precision
+    assert inference_bf16(None, None, cuda=False) is False and inference_bf16(None, None, cuda=True) is True
+
+
 def test_every_command_follows_the_switch(tiny_model_dir, monkeypatch):
     """``train`` (through ``resolve``) and inference (``inference_bf16``) read the same switch."""
     from peftsum.training.trainer import resolve

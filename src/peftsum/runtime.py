@@ -281,13 +281,15 @@ def weights_dtype(bf16: bool):
     return torch.bfloat16 if bf16 else None
 
 
-def inference_bf16(requested: bool | None, trained_bf16: bool | None) -> bool:
+def inference_bf16(requested: bool | None, trained_bf16: bool | None, cuda: bool | None = None) -> bool:
     """Precision for decoding: ``--bf16/--no-bf16`` if given, else the run's training precision (from its
     ``peftsum_config.json``), else :func:`resolve_bf16`'s choice (``PEFTSUM_BF16``, then the hardware).
 
     Args:
         requested: the command's ``--bf16``/``--no-bf16`` (``None`` = not given).
         trained_bf16: whether the run trained in bf16 (``None`` = not a peftsum run, e.g. a hub model).
+        cuda: whether decoding runs on a CUDA device, for the hardware choice (``None``: ask torch; pass
+            ``False`` for ``--device cpu`` on a GPU machine, whose CPU may emulate bf16).
 
     Returns:
         Whether generation runs under bf16 autocast.
@@ -299,4 +301,4 @@ def inference_bf16(requested: bool | None, trained_bf16: bool | None) -> bool:
         return bool(requested)
     if trained_bf16 is not None:
         return bool(trained_bf16)
-    return resolve_bf16(None)
+    return resolve_bf16(None, cuda=cuda)

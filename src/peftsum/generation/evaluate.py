@@ -32,10 +32,11 @@ def _decoding(trained: dict, bf16: bool | None, device: str | None) -> tuple[boo
     from peftsum.runtime import inference_bf16, inference_device, precision_name
 
     trained_bf16 = trained.get("bf16")
-    bf16 = inference_bf16(bf16, trained_bf16)
+    device = inference_device(device)
+    bf16 = inference_bf16(bf16, trained_bf16, cuda=device.startswith("cuda"))
     precision = {"trained": None if trained_bf16 is None else precision_name(trained_bf16),
                  "evaluated": precision_name(bf16)}
-    return bf16, inference_device(device), precision
+    return bf16, device, precision
 
 
 def _read_done(pred_file: Path, meta_file: Path, meta: dict, overwrite: bool) -> dict[str, str]:

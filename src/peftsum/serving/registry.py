@@ -165,7 +165,7 @@ class AdapterRegistry:
 
         self.base_name = str(base)
         self.device = inference_device(device)
-        self.bf16 = resolve_bf16(bf16)
+        self.bf16 = resolve_bf16(bf16, cuda=self.device.startswith("cuda"))  # the hardware that decodes
         self.base_model, _ = load_model(self.base_name)
         self.base_model.to(device=self.device, dtype=weights_dtype(self.bf16)).eval()
         self.tokenizer = load_tokenizer(self.base_name)
