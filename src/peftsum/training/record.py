@@ -72,8 +72,24 @@ def peak_rss_mb() -> float:
     return value / 1e6 if sys.platform == "darwin" else value * 1024 / 1e6
 
 
+def reset_peak_gpu() -> bool:
+    """Reset torch's peak-GPU-memory mark of the current device (``torch.cuda.reset_peak_memory_stats``), so
+    runs made one after another in one process each report their own :func:`peak_gpu_mb`.
+
+    Returns:
+        True if there was a CUDA device to reset.
+    """
+    import torch
+
+    if not torch.cuda.is_available():
+        return False
+    torch.cuda.reset_peak_memory_stats()
+    return True
+
+
 def peak_gpu_mb() -> float | None:
-    """Peak GPU memory allocated by torch in this process, MB (10^6 bytes), or ``None`` without CUDA.
+    """Peak GPU memory allocated by torch in this process since the last :func:`reset_peak_gpu`, MB (10^6
+    bytes), or ``None`` without CUDA.
 
     Source: ``torch.cuda.max_memory_allocated`` (tensors only; the CUDA context and the caching
     allocator's reserve are not included).

@@ -409,7 +409,7 @@ def train(cfg: TrainConfig, log=print) -> dict:
             writes ``cfg.output_dir``.
     """
     from peftsum.locking import folder_lock
-    from peftsum.training.record import reset_peak_rss
+    from peftsum.training.record import reset_peak_gpu, reset_peak_rss
 
     out = Path(cfg.output_dir)
     with folder_lock(out, "train"):  # one writer per run folder; a second process stops here
@@ -419,7 +419,8 @@ def train(cfg: TrainConfig, log=print) -> dict:
             if done is not None:
                 log(f"{out} is finished ({done.get('global_step')} steps): nothing to resume; its files are unchanged")
                 return done
-        reset_peak_rss()  # several runs in one process (experiments) each get their own peak
+        reset_peak_rss()  # several runs in one process (experiments, the Python API) each get their own peaks
+        reset_peak_gpu()
         try:
             return run_training(build_trainer(cfg, log), log)
         except BaseException as exc:
