@@ -106,7 +106,7 @@ fi
 
 if want steps; then
   stage steps-full 60 $PY benchmarks/steps.py train --device cuda --method full --steps 10
-  stage steps-full-dense 60 $PY benchmarks/steps.py train --device cuda --method full --dense-embedding --steps 10
+  stage steps-full-touched 60 $PY benchmarks/steps.py train --device cuda --method full --touched-rows --steps 10
   stage steps-lora 60 $PY benchmarks/steps.py train --device cuda --method lora --steps 10
   stage steps-lora-profile 60 $PY benchmarks/steps.py train --device cuda --method lora --steps 3 --profile 20
   stage gen-fp32 60 $PY benchmarks/steps.py generate --device cuda --rows 32 --new-tokens 40 --precision fp32
@@ -114,7 +114,8 @@ if want steps; then
 fi
 
 if want tests; then
-  stage tests 150 $PY -m pytest -q -p no:cacheprovider -n 8 tests/test_precision.py tests/test_serving.py \
+  XDIST=$($PY -c 'import xdist' 2>/dev/null && echo "-n 8")
+  stage tests 150 $PY -m pytest -q -p no:cacheprovider $XDIST tests/test_precision.py tests/test_serving.py \
     tests/test_training.py
 fi
 echo "=== done"

@@ -8,6 +8,7 @@ Usage (from the repository root; each line ~1-2 minutes on 2 cores):
     .venv/bin/python benchmarks/steps.py train --method lora --plain-ff      # transformers' gated feed-forward
     .venv/bin/python benchmarks/steps.py train --method lora --plain-head    # head, then cross_entropy (fp32 logits)
     .venv/bin/python benchmarks/steps.py train --method full --dense-embedding  # AdamW over all embedding rows
+    python benchmarks/steps.py train --device cuda --method full [--touched-rows]  # a GPU (the default where there is one)
     PEFTSUM_SYSTEM_MALLOC=1 .venv/bin/python benchmarks/steps.py train ...   # glibc's default allocator
     GOMP_SPINCOUNT=300000 .venv/bin/python benchmarks/steps.py train ...     # libgomp's default spin count
     .venv/bin/python benchmarks/steps.py train --method full --profile 25   # top 25 operators, self CPU time
@@ -104,7 +105,8 @@ def train(args) -> None:
     batch = {k: v.to(args.device) for k, v in make_collator(tok, model)(feats).items()}
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-5, fused=True)
-    if args.method == "full" and not args.dense_embedding:  # as the trainer (training.sparse_rows)
+    # as the trainer (training.sparse_rows: CPU only), or forced with --touched-rows on a GPU
+    if args.method == "full" and not args.dense_embedding and (args.device == "cpu" or args.touched_rows):
         from peftsum.training.sparse_rows import RowSparseEmbedding
 
         RowSparseEmbedding(model.get_input_embeddings(), opt)
@@ -201,8 +203,8 @@ def main(argv=None) -> int:
     g.add_argument("--precision", choices=("fp32", "bf16-autocast", "bf16-weights"), default=None,
                    help="decoding precision (default: peftsum's: bf16 weights where bf16 is native, else fp32)")
     for sp in (t, g):
-        sp.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (CUDA steps are timed with synchronize; "
-                        "--profile then sorts by self CUDA time)")
+        sp.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda where there is one, as "
+                        "peftsum; CUDA steps are timed with synchronize; --profile then sorts by self CUDA time)")
         sp.add_argument("--profile", type=int, default=0, metavar="N",
                         help="run the timed calls under torch.profiler and print the top N operators by self CPU time")
         sp.add_argument("--shapes", action="store_true",
@@ -211,6 +213,8 @@ def main(argv=None) -> int:
                    help="LoRA: keep the frozen base fp32 (autocast casts it every step) instead of bf16")
     t.add_argument("--dense-embedding", action="store_true",
                    help="full: the embedding's dense gradient and AdamW over all its rows (not the touched rows)")
+    t.add_argument("--touched-rows", action="store_true",
+                   help="full, on a GPU: AdamW over the embedding's touched rows (the Trainer uses it on CPUs only)")
     t.add_argument("--compile", choices=("module",), default=None, help="torch.compile the model (inductor)")
     t.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
                    help="bf16 autocast as the trainer's default does (default: auto, native bf16 only)")
@@ -219,6 +223,10 @@ def main(argv=None) -> int:
         from peftsum.runtime import tune_openmp_spin
 
         tune_openmp_spin()
+    if args.device is None:  # after the spin count: importing torch first would fix libgomp's default
+        import torch
+
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
     global ARGS
     ARGS = args
     {"train": train, "generate": generate}[args.what](args)
