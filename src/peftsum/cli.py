@@ -535,10 +535,13 @@ def main() -> None:
     # deprecation notices from inside transformers/peft tell users nothing they can act on
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", message=".*embeddings are no longer tied.*")
-    from peftsum.distributed import is_main
+    from peftsum.distributed import is_main, shutdown
 
     console.quiet = not is_main()  # torchrun / accelerate launch: one copy of the output (errors still show)
-    app()
+    try:
+        app()
+    finally:
+        shutdown()  # several processes: each destroys its group before exit, not during interpreter teardown
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -93,6 +93,30 @@ def init() -> None:
     PartialState(cpu=not torch.cuda.is_available())
 
 
+def shutdown() -> bool:
+    """Destroy this process's group at the end of a command (``torch.distributed.destroy_process_group``).
+
+    A group left for interpreter exit is torn down during static destruction, where gloo's threads can end
+    the process with "terminate called without an active exception" (SIGABRT) after the work is done: seen
+    once in CI, rank 1 of a 2-process ``accelerate launch`` run that had finished and written its run
+    (2026-12-04). PyTorch's documentation asks programs to destroy the group before exiting. A no-op where no
+    group was started (torch not even imported).
+
+    Returns:
+        True if a group was destroyed.
+    """
+    import sys
+
+    if "torch.distributed" not in sys.modules:
+        return False
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return False
+    dist.destroy_process_group()
+    return True
+
+
 def barrier() -> None:
     """Wait until every process gets here (no-op in a single-process run)."""
     if is_distributed():
