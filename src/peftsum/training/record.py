@@ -111,15 +111,13 @@ def library_versions() -> dict[str, str]:
 
     import torch
 
-    out = {"python": platform.python_version()}
-    for name in ("peftsum", "torch", "transformers", "peft", "datasets", "accelerate", "sentencepiece",
-                 "rouge-score"):
+    # torch's own string keeps the build (2.11.0+cu130, 2.13.0+cpu), which some wheels' metadata drops
+    out = {"python": platform.python_version(), "torch": torch.__version__}
+    for name in ("peftsum", "transformers", "peft", "datasets", "accelerate", "sentencepiece", "rouge-score"):
         try:
             out[name] = md.version(name)
         except md.PackageNotFoundError:
             out[name] = "not installed"
-    # torch's own string keeps the build (2.11.0+cu130, 2.13.0+cpu), which some wheels' metadata drops
-    out["torch"] = torch.__version__
     return out
 
 
