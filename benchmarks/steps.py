@@ -162,7 +162,8 @@ def generate(args) -> None:
     from peftsum.runtime import inference_bf16, tune_cpu_allocator
 
     model_dir = str(C.build_model_dir(C.default_model_dir()))
-    precision = args.precision or ("bf16-weights" if inference_bf16(None, None) else "fp32")
+    precision = args.precision or ("bf16-weights" if inference_bf16(None, None, cuda=args.device.startswith("cuda"))
+                                   else "fp32")
     model, tok = load_for_inference(model_dir, args.device, bf16=precision == "bf16-weights")
     bf16 = precision != "fp32"  # bf16-autocast: fp32 weights under autocast (peftsum before issue #11)
     def generate_summaries(*a, **k):
