@@ -349,7 +349,7 @@ def machine() -> dict:
     import torch
 
     cpu = platform.processor() or ""
-    from peftsum.runtime import BF16_CPU_FLAGS, cpu_flags
+    from peftsum.runtime import BF16_CPU_FLAGS, ONEDNN_ISA_ENV, bf16_is_fast, cpu_flags
 
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -362,6 +362,10 @@ def machine() -> dict:
         "cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "avx512_bf16_or_amx": bool(set(BF16_CPU_FLAGS) & cpu_flags()),
+        # an AVX2 machine emulated on a bf16 one: oneDNN, MKL and ATen capped at AVX2 (the compute, not the memory)
+        "isa_caps": {k: os.environ[k] for k in (ONEDNN_ISA_ENV, "MKL_ENABLE_INSTRUCTIONS", "ATEN_CPU_CAPABILITY")
+                     if os.environ.get(k)},
+        "native_bf16_used": bf16_is_fast(cuda=False),
         "load_average_at_start": os.getloadavg() if hasattr(os, "getloadavg") else None,
         "python": platform.python_version(), "torch": torch.__version__,
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
@@ -737,16 +741,24 @@ RESULTS_HEADER = """# Pipeline benchmark: the last full run on each kind of mach
 
 Each section is written by `benchmarks/pipeline.py --markdown benchmarks/RESULTS.md`, which replaces only
 the section of the machine kind it ran on (a GPU; a CPU with native bf16, AMX or AVX512-BF16; a CPU
-without, AVX2: fp32). Goals are issue #11's. Text after a section's end marker is kept.
+without, AVX2: fp32; an AVX2 machine emulated on a bf16 CPU by capping its instruction sets). Goals are issue #11's. Text after a section's end marker is kept.
 """
 
 
-KIND_TITLES = {"gpu": "GPU", "cpu-bf16": "CPU with native bf16 (AMX / AVX512-BF16)", "cpu-fp32": "CPU without native bf16 (AVX2, fp32)"}
+KIND_TITLES = {"gpu": "GPU", "cpu-bf16": "CPU with native bf16 (AMX / AVX512-BF16)", "cpu-fp32": "CPU without native bf16 (AVX2, fp32)",
+               "cpu-fp32-emulated": "CPU without native bf16, emulated: a bf16 CPU capped at AVX2 (fp32)"}
 
 
 def machine_kind(info: dict) -> str:
-    """``gpu``, ``cpu-bf16`` (AMX/AVX512-BF16: bf16 autocast on by default) or ``cpu-fp32`` (AVX2 only)."""
-    return "gpu" if info.get("gpu") else ("cpu-bf16" if info.get("avx512_bf16_or_amx") else "cpu-fp32")
+    """``gpu``, ``cpu-bf16`` (AMX/AVX512-BF16: bf16 autocast on by default), ``cpu-fp32`` (AVX2 only), or
+    ``cpu-fp32-emulated``: a bf16 CPU whose oneDNN is capped below bf16 (``ONEDNN_MAX_CPU_ISA=AVX2``, with
+    ``MKL_ENABLE_INSTRUCTIONS=AVX2 ATEN_CPU_CAPABILITY=avx2``: an AVX2 machine's instructions, this machine's
+    memory and clock), kept apart from runs on real AVX2 machines."""
+    if info.get("gpu"):
+        return "gpu"
+    if info.get("avx512_bf16_or_amx"):
+        return "cpu-bf16" if info.get("native_bf16_used", True) else "cpu-fp32-emulated"
+    return "cpu-fp32"
 
 
 def update_results(path: Path, kind: str, section: str) -> None:
@@ -784,7 +796,9 @@ def markdown(result: dict, command: str) -> str:
     out = [f"## {KIND_TITLES[machine_kind(m)]}: last full run", "",
            f"Written by `{command}` on {m['date']}.", "",
            f"- Machine: {m['cpu']}, {m['cores']} cores ({m['cpu_capability']}; native bf16: "
-           f"{'yes' if m['avx512_bf16_or_amx'] else 'no'}), {m.get('memory_gb', '?')} GB"
+           f"{'yes' if m['avx512_bf16_or_amx'] else 'no'}"
+           + (f"; capped: {', '.join(f'{k}={v}' for k, v in m['isa_caps'].items())}" if m.get("isa_caps") else "")
+           + f"), {m.get('memory_gb', '?')} GB"
            + (f", GPU {m['gpu']}" if m["gpu"] else ", no GPU"),
            f"- Software: Python {m['python']}, torch {m['torch']}, transformers {m['transformers']}, peft {m['peft']}; "
            f"{m['torch_threads']} torch threads; load average at start {m['load_average_at_start']}",

@@ -12,6 +12,7 @@ Usage (from the repository root; each line ~1-2 minutes on 2 cores):
     PEFTSUM_SYSTEM_MALLOC=1 .venv/bin/python benchmarks/steps.py train ...   # glibc's default allocator
     GOMP_SPINCOUNT=300000 .venv/bin/python benchmarks/steps.py train ...     # libgomp's default spin count
     .venv/bin/python benchmarks/steps.py train --method full --profile 25   # top 25 operators, self CPU time
+    .venv/bin/python benchmarks/steps.py train --method full --ceiling      # the MFU the step's products bound
     .venv/bin/python benchmarks/steps.py generate --rows 32 --new-tokens 40
     .venv/bin/python benchmarks/steps.py generate --rows 12 --new-tokens 127 --precision fp32 --profile 15
 
@@ -97,7 +98,9 @@ def train(args) -> None:
         import peftsum.training.loss as L
 
         L.fused_head_applies = lambda base, head: False
-    if args.compile:
+    if args.compile:  # each T5 layer class is traced once per class (transformers' kwarg-deprecation wrapper guards on it)
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
+        torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
         model.compile() if args.compile == "module" else None
     rows = C.sample_rows("train", 4, seed=0)
     feats = [{k: v for k, v in f.items() if k in ("input_ids", "attention_mask", "labels")}
@@ -146,11 +149,104 @@ def train(args) -> None:
 
     step()
     times = timed(step, args.steps)
+    if args.ceiling:
+        ceiling(model, batch, step, phases, times)
     print(f"train {args.method} (bf16 autocast: {bf16}, frozen base in bf16: {frozen}: batch {tuple(batch['input_ids'].shape)} source, {tuple(batch['labels'].shape)} "
           f"target; plain_loss={args.plain_loss} plain_dropout={args.plain_dropout} plain_head={args.plain_head} "
           f"allocator_tuned={tune_cpu_allocator()}")
     print(f"  step times (s): {[round(t, 2) for t in times]}; median {statistics.median(times):.2f}")
     print("  phases, median s: " + ", ".join(f"{k} {statistics.median(v[1:]):.3f}" for k, v in phases.items()))
+
+
+def ceiling(model, batch, step, phases: dict, times: list[float]) -> None:
+    """Print the step's matmul floor and the MFU it bounds (``--ceiling``).
+
+    One more step runs under a ``TorchDispatchMode`` that records every ``mm``/``addmm``/``bmm``/
+    ``baddbmm`` call (shapes, strides, dtype); each call is then replayed alone on fresh tensors
+    of the same layout (median of 7 runs), so the sum is what the step's products cost with
+    nothing else between them (warm caches, no casts, no Python). Add the optimizer and clipping
+    phases (memory-bound, timed in the step) and the result is the shortest step this machine's
+    matmul library allows without changing the model, batch or optimizer: model FLOPs (6N
+    convention, ``_common.model_flops``) over that time, against the ``torch.mm`` peak of
+    square bf16/fp32 products, is the highest MFU any change elsewhere could reach.
+    """
+    import torch
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    aten = torch.ops.aten
+    kinds = {aten.mm.default: "mm", aten.mm.out: "mm", aten.addmm.default: "addmm", aten.bmm.default: "bmm",
+             aten.baddbmm.default: "baddbmm"}
+    calls = []
+
+    class Record(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            kind = kinds.get(func)
+            if kind is not None:
+                mats = [a for a in args if isinstance(a, torch.Tensor)]
+                a, b = (mats[1], mats[2]) if kind in ("addmm", "baddbmm") else (mats[0], mats[1])
+                calls.append((kind, [(tuple(t.shape), t.stride(), t.dtype) for t in (a, b)]))
+            return func(*args, **(kwargs or {}))
+
+    with Record():
+        step()
+
+    def fresh(shape, stride, dtype):
+        size = 1 + sum((n - 1) * st for n, st in zip(shape, stride))  # the storage the layout spans
+        return torch.randn(size, dtype=dtype, device=ARGS.device).as_strided(shape, stride)
+
+    by_shape: dict = {}
+    for kind, spec in calls:
+        by_shape.setdefault((kind, tuple(spec)), 0)
+        by_shape[(kind, tuple(spec))] += 1
+    total_s = total_flop = 0.0
+    rows = []
+    for (kind, spec), n in by_shape.items():
+        a, b = (fresh(*x) for x in spec)
+        fn = (lambda a=a, b=b: torch.bmm(a, b)) if kind in ("bmm", "baddbmm") else (lambda a=a, b=b: torch.mm(a, b))
+        fn()
+        ts = []
+        for _ in range(7):
+            C.sync()
+            t0 = time.perf_counter()
+            fn()
+            C.sync()
+            ts.append(time.perf_counter() - t0)
+        t = statistics.median(ts)
+        flop = 2.0 * a.shape[-2] * a.shape[-1] * b.shape[-1] * (a.shape[0] if a.dim() == 3 else 1)
+        total_s += n * t
+        total_flop += n * flop
+        rows.append((n * t, n, kind, spec, flop / t / 1e9))
+    rows.sort(reverse=True)
+    step_s = statistics.median(times)
+    memory_s = statistics.median(phases["clip"][1:]) + statistics.median(phases["optimizer"][1:])
+    groups = C.param_groups(model)
+    src = int(batch["attention_mask"].sum())
+    tgt = int((batch["labels"] != -100).sum())
+    model_flop = C.model_flops(groups, src, tgt)
+    peak = {}
+    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        x = torch.randn(2048, 2048, dtype=dtype, device=ARGS.device)
+        x @ x
+        ts = []
+        for _ in range(5):
+            C.sync()
+            t0 = time.perf_counter()
+            x @ x
+            C.sync()
+            ts.append(time.perf_counter() - t0)
+        peak[name] = 2 * 2048 ** 3 / min(ts) / 1e9
+    dtype = "bf16" if any(spec[0][2] == torch.bfloat16 for _, spec in calls) else "fp32"
+    print(f"  matmul floor: {len(calls)} products in one step ({len(by_shape)} layouts), {total_flop / 1e9:.0f} GFLOP, "
+          f"{total_s:.3f} s when each runs alone ({total_flop / total_s / 1e9:.0f} GFLOP/s); top layouts:")
+    for t, n, kind, spec, rate in rows[:8]:
+        shapes = " x ".join(f"{s}{'' if torch.empty_strided(s, st).is_contiguous() else 'T'}" for s, st, _ in spec)
+        print(f"    {kind} {shapes}: {n} calls, {t * 1000:.1f} ms ({rate:.0f} GFLOP/s)")
+    print(f"  peak ({dtype} torch.mm 2048^3): {peak[dtype]:.0f} GFLOP/s; model FLOPs per step (6N, real tokens): "
+          f"{model_flop / 1e9:.0f} G")
+    print(f"  step {step_s:.3f} s: MFU {100 * model_flop / step_s / (peak[dtype] * 1e9):.1f}%")
+    for label, s in (("products alone", total_s), ("products + clip + optimizer", total_s + memory_s)):
+        print(f"  if the step were only its {label} ({s:.3f} s): MFU {100 * model_flop / s / (peak[dtype] * 1e9):.1f}%")
+    print(f"  everything else (attention, norms, casts, loss, Python): {step_s - total_s - memory_s:.3f} s")
 
 
 def generate(args) -> None:
@@ -216,6 +312,9 @@ def main(argv=None) -> int:
                    help="full: the embedding's dense gradient and AdamW over all its rows (not the touched rows)")
     t.add_argument("--touched-rows", action="store_true",
                    help="full, on a GPU: AdamW over the embedding's touched rows (the Trainer uses it on CPUs only)")
+    t.add_argument("--ceiling", action="store_true",
+                   help="after the timed steps, replay the step's matrix products one by one and print the MFU they "
+                        "bound (the products + clipping + optimizer as the whole step)")
     t.add_argument("--compile", choices=("module",), default=None, help="torch.compile the model (inductor)")
     t.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
                    help="bf16 autocast as the trainer's default does (default: auto, native bf16 only)")

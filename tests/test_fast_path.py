@@ -13,6 +13,8 @@ deterministic.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -322,12 +324,43 @@ def test_training_commands_shorten_openmp_spinning_before_torch_loads(command, e
                           check=True).stdout.split() == ["False", "None"]
 
 
+def test_bf16_auto_is_off_where_onednn_is_capped_below_bf16(monkeypatch):
+    """``ONEDNN_MAX_CPU_ISA=AVX2`` on a bf16 CPU makes bf16 matmuls emulated; auto precision then picks fp32.
+
+    The premise is checked for real in a fresh process: with the cap, a 384-square bf16 ``torch.mm``
+    is slower than the fp32 one (on an AMX Xeon: ~1 GFLOP/s against ~130; on an AVX2-only CPU bf16
+    is emulated anyway), and there ``bf16_is_fast()`` says no.
+    """
+    from peftsum.runtime import bf16_is_fast, onednn_caps_bf16
+
+    for cap in ("AVX2", "avx2", "AVX512_CORE", "AVX2_VNNI_2", "SSE41"):
+        assert onednn_caps_bf16(cap), cap
+    for cap in ("", "ALL", "DEFAULT", "AVX512_CORE_BF16", "AVX512_CORE_AMX", "AVX10_1_512_AMX_FP16"):
+        assert not onednn_caps_bf16(cap), cap
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    assert not bf16_is_fast({"amx_bf16", "avx512_bf16"}, cuda=False)
+    assert bf16_is_fast(set(), cuda=True)  # the cap is oneDNN's, on CPUs
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_AMX")
+    assert bf16_is_fast({"amx_bf16"}, cuda=False)
+
+    probe = ("import time, torch\n"
+             "from peftsum.runtime import bf16_is_fast\n"
+             "def t(dt):\n"
+             "    a = torch.randn(384, 384, dtype=dt); a @ a\n"
+             "    s = time.perf_counter(); a @ a; return time.perf_counter() - s\n"
+             "print(t(torch.bfloat16) > t(torch.float32), bf16_is_fast(cuda=False))")
+    env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, check=True)
+    assert out.stdout.split() == ["True", "False"], out.stdout + out.stderr
+
+
 def test_bf16_auto_follows_the_hardware(tiny_model_dir, tmp_path, monkeypatch):
     """``bf16`` unset = auto: on with native bf16 (GPU, AMX/AVX512-BF16 CPU flags), off elsewhere;
     an explicit value and ``--fp16`` win; the resolved config records a plain bool."""
     from peftsum.runtime import PRECISION_ENV, bf16_is_fast, cpu_flags
 
     monkeypatch.delenv(PRECISION_ENV, raising=False)  # auto itself (the suite pins fp32 through it)
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
     from peftsum.training.trainer import resolve
 
     assert bf16_is_fast({"avx2", "amx_bf16"}, cuda=False) and bf16_is_fast({"avx512_bf16"}, cuda=False)

@@ -135,13 +135,39 @@ def cpu_flags() -> set[str]:
     return set()
 
 
+ONEDNN_ISA_ENV = "ONEDNN_MAX_CPU_ISA"
+"""oneDNN's cap on the instruction sets it uses (``AVX2``, ``AVX512_CORE``, ``AVX512_CORE_BF16``,
+``AVX512_CORE_AMX``, ``AVX10_1_512_AMX``, ..., ``ALL``/``DEFAULT``; oneDNN's "CPU Dispatcher Control"
+documentation). PyTorch's bf16 matmuls on CPU run through oneDNN, so a cap below the bf16 instructions
+makes them emulated (~1 GFLOP/s) even on a CPU that has AMX."""
+
+
+def onednn_caps_bf16(value: str | None = None) -> bool:
+    """Whether ``ONEDNN_MAX_CPU_ISA`` (or ``value``) keeps oneDNN off the bf16 matrix instructions.
+
+    Args:
+        value: the cap to judge (default: the environment's; unset or empty means no cap).
+
+    Returns:
+        True for a cap without bf16 dot products (``SSE41``, ``AVX``, ``AVX2``, ``AVX2_VNNI``,
+        ``AVX2_VNNI_2``, ``AVX512_CORE``, ``AVX512_CORE_VNNI``); False with no cap, ``ALL``/``DEFAULT``,
+        or any cap that includes AVX512-BF16 (``*BF16*``, ``*AMX*``, ``AVX10_*``).
+    """
+    cap = (os.environ.get(ONEDNN_ISA_ENV, "") if value is None else value).strip().upper()
+    if not cap or cap in ("ALL", "DEFAULT"):
+        return False
+    return not ("BF16" in cap or "AMX" in cap or cap.startswith("AVX10"))
+
+
 def bf16_is_fast(flags: set[str] | None = None, cuda: bool | None = None) -> bool:
     """Whether bf16 autocast speeds training up on this machine (the default of ``bf16: auto``).
 
     True on a CUDA GPU that supports bf16 (Ampere and later: ``torch.cuda.is_bf16_supported()``)
     and on a CPU with native bf16 matrix instructions (:data:`BF16_CPU_FLAGS`); False otherwise,
-    where bf16 would be emulated and slower than fp32. bf16 autocast keeps weights and optimizer
-    states in fp32 and changes losses only within bf16 precision (``tests/test_fast_path.py``).
+    where bf16 would be emulated and slower than fp32, including a bf16 CPU whose oneDNN is capped
+    below the bf16 instructions (:data:`ONEDNN_ISA_ENV`, e.g. ``ONEDNN_MAX_CPU_ISA=AVX2``:
+    :func:`onednn_caps_bf16`). bf16 autocast keeps weights and optimizer states in fp32 and changes
+    losses only within bf16 precision (``tests/test_fast_path.py``).
 
     Args:
         flags: CPU flags to judge (default: this machine's, :func:`cpu_flags`).
@@ -156,7 +182,7 @@ def bf16_is_fast(flags: set[str] | None = None, cuda: bool | None = None) -> boo
         cuda = bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
     if cuda:
         return True
-    return bool(set(BF16_CPU_FLAGS) & (cpu_flags() if flags is None else flags))
+    return bool(set(BF16_CPU_FLAGS) & (cpu_flags() if flags is None else flags)) and not onednn_caps_bf16()
 
 
 PRECISION_ENV = "PEFTSUM_BF16"
