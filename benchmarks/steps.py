@@ -168,7 +168,8 @@ def ceiling(model, batch, step, phases: dict, times: list[float]) -> None:
     phases (memory-bound, timed in the step) and the result is the shortest step this machine's
     matmul library allows without changing the model, batch or optimizer: model FLOPs (6N
     convention, ``_common.model_flops``) over that time, against the ``torch.mm`` peak of
-    square bf16/fp32 products, is the highest MFU any change elsewhere could reach.
+    square bf16/fp32 products (``pipeline.matmul_peak``, the peak ``pipeline.py``'s MFU is
+    against), is the highest MFU any change elsewhere could reach.
     """
     import torch
     from torch.utils._python_dispatch import TorchDispatchMode
@@ -223,25 +224,16 @@ def ceiling(model, batch, step, phases: dict, times: list[float]) -> None:
     src = int(batch["attention_mask"].sum())
     tgt = int((batch["labels"] != -100).sum())
     model_flop = C.model_flops(groups, src, tgt)
-    peak = {}
-    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
-        x = torch.randn(2048, 2048, dtype=dtype, device=ARGS.device)
-        x @ x
-        ts = []
-        for _ in range(5):
-            C.sync()
-            t0 = time.perf_counter()
-            x @ x
-            C.sync()
-            ts.append(time.perf_counter() - t0)
-        peak[name] = 2 * 2048 ** 3 / min(ts) / 1e9
+    from pipeline import matmul_peak  # the peak pipeline.py's MFU is against
+
+    peak = matmul_peak(lambda msg: None)
     dtype = "bf16" if any(spec[0][2] == torch.bfloat16 for _, spec in calls) else "fp32"
     print(f"  matmul floor: {len(calls)} products in one step ({len(by_shape)} layouts), {total_flop / 1e9:.0f} GFLOP, "
           f"{total_s:.3f} s when each runs alone ({total_flop / total_s / 1e9:.0f} GFLOP/s); top layouts:")
     for t, n, kind, spec, rate in rows[:8]:
         shapes = " x ".join(f"{s}{'' if torch.empty_strided(s, st).is_contiguous() else 'T'}" for s, st, _ in spec)
         print(f"    {kind} {shapes}: {n} calls, {t * 1000:.1f} ms ({rate:.0f} GFLOP/s)")
-    print(f"  peak ({dtype} torch.mm 2048^3): {peak[dtype]:.0f} GFLOP/s; model FLOPs per step (6N, real tokens): "
+    print(f"  peak ({dtype} torch.mm of squares, as pipeline.py): {peak[dtype]:.0f} GFLOP/s; model FLOPs per step (6N, real tokens): "
           f"{model_flop / 1e9:.0f} G")
     print(f"  step {step_s:.3f} s: MFU {100 * model_flop / step_s / (peak[dtype] * 1e9):.1f}%")
     for label, s in (("products alone", total_s), ("products + clip + optimizer", total_s + memory_s)):

@@ -360,6 +360,51 @@ def test_cross_entropy_columns_matches_pytorch(dtype, smoothing, monkeypatch):
         results[0][1], results[1][1], rtol=1e-6, atol=1e-12)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_frozen_head_cross_entropy_matches_float64(dtype, smoothing, monkeypatch):
+    """A frozen head's loss and input gradient by blocks of vocabulary rows equal the float64 cross-entropy of
+    the same rounded logits: whole-vocabulary block, blocks that do not divide the 5,003 rows, one-row blocks
+    at the ends of a target's range, one and two threads. The gradient is compared with float64 autograd
+    (fp32: to 1e-6; bf16: within bf16's 2**-8, the whole-vocabulary kernel path's own bound)."""
+    g = torch.Generator().manual_seed(0)
+    vocab, n, d = 5003, 13, 24
+    weight = (torch.randn(vocab, d, generator=g) * 0.8).to(dtype)
+    hidden = torch.randn(n, d, generator=g).to(dtype)
+    target = torch.randint(0, vocab, (n,), generator=g)
+    target[:4] = torch.tensor([0, vocab - 1, 4096, 4095])  # the first and last rows, both sides of a block edge
+    target[5] = target[6]
+    logits = (weight.float() @ hidden.float().t()).to(dtype).double().t()  # n x vocab, rounded as the product rounds
+    want = torch.nn.functional.cross_entropy(logits, target, label_smoothing=smoothing)
+    aim = torch.full_like(logits, smoothing / vocab)
+    aim[torch.arange(n), target] += 1 - smoothing
+    want_grad = (torch.softmax(logits, dim=1) - aim) @ weight.double() / n  # d loss / d hidden, float64
+    tol = 1e-6 if dtype == torch.float32 else 4e-3
+    for threads in (1, 2):
+        monkeypatch.setattr(torch, "get_num_threads", lambda: threads)
+        monkeypatch.setattr(cpu_kernel, "PARALLEL_MIN_ELEMENTS", 1)
+        for rows in (vocab, 1000, 4096, 7, 1):
+            if rows == 1 and threads == 2:
+                continue  # 5,003 blocks: slow, and the one-thread pass covers it
+            nll, uniform, grad = cpu_kernel.frozen_head_cross_entropy(weight, hidden, target, smoothing, rows)
+            assert (uniform is None) == (smoothing == 0) and grad.dtype == torch.float32 and grad.shape == (n, d)
+            loss = nll.mean() if uniform is None else (1 - smoothing) * nll.mean() + smoothing * uniform.mean()
+            assert float(loss) == pytest.approx(float(want), rel=1e-6), (threads, rows)
+            assert ((grad.double() - want_grad).norm() / want_grad.norm()).item() < tol, (threads, rows)
+
+
+def test_frozen_head_cross_entropy_bad_inputs_and_no_tokens():
+    w = torch.randn(50, 8)
+    with pytest.raises(ValueError, match="must be vocab x d and n x d in one dtype"):
+        cpu_kernel.frozen_head_cross_entropy(w, torch.randn(3, 8, dtype=torch.bfloat16), torch.zeros(3, dtype=torch.int64))
+    with pytest.raises(ValueError, match="contiguous CPU bf16/fp32"):
+        cpu_kernel.frozen_head_cross_entropy(torch.randn(8, 50).t(), torch.randn(3, 8), torch.zeros(3, dtype=torch.int64))
+    with pytest.raises(ValueError, match="target has shape"):
+        cpu_kernel.frozen_head_cross_entropy(w, torch.randn(3, 8), torch.zeros(4, dtype=torch.int64))
+    nll, uniform, grad = cpu_kernel.frozen_head_cross_entropy(w, torch.randn(0, 8), torch.zeros(0, dtype=torch.int64), 0.1)
+    assert nll.shape == uniform.shape == (0,) and grad.shape == (0, 8)
+
+
 def test_cross_entropy_columns_bad_inputs_and_nan():
     with pytest.raises(ValueError, match="contiguous CPU bf16/fp32 vocab x n"):
         cpu_kernel.cross_entropy_columns(torch.zeros(5, 3).t(), torch.zeros(5, dtype=torch.int64))

@@ -256,27 +256,32 @@ def test_keep_masks_leave_extreme_p_to_pytorch():
     assert bool(keep.all()) and scale == 1.0
 
 
+@pytest.mark.parametrize("frozen", [False, True])
 @pytest.mark.parametrize("smoothing", [0.0, 0.1])
-def test_fused_head_loss_is_cross_entropy(monkeypatch, smoothing):
+def test_fused_head_loss_is_cross_entropy(monkeypatch, smoothing, frozen):
     """head_cross_entropy equals torch's cross_entropy of the head's logits, value and gradients, in
     fp32 (to float rounding) and under bf16 autocast (to bf16 rounding: the plain path rounds the
     logits to bf16 at the same place), over several row blocks and with a loss scale that is not 1
-    (gradient accumulation scales the loss)."""
+    (gradient accumulation scales the loss); a frozen weight (PEFT methods) goes through the vocabulary
+    by blocks of rows on CPU (here 4 blocks of at most 300 rows, the last partial)."""
     import torch.nn.functional as F
 
+    from peftsum.modeling import cpu_kernel
     from peftsum.training import head_loss
 
     monkeypatch.setattr(head_loss, "ROW_BYTES", 4 * 1000 * 3)  # blocks of 3 rows: 10 rows = 4 blocks
+    monkeypatch.setattr(cpu_kernel, "HEAD_BLOCK_ROWS", 300)
     g = torch.Generator().manual_seed(0)
     hidden = torch.randn(10, 32, generator=g, requires_grad=True)
-    weight = (0.3 * torch.randn(1000, 32, generator=g)).requires_grad_()
+    weight = (0.3 * torch.randn(1000, 32, generator=g)).requires_grad_(not frozen)
     target = torch.randint(0, 1000, (10,), generator=g)
+    inputs = (hidden,) if frozen else (hidden, weight)
     for bf16 in (False, True):
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             plain = F.cross_entropy(F.linear(hidden, weight).float(), target, label_smoothing=smoothing)
             fused = head_loss.head_cross_entropy(hidden, weight, target, smoothing)
-        grads_plain = torch.autograd.grad(0.37 * plain, (hidden, weight))
-        grads_fused = torch.autograd.grad(0.37 * fused, (hidden, weight))
+        grads_plain = torch.autograd.grad(0.37 * plain, inputs)
+        grads_fused = torch.autograd.grad(0.37 * fused, inputs)
         assert fused.dtype == torch.float32
         assert fused.item() == pytest.approx(plain.item(), rel=1e-6 if not bf16 else 1e-4)
         for a, b in zip(grads_fused, grads_plain):
@@ -426,7 +431,7 @@ def test_clipping_drops_a_folded_scale_whose_step_never_ran():
 
 
 def test_fused_head_first_used_under_inference_mode_then_trains():
-    """The fused head's persistent buffers (the frozen head's logits, the trainable head's bf16 cast) are normal
+    """The fused head's buffers (the frozen head's block scratch, the trainable head's persistent bf16 cast) are normal
     tensors even when first made under inference_mode (found in review: later training raised); no scored token
     gives a NaN loss as cross_entropy does, not an exception."""
     from peftsum.training.head_loss import head_cross_entropy

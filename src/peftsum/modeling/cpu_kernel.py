@@ -551,6 +551,24 @@ def _cross_entropy_columns(logits_t, target, smoothing: float):
     cols = torch.arange(n, device="cpu")
     target = target.to(torch.int64)
     picked = logits_t[target, cols].float()
+    lse64, total, ranges = _column_stats(lib, suffix, logits_t)
+    lse = lse64.float()
+    nll = (lse64 - picked.double()).float()
+    uniform = (lse64 - total / vocab).float() if smoothing > 0 else None
+    off = smoothing / (vocab * n)
+    grad_fn = getattr(lib, f"peftsum_xent_cols_grad_{suffix}")
+    lse = lse.contiguous()
+    _run(lambda v0, v1: grad_fn(logits_t.data_ptr(), n, v0, v1, lse.data_ptr(), 1.0 / n, off), ranges)
+    logits_t[target, cols] = (torch.exp(picked - lse) / n - (1.0 - smoothing) / n - off).to(logits_t.dtype)
+    return nll, uniform
+
+
+def _column_stats(lib, suffix: str, logits_t):
+    """Per column of ``vocab x n`` logits: ``(logsumexp, sum of the logits, the row ranges)``, fp64 ``n``-vectors;
+    each thread's range of rows gives its maximum and sum of exponentials, merged here (log-sum-exp of the parts)."""
+    import torch
+
+    vocab, n = logits_t.shape
     ranges = _split(vocab, logits_t.numel())
     # per range: [0] the sum of exp(logit - the range's maximum), [1] the sum of the logits
     stats = torch.empty(len(ranges), 2, n, dtype=torch.float64, device="cpu")
@@ -560,15 +578,97 @@ def _cross_entropy_columns(logits_t, target, smoothing: float):
                                          stats[i, 1].data_ptr()), ranges)
     top = maxima.double().amax(dim=0)
     lse64 = top + (stats[:, 0] * torch.exp(maxima.double() - top)).sum(dim=0).log()
-    lse = lse64.float()
-    nll = (lse64 - picked.double()).float()
-    uniform = (lse64 - stats[:, 1].sum(dim=0) / vocab).float() if smoothing > 0 else None
-    off = smoothing / (vocab * n)
+    return lse64, stats[:, 1].sum(dim=0), ranges
+
+
+HEAD_BLOCK_ROWS = 32768
+"""Vocabulary rows per block of :func:`frozen_head_cross_entropy` (mT5: 8 blocks; the block's logits
+for the benchmark's 231 target tokens are 15 MB in bf16, 30 MB in fp32, instead of 116 / 231 MB for
+the whole vocabulary). Head + loss of 231 tokens on the 2-core AMX machine, bf16: whole vocabulary
+133.5 ms, blocks of 4,096 / 8,192 / 16,384 / 32,768 rows 192 / 162 / 147 / 141 ms (fp32: 475 ms, 32,768:
+502 ms); ``benchmarks/README.md``, session 12."""
+
+
+def frozen_head_cross_entropy(weight, hidden, target, smoothing: float = 0.0, block_rows: int | None = None):
+    """Cross-entropy of a frozen head's logits ``weight @ hidden.T`` and its gradient for ``hidden``, a block
+    of vocabulary rows at a time: the vocab x n logits are never held whole.
+
+    For each block ``B`` of rows: its logits ``L_B = W_B @ H^T`` (compute dtype, into one reused scratch), their
+    per-token log-sum-exp ``lse_B`` (the kernel's fp64 running sums), the block's own softmax
+    ``P_B = exp(L_B - lse_B)`` in place, and ``A_B = P_B^T @ W_B`` (n x d). With ``lse = logsumexp_B lse_B``
+    the gradient of the token-mean loss is ``(sum_B exp(lse_B - lse) A_B - (1 - eps) W[target] - eps mean_v W_v) / n``,
+    the same quantity as the softmax-minus-onehot product :func:`cross_entropy_columns` leaves for
+    ``logits.T @ W`` (equal to bf16 rounding; ``tests/test_cpu_kernel.py``), and each softmax weight is
+    rounded relative to its block's sum rather than to the whole vocabulary's.
+
+    Args:
+        weight: ``vocab x d`` head weight, contiguous CPU bf16 or fp32 (the compute dtype).
+        hidden: ``n x d`` head inputs of the scored tokens, same dtype.
+        target: ``n`` label ids (no -100).
+        smoothing: label smoothing ``eps`` in ``[0, 1)`` (``torch.nn.CrossEntropyLoss``'s definition).
+        block_rows: vocabulary rows per block (default :data:`HEAD_BLOCK_ROWS`).
+
+    Returns:
+        ``(nll, uniform, grad_hidden)``: fp32 ``n``-vectors ``logsumexp - logit[target]`` and, with smoothing,
+        ``logsumexp - mean(logits)`` (None without), in nats, and the fp32 ``n x d`` gradient of the mean loss
+        with respect to ``hidden``.
+
+    Raises:
+        ValueError: tensors the kernel does not take (see :func:`cross_entropy_applies`) or shapes that disagree.
+    """
+    import torch
+
+    if weight.dim() != 2 or hidden.dim() != 2 or weight.shape[1] != hidden.shape[1] or weight.dtype != hidden.dtype:
+        raise ValueError(f"frozen_head_cross_entropy: weight {tuple(weight.shape)} {weight.dtype} and hidden "
+                         f"{tuple(hidden.shape)} {hidden.dtype} must be vocab x d and n x d in one dtype")
+    if not cross_entropy_applies(weight) or hidden.device.type != "cpu":
+        raise ValueError(f"frozen_head_cross_entropy takes contiguous CPU bf16/fp32 tensors (and the kernel built: "
+                         f"{status()}); got {weight.dtype} on {weight.device}")
+    if tuple(target.shape) != (hidden.shape[0],):
+        raise ValueError(f"frozen_head_cross_entropy: target has shape {tuple(target.shape)}, hidden {hidden.shape[0]} rows")
+    with torch.no_grad():
+        rows = HEAD_BLOCK_ROWS if block_rows is None else block_rows
+        return _frozen_head(weight, hidden, target.to(torch.int64), float(smoothing), max(1, int(rows)))
+
+
+def _frozen_head(weight, hidden, target, smoothing: float, block_rows: int):
+    import torch
+
+    vocab, d = weight.shape
+    n = hidden.shape[0]
+    if n == 0:
+        empty = torch.empty(0, dtype=torch.float32)
+        return empty, (empty.clone() if smoothing > 0 else None), torch.zeros(0, d, dtype=torch.float32)
+    lib, suffix = _library(), _suffix(weight.dtype)
     grad_fn = getattr(lib, f"peftsum_xent_cols_grad_{suffix}")
-    lse = lse.contiguous()
-    _run(lambda v0, v1: grad_fn(logits_t.data_ptr(), n, v0, v1, lse.data_ptr(), 1.0 / n, off), ranges)
-    logits_t[target, cols] = (torch.exp(picked - lse) / n - (1.0 - smoothing) / n - off).to(logits_t.dtype)
-    return nll, uniform
+    blocks = [(v0, min(vocab, v0 + block_rows)) for v0 in range(0, vocab, block_rows)]
+    scratch = torch.empty(min(block_rows, vocab) * n, dtype=weight.dtype)
+    h_t = hidden.t()
+    lse_parts = torch.empty(len(blocks), n, dtype=torch.float64)
+    parts = torch.empty(len(blocks), n, d, dtype=torch.float32)
+    total = torch.zeros(n, dtype=torch.float64) if smoothing > 0 else None
+    picked = torch.empty(n, dtype=torch.float32)
+    for b, (v0, v1) in enumerate(blocks):
+        rows = weight[v0:v1]
+        logits = torch.mm(rows, h_t, out=scratch[:(v1 - v0) * n].view(v1 - v0, n))
+        here = ((target >= v0) & (target < v1)).nonzero().squeeze(1)
+        picked[here] = logits[target[here] - v0, here].float()
+        lse_b, total_b, ranges = _column_stats(lib, suffix, logits)
+        lse_parts[b] = lse_b
+        if total is not None:
+            total += total_b
+        lse32 = lse_b.float().contiguous()
+        _run(lambda r0, r1: grad_fn(logits.data_ptr(), n, r0, r1, lse32.data_ptr(), 1.0, 0.0), ranges)
+        parts[b] = logits.t() @ rows  # the block's softmax-weighted mean of its rows
+    lse = torch.logsumexp(lse_parts, dim=0)
+    grad = torch.einsum("bn,bnd->nd", torch.exp(lse_parts - lse).float(), parts)
+    grad.sub_(weight[target].float(), alpha=1.0 - smoothing)
+    if smoothing > 0:
+        grad.sub_(torch.mean(weight, dim=0, dtype=torch.float32), alpha=smoothing)
+    grad.div_(n)
+    nll = (lse - picked.double()).float()
+    uniform = (lse - total / vocab).float() if smoothing > 0 else None
+    return nll, uniform, grad
 
 
 @functools.cache

@@ -8,7 +8,10 @@ tokens: 115-231 MB each), each written and read in full. :func:`head_cross_entro
 time through a small fp32 scratch, into the gradient of the loss with respect to the logits
 (``(softmax - onehot) / n``, with label smoothing ``softmax - (1 - eps) onehot - eps / V``).
 The gradient of the head's input is computed in forward, the head weight's gradient in
-backward (one matmul, as autograd would), so nothing is recomputed.
+backward (one matmul, as autograd would), so nothing is recomputed. A frozen head (PEFT methods)
+needs no logits in backward: on CPU it goes through the vocabulary a block of rows at a time
+(``cpu_kernel.frozen_head_cross_entropy``), so its logits are never held whole (mT5, 231 tokens:
+15 MB of scratch in bf16 instead of 116 MB).
 
 Same idea as Liger-Kernel's fused linear cross-entropy and Apple's Cut Cross-Entropy (both GPU
 kernels); here with PyTorch ops, which is what pays on a CPU whose memory bandwidth, not its
@@ -54,28 +57,6 @@ def _cast_buffer(weight, dtype):
     return buf
 
 
-_LOGITS: dict[tuple, torch.Tensor] = {}
-"""(vocabulary, dtype) -> a reusable flat CPU buffer for a frozen head's ``vocab x n`` logits."""
-
-
-def _logits_buffer(vocab: int, n: int, dtype) -> torch.Tensor:
-    """A ``vocab x n`` view of one persistent buffer per (vocabulary, dtype), grown as n grows.
-
-    For a frozen head (PEFT methods) the logits block lives only inside the forward (58-115 MB for
-    mT5 at 231 target tokens); its size changes with every batch's target tokens, and allocated
-    afresh it rarely fits the hole the previous one left among the step's smaller allocations: glibc
-    mapped new pages, ~31,600 page faults and +0.15 s on every other LoRA step of the benchmark
-    (``benchmarks/README.md``). A trainable head's logits are saved for backward and keep their own tensor.
-    The buffer keeps the size of the largest block seen (vocab x the most target tokens of a batch).
-    """
-    key = (vocab, dtype)
-    buf = _LOGITS.get(key)
-    if buf is None or buf.numel() < vocab * n:
-        with torch.inference_mode(False):  # (written in place later, also outside inference_mode)
-            _LOGITS[key] = buf = torch.empty(vocab * max(n, 256), dtype=dtype)
-    return buf[:vocab * n].view(vocab, n)
-
-
 class _HeadCrossEntropy(torch.autograd.Function):
     """Mean cross-entropy of ``hidden @ weight.T`` against ``target``; see :func:`head_cross_entropy`."""
 
@@ -86,11 +67,12 @@ class _HeadCrossEntropy(torch.autograd.Function):
             buffer = _cast_buffer(weight, dtype) if weight.device.type == "cpu" and weight.dtype != dtype else None
             w = buffer.copy_(weight) if buffer is not None else weight.to(dtype)
             columns = _columns_apply(h, w)
-            if columns:  # vocab x n: the layout whose products run ~2x faster on CPU
-                if ctx.needs_input_grad[1]:  # saved for the weight's gradient: a tensor of its own
-                    logits = w @ h.t()  # the logits in the compute dtype, become their gradient in place
-                else:
-                    logits = torch.mm(w, h.t(), out=_logits_buffer(w.shape[0], h.shape[0], dtype))
+            if columns and not ctx.needs_input_grad[1]:  # a frozen head (PEFT): blocks of the vocabulary
+                logits = None
+                nll, uniform, grad_hidden = cpu_kernel.frozen_head_cross_entropy(w, h, target, smoothing)
+                grad_hidden = grad_hidden.to(hidden.dtype)
+            elif columns:  # vocab x n: the layout whose products run ~2x faster on CPU
+                logits = w @ h.t()  # the logits in the compute dtype, become their gradient in place (saved)
                 nll, uniform = cpu_kernel.cross_entropy_columns(logits, target, smoothing)
                 grad_hidden = (logits.t() @ w).to(hidden.dtype)
             else:
