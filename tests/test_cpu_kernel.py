@@ -401,6 +401,9 @@ def test_frozen_head_cross_entropy_bad_inputs_and_no_tokens():
         cpu_kernel.frozen_head_cross_entropy(torch.randn(8, 50).t(), torch.randn(3, 8), torch.zeros(3, dtype=torch.int64))
     with pytest.raises(ValueError, match="target has shape"):
         cpu_kernel.frozen_head_cross_entropy(w, torch.randn(3, 8), torch.zeros(4, dtype=torch.int64))
+    for bad in (-1, 50):
+        with pytest.raises(ValueError, match=r"label ids must lie in \[0, 50\); got"):
+            cpu_kernel.frozen_head_cross_entropy(w, torch.randn(2, 8), torch.tensor([3, bad]))
     nll, uniform, grad = cpu_kernel.frozen_head_cross_entropy(w, torch.randn(0, 8), torch.zeros(0, dtype=torch.int64), 0.1)
     assert nll.shape == uniform.shape == (0,) and grad.shape == (0, 8)
 

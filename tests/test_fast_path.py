@@ -335,8 +335,13 @@ def test_bf16_auto_is_off_where_onednn_is_capped_below_bf16(monkeypatch):
 
     for cap in ("AVX2", "avx2", "AVX512_CORE", "AVX2_VNNI_2", "SSE41"):
         assert onednn_caps_bf16(cap), cap
-    for cap in ("", "ALL", "DEFAULT", "AVX512_CORE_BF16", "AVX512_CORE_AMX", "AVX10_1_512_AMX_FP16"):
+    for cap in ("", "ALL", "DEFAULT", "AVX512_CORE_BF16", "AVX512_CORE_FP16", "AVX10_1_512", "AVX512_CORE_AMX",
+                "AVX10_1_512_AMX_FP16", "AVX10_2_512_AMX_2"):
         assert not onednn_caps_bf16(cap), cap
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    monkeypatch.setenv("DNNL_MAX_CPU_ISA", "AVX2")  # oneDNN's older name for the same cap
+    assert not bf16_is_fast({"amx_bf16"}, cuda=False)
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA")
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
     assert not bf16_is_fast({"amx_bf16", "avx512_bf16"}, cuda=False)
     assert bf16_is_fast(set(), cuda=True)  # the cap is oneDNN's, on CPUs
@@ -350,7 +355,8 @@ def test_bf16_auto_is_off_where_onednn_is_capped_below_bf16(monkeypatch):
              "    s = time.perf_counter(); a @ a; return time.perf_counter() - s\n"
              "print(t(torch.bfloat16) > t(torch.float32), bf16_is_fast(cuda=False))")
     env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, check=True)
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, check=True,
+                         timeout=120)
     assert out.stdout.split() == ["True", "False"], out.stdout + out.stderr
 
 

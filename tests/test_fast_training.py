@@ -271,6 +271,9 @@ def test_fused_head_loss_is_cross_entropy(monkeypatch, smoothing, frozen):
 
     monkeypatch.setattr(head_loss, "ROW_BYTES", 4 * 1000 * 3)  # blocks of 3 rows: 10 rows = 4 blocks
     monkeypatch.setattr(cpu_kernel, "HEAD_BLOCK_ROWS", 300)
+    blocked = []
+    by_blocks = cpu_kernel.frozen_head_cross_entropy
+    monkeypatch.setattr(cpu_kernel, "frozen_head_cross_entropy", lambda *a, **k: blocked.append(1) or by_blocks(*a, **k))
     g = torch.Generator().manual_seed(0)
     hidden = torch.randn(10, 32, generator=g, requires_grad=True)
     weight = (0.3 * torch.randn(1000, 32, generator=g)).requires_grad_(not frozen)
@@ -287,6 +290,7 @@ def test_fused_head_loss_is_cross_entropy(monkeypatch, smoothing, frozen):
         for a, b in zip(grads_fused, grads_plain):
             assert a.dtype == b.dtype == torch.float32
             assert ((a - b).norm() / b.norm()).item() < (1e-5 if not bf16 else 1e-2)
+    assert len(blocked) == (2 if frozen and cpu_kernel.available() else 0)  # the blocks ran for the frozen head
 
 
 @pytest.mark.parametrize("method", ["full", "lora"])

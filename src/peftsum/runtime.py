@@ -137,26 +137,30 @@ def cpu_flags() -> set[str]:
 
 ONEDNN_ISA_ENV = "ONEDNN_MAX_CPU_ISA"
 """oneDNN's cap on the instruction sets it uses (``AVX2``, ``AVX512_CORE``, ``AVX512_CORE_BF16``,
-``AVX512_CORE_AMX``, ``AVX10_1_512_AMX``, ..., ``ALL``/``DEFAULT``; oneDNN's "CPU Dispatcher Control"
-documentation). PyTorch's bf16 matmuls on CPU run through oneDNN, so a cap below the bf16 instructions
-makes them emulated (~1 GFLOP/s) even on a CPU that has AMX."""
+``AVX10_1_512_AMX``, ..., ``DEFAULT``; oneDNN's "CPU Dispatcher Control" documentation; the older
+name ``DNNL_MAX_CPU_ISA`` is read too). PyTorch's bf16 matmuls on CPU run through oneDNN, so a cap
+below the bf16 dot-product instructions makes bf16 no faster than fp32, or emulated (~1 GFLOP/s
+under ``AVX2``), even on a CPU that has AMX."""
+
+ONEDNN_CAPS_WITHOUT_BF16 = frozenset({"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE",
+                                      "AVX512_CORE_VNNI"})
+"""oneDNN ISA caps without bf16 dot products (``AVX2_VNNI_2`` converts bf16 but multiplies in fp32).
+Every other value (``AVX512_CORE_BF16``, ``AVX512_CORE_FP16`` = ``AVX10_1_512``, the ``*AMX*`` levels,
+``AVX10_2_*``, ``DEFAULT``, names newer than this list) leaves bf16 native."""
 
 
 def onednn_caps_bf16(value: str | None = None) -> bool:
-    """Whether ``ONEDNN_MAX_CPU_ISA`` (or ``value``) keeps oneDNN off the bf16 matrix instructions.
+    """Whether ``ONEDNN_MAX_CPU_ISA`` (else ``DNNL_MAX_CPU_ISA``), or ``value``, keeps oneDNN off bf16 dot products.
 
     Args:
         value: the cap to judge (default: the environment's; unset or empty means no cap).
 
     Returns:
-        True for a cap without bf16 dot products (``SSE41``, ``AVX``, ``AVX2``, ``AVX2_VNNI``,
-        ``AVX2_VNNI_2``, ``AVX512_CORE``, ``AVX512_CORE_VNNI``); False with no cap, ``ALL``/``DEFAULT``,
-        or any cap that includes AVX512-BF16 (``*BF16*``, ``*AMX*``, ``AVX10_*``).
+        True for a cap in :data:`ONEDNN_CAPS_WITHOUT_BF16` (case-insensitive), False otherwise.
     """
-    cap = (os.environ.get(ONEDNN_ISA_ENV, "") if value is None else value).strip().upper()
-    if not cap or cap in ("ALL", "DEFAULT"):
-        return False
-    return not ("BF16" in cap or "AMX" in cap or cap.startswith("AVX10"))
+    if value is None:
+        value = os.environ.get(ONEDNN_ISA_ENV) or os.environ.get("DNNL_MAX_CPU_ISA", "")
+    return value.strip().upper() in ONEDNN_CAPS_WITHOUT_BF16
 
 
 def bf16_is_fast(flags: set[str] | None = None, cuda: bool | None = None) -> bool:

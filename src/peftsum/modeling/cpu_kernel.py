@@ -585,8 +585,8 @@ HEAD_BLOCK_ROWS = 32768
 """Vocabulary rows per block of :func:`frozen_head_cross_entropy` (mT5: 8 blocks; the block's logits
 for the benchmark's 231 target tokens are 15 MB in bf16, 30 MB in fp32, instead of 116 / 231 MB for
 the whole vocabulary). Head + loss of 231 tokens on the 2-core AMX machine, bf16: whole vocabulary
-133.5 ms, blocks of 4,096 / 8,192 / 16,384 / 32,768 rows 192 / 162 / 147 / 141 ms (fp32: 475 ms, 32,768:
-502 ms); ``benchmarks/README.md``, session 12."""
+151.5 ms, blocks of 32,768 / 65,536 / 131,072 rows 160.3 / 160.1 / 154.1 ms (interleaved; 4,096 and
+8,192 rows: +45% and +20%); fp32 475 -> 502 ms; ``benchmarks/README.md``, session 12."""
 
 
 def frozen_head_cross_entropy(weight, hidden, target, smoothing: float = 0.0, block_rows: int | None = None):
@@ -614,7 +614,8 @@ def frozen_head_cross_entropy(weight, hidden, target, smoothing: float = 0.0, bl
         with respect to ``hidden``.
 
     Raises:
-        ValueError: tensors the kernel does not take (see :func:`cross_entropy_applies`) or shapes that disagree.
+        ValueError: tensors the kernel does not take (see :func:`cross_entropy_applies`), shapes that
+            disagree, or a label id outside the vocabulary.
     """
     import torch
 
@@ -626,8 +627,11 @@ def frozen_head_cross_entropy(weight, hidden, target, smoothing: float = 0.0, bl
                          f"{status()}); got {weight.dtype} on {weight.device}")
     if tuple(target.shape) != (hidden.shape[0],):
         raise ValueError(f"frozen_head_cross_entropy: target has shape {tuple(target.shape)}, hidden {hidden.shape[0]} rows")
-    with torch.no_grad():
-        rows = HEAD_BLOCK_ROWS if block_rows is None else block_rows
+    if target.numel() and (int(target.min()) < 0 or int(target.max()) >= weight.shape[0]):
+        raise ValueError(f"frozen_head_cross_entropy: label ids must lie in [0, {weight.shape[0]}); got "
+                         f"{int(target.min())}..{int(target.max())}")
+    rows = HEAD_BLOCK_ROWS if block_rows is None else block_rows
+    with torch.no_grad(), torch.autocast("cpu", enabled=False):  # products in the given dtype, as documented
         return _frozen_head(weight, hidden, target.to(torch.int64), float(smoothing), max(1, int(rows)))
 
 
@@ -644,28 +648,29 @@ def _frozen_head(weight, hidden, target, smoothing: float, block_rows: int):
     blocks = [(v0, min(vocab, v0 + block_rows)) for v0 in range(0, vocab, block_rows)]
     scratch = torch.empty(min(block_rows, vocab) * n, dtype=weight.dtype)
     h_t = hidden.t()
-    lse_parts = torch.empty(len(blocks), n, dtype=torch.float64)
-    parts = torch.empty(len(blocks), n, d, dtype=torch.float32)
+    lse = torch.full((n,), float("-inf"), dtype=torch.float64)  # log-sum-exp of the blocks so far
+    acc = torch.zeros(n, d, dtype=torch.float64)  # sum_B exp(lse_B - lse) P_B^T W_B over those blocks (fp64: <1 MB)
     total = torch.zeros(n, dtype=torch.float64) if smoothing > 0 else None
     picked = torch.empty(n, dtype=torch.float32)
-    for b, (v0, v1) in enumerate(blocks):
+    for v0, v1 in blocks:
         rows = weight[v0:v1]
         logits = torch.mm(rows, h_t, out=scratch[:(v1 - v0) * n].view(v1 - v0, n))
         here = ((target >= v0) & (target < v1)).nonzero().squeeze(1)
         picked[here] = logits[target[here] - v0, here].float()
         lse_b, total_b, ranges = _column_stats(lib, suffix, logits)
-        lse_parts[b] = lse_b
         if total is not None:
             total += total_b
         lse32 = lse_b.float().contiguous()
         _run(lambda r0, r1: grad_fn(logits.data_ptr(), n, r0, r1, lse32.data_ptr(), 1.0, 0.0), ranges)
-        parts[b] = logits.t() @ rows  # the block's softmax-weighted mean of its rows
-    lse = torch.logsumexp(lse_parts, dim=0)
-    grad = torch.einsum("bn,bnd->nd", torch.exp(lse_parts - lse).float(), parts)
-    grad.sub_(weight[target].float(), alpha=1.0 - smoothing)
+        mean_rows = logits.t() @ rows  # the block's softmax-weighted mean of its rows (n x d)
+        merged = torch.logaddexp(lse, lse_b)
+        acc.mul_(torch.exp(lse - merged).unsqueeze(1))  # exp(-inf) = 0 for the first block
+        acc.add_(mean_rows.double() * torch.exp(lse_b - merged).unsqueeze(1))
+        lse = merged
+    acc.sub_(weight[target].double(), alpha=1.0 - smoothing)
     if smoothing > 0:
-        grad.sub_(torch.mean(weight, dim=0, dtype=torch.float32), alpha=smoothing)
-    grad.div_(n)
+        acc.sub_(torch.mean(weight, dim=0, dtype=torch.float32).double(), alpha=smoothing)
+    grad = acc.div_(n).float()
     nll = (lse - picked.double()).float()
     uniform = (lse - total / vocab).float() if smoothing > 0 else None
     return nll, uniform, grad

@@ -67,7 +67,7 @@ class _HeadCrossEntropy(torch.autograd.Function):
             buffer = _cast_buffer(weight, dtype) if weight.device.type == "cpu" and weight.dtype != dtype else None
             w = buffer.copy_(weight) if buffer is not None else weight.to(dtype)
             columns = _columns_apply(h, w)
-            if columns and not ctx.needs_input_grad[1]:  # a frozen head (PEFT): blocks of the vocabulary
+            if columns and not ctx.needs_input_grad[1] and w.is_contiguous():  # a frozen head (PEFT): by blocks
                 logits = None
                 nll, uniform, grad_hidden = cpu_kernel.frozen_head_cross_entropy(w, h, target, smoothing)
                 grad_hidden = grad_hidden.to(hidden.dtype)

@@ -26,7 +26,9 @@ allocated), in bytes:
   plus one layer's activations during recomputation.
 * **output head**: peftsum's loss projects only target tokens (``training/loss.py``). In one
   process the head and its loss are fused (``training/head_loss.py``): one ``tokens x vocab``
-  buffer in the compute dtype (2 bytes under bf16, else 4) plus a 1 MiB scratch. Under several
+  buffer in the compute dtype (2 bytes under bf16, else 4) plus a 1 MiB scratch; a frozen head
+  (PEFT methods) on CPU only one block of ``cpu_kernel.HEAD_BLOCK_ROWS`` vocabulary rows of it and
+  an fp32 ``tokens x d`` sum (``cpu_kernel.frozen_head_cross_entropy``). Under several
   processes the plain packed path: the fp32 log-softmax over the vocabulary is kept, and at the
   start of backward two more vocabulary-sized buffers exist (its gradient and the logits'
   gradient), ``3 x tokens x vocab x 4`` bytes (plus the bf16 logits under bf16).
@@ -157,7 +159,8 @@ def count_parameters(model_config, method, hyper) -> ModelCounts:
 
 
 def activation_bytes(model_config, batch: int, source: int, target: int, bf16: bool = False,
-                     gradient_checkpointing: bool = False, fused_head: bool = True) -> float:
+                     gradient_checkpointing: bool = False, fused_head: bool = True,
+                     head_blocks: bool = False) -> float:
     """Bytes autograd keeps for one T5/mT5 training micro-batch, plus the output head's backward peak.
 
     Args:
@@ -168,6 +171,8 @@ def activation_bytes(model_config, batch: int, source: int, target: int, bf16: b
         bf16: bf16 autocast (linear outputs 2 bytes).
         gradient_checkpointing: keep only each layer's input (plus one layer during recomputation).
         fused_head: the head and its loss fused (one process; ``training/head_loss.py``).
+        head_blocks: with ``fused_head``, a frozen head on CPU, whose logits are computed a block of
+            vocabulary rows at a time (``cpu_kernel.frozen_head_cross_entropy``).
 
     Returns:
         Bytes (float). Formula: module docstring; per-layer terms follow ``modeling_mt5.py``.
@@ -194,7 +199,11 @@ def activation_bytes(model_config, batch: int, source: int, target: int, bf16: b
     dec_layer = nt * (attn(target) + 2 * inner * a + attn(source) + ff()) + ns * 2 * inner * a  # cross k, v
     once = 4 * batch * h * (source * source + target * target + target * source)  # position bias + masks
     embed = (ns + nt) * d * (f + (f + 1 if drop else 0)) + (ns + nt) * 2 * d * f  # embeddings, final LNs
-    if fused_head:
+    if fused_head and head_blocks:
+        from peftsum.modeling.cpu_kernel import HEAD_BLOCK_ROWS
+
+        head = nt * d * a + nt * min(HEAD_BLOCK_ROWS, c.vocab_size) * a + 2 * nt * d * 4
+    elif fused_head:
         head = nt * d * a + nt * c.vocab_size * a + min(nt * c.vocab_size * 4, 1 << 20)
     else:
         head = nt * d * a + 3 * nt * c.vocab_size * 4 + (nt * c.vocab_size * a if bf16 else 0)
@@ -255,13 +264,14 @@ def estimate(cfg, world_size: int = 1, fsdp: bool = False, model_config=None, ca
 
     # as training/loss.py: fused where the packed loss is used, in one process, on a T5-family head
     fused_head = world_size == 1 and method.packed_head and is_t5_family(model_config)
+    name, cap = capacity if capacity is not None else device_capacity(world_size)
     acts = activation_bytes(model_config, cfg.batch_size, cfg.max_source_length, cfg.max_target_length,
-                            bool(cfg.bf16), bool(cfg.gradient_checkpointing), fused_head=fused_head)
+                            bool(cfg.bf16), bool(cfg.gradient_checkpointing), fused_head=fused_head,
+                            head_blocks=not counts.head_trainable and name == "cpu")
     if cfg.bf16:
         acts += counts.linear * 2 / shards  # bf16 copies of the linear weights kept for backward
     head_grad = (model_config.vocab_size * model_config.d_model * 4 / shards) if counts.head_trainable else 0.0
     peak = params + optimizer + max(acts + head_grad, grads)
-    name, cap = capacity if capacity is not None else device_capacity(world_size)
     return MemoryEstimate(method.name, world_size, fsdp, params, grads, optimizer, acts, peak, name, cap)
 
 
