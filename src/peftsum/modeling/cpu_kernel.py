@@ -635,6 +635,28 @@ def frozen_head_cross_entropy(weight, hidden, target, smoothing: float = 0.0, bl
         return _frozen_head(weight, hidden, target.to(torch.int64), float(smoothing), max(1, int(rows)))
 
 
+_HEAD_SCRATCH: dict = {}
+"""dtype -> one flat CPU buffer for a block's logits, kept between calls and grown as needed."""
+
+
+def _head_scratch(numel: int, dtype):
+    """A reused buffer of at least ``numel`` elements for :func:`frozen_head_cross_entropy`'s block logits.
+
+    A batch's target-token count changes from step to step; a fresh block-sized tensor each time would
+    not always fit the hole the last one left among a step's allocations, and the heap would grow and
+    fault new pages in (what a whole-vocabulary buffer of the same kind cost before: +0.15 s on every
+    other LoRA step, ``benchmarks/README.md`` session 9). Grown with 25% spare (16-34 MB for mT5's
+    blocks at ~256 target tokens).
+    """
+    import torch
+
+    buf = _HEAD_SCRATCH.get(dtype)
+    if buf is None or buf.numel() < numel:
+        with torch.inference_mode(False):  # a normal tensor even when first made under inference_mode
+            _HEAD_SCRATCH[dtype] = buf = torch.empty(numel + numel // 4, dtype=dtype)
+    return buf
+
+
 def _frozen_head(weight, hidden, target, smoothing: float, block_rows: int):
     import torch
 
@@ -646,7 +668,7 @@ def _frozen_head(weight, hidden, target, smoothing: float, block_rows: int):
     lib, suffix = _library(), _suffix(weight.dtype)
     grad_fn = getattr(lib, f"peftsum_xent_cols_grad_{suffix}")
     blocks = [(v0, min(vocab, v0 + block_rows)) for v0 in range(0, vocab, block_rows)]
-    scratch = torch.empty(min(block_rows, vocab) * n, dtype=weight.dtype)
+    scratch = _head_scratch(min(block_rows, vocab) * n, weight.dtype)
     h_t = hidden.t()
     lse = torch.full((n,), float("-inf"), dtype=torch.float64)  # log-sum-exp of the blocks so far
     acc = torch.zeros(n, d, dtype=torch.float64)  # sum_B exp(lse_B - lse) P_B^T W_B over those blocks (fp64: <1 MB)
