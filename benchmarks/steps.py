@@ -29,6 +29,7 @@ the 250,112-row embedding and head: read shares with that in mind, times from a 
 from __future__ import annotations
 
 import argparse
+import collections
 import statistics
 import sys
 import time
@@ -196,10 +197,7 @@ def ceiling(model, batch, step, phases: dict, times: list[float]) -> None:
         size = 1 + sum((n - 1) * st for n, st in zip(shape, stride))  # the storage the layout spans
         return torch.randn(size, dtype=dtype, device=ARGS.device).as_strided(shape, stride)
 
-    by_shape: dict = {}
-    for kind, spec in calls:
-        by_shape.setdefault((kind, tuple(spec)), 0)
-        by_shape[(kind, tuple(spec))] += 1
+    by_shape = collections.Counter((kind, tuple(spec)) for kind, spec in calls)
     total_s = total_flop = 0.0
     rows = []
     for (kind, spec), n in by_shape.items():
@@ -233,7 +231,7 @@ def ceiling(model, batch, step, phases: dict, times: list[float]) -> None:
     print(f"  matmul floor: {len(calls)} products in one step ({len(by_shape)} layouts), {total_flop / 1e9:.0f} GFLOP, "
           f"{total_s:.3f} s when each runs alone ({total_flop / total_s / 1e9:.0f} GFLOP/s); top layouts:")
     for t, n, kind, spec, rate in rows[:8]:
-        shapes = " x ".join(f"{s}{'' if torch.empty_strided(s, st).is_contiguous() else 'T'}" for s, st, _ in spec)
+        shapes = " x ".join(f"{s}{'' if st[-1] == 1 else 'T'}" for s, st, _ in spec)  # T: a transposed view
         print(f"    {kind} {shapes}: {n} calls, {t * 1000:.1f} ms ({rate:.0f} GFLOP/s)")
     print(f"  peak ({dtype} torch.mm of squares, as pipeline.py): {peak[dtype]:.0f} GFLOP/s; model FLOPs per step (6N, real tokens): "
           f"{model_flop / 1e9:.0f} G")

@@ -682,7 +682,7 @@ def _frozen_head(weight, hidden, target, smoothing: float, block_rows: int):
         lse_b, total_b, ranges = _column_stats(lib, suffix, logits)
         if total is not None:
             total += total_b
-        lse32 = lse_b.float().contiguous()
+        lse32 = lse_b.float()
         _run(lambda r0, r1: grad_fn(logits.data_ptr(), n, r0, r1, lse32.data_ptr(), 1.0, 0.0), ranges)
         mean_rows = logits.t() @ rows  # the block's softmax-weighted mean of its rows (n x d)
         merged = torch.logaddexp(lse, lse_b)

@@ -28,7 +28,7 @@ allocated), in bytes:
   process the head and its loss are fused (``training/head_loss.py``): one ``tokens x vocab``
   buffer in the compute dtype (2 bytes under bf16, else 4) plus a 1 MiB scratch; a frozen head
   (PEFT methods) on CPU only one block of ``cpu_kernel.HEAD_BLOCK_ROWS`` vocabulary rows of it and
-  an fp32 ``tokens x d`` sum (``cpu_kernel.frozen_head_cross_entropy``). Under several
+  an fp64 ``tokens x d`` sum (``cpu_kernel.frozen_head_cross_entropy``). Under several
   processes the plain packed path: the fp32 log-softmax over the vocabulary is kept, and at the
   start of backward two more vocabulary-sized buffers exist (its gradient and the logits'
   gradient), ``3 x tokens x vocab x 4`` bytes (plus the bf16 logits under bf16).
